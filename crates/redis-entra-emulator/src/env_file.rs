@@ -1,0 +1,1 @@
+//! The env file (being written).

@@ -1,0 +1,44 @@
+//! Faults the emulator can be told to inject at run time, to test clients' retry logic.
+
+use std::sync::RwLock;
+use std::time::Duration;
+
+/// How the identity endpoints (token endpoint and managed identity) misbehave.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum IdentityFault {
+    /// Serve normally.
+    #[default]
+    None,
+    /// Refuse every token request with HTTP 503 (an outage).
+    Unavailable,
+    /// Answer 429 with `Retry-After: secs`.
+    TooManyRequests {
+        /// The `Retry-After` value in seconds.
+        retry_after_secs: u64,
+    },
+    /// Answer 500.
+    InternalError,
+    /// Answer 200 with a body that is not JSON.
+    MalformedJson,
+    /// Wait this long before answering normally.
+    Slow(Duration),
+}
+
+/// The faults in force.
+#[derive(Debug, Default)]
+pub struct Faults {
+    identity: RwLock<IdentityFault>,
+}
+
+impl Faults {
+    /// The identity fault in force.
+    pub fn identity(&self) -> IdentityFault {
+        self.identity.read().expect("faults lock poisoned").clone()
+    }
+
+    /// Sets the identity fault (use [`IdentityFault::None`] to heal).
+    pub fn set_identity(&self, fault: IdentityFault) {
+        *self.identity.write().expect("faults lock poisoned") = fault;
+    }
+}

@@ -1,0 +1,1 @@
+//! The Redis gateway (being written).

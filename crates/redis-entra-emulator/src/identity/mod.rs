@@ -1,0 +1,1 @@
+//! The fake Entra ID (being written).

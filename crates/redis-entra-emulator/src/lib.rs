@@ -1,0 +1,40 @@
+//! # redis-entra-emulator: a local Azure
+//!
+//! A fake Microsoft Entra ID and a Redis gateway that enforces Azure Cache for Redis' rules in
+//! front of a real `redis-server`, so that Entra ID authentication can be tested without Azure.
+//!
+//! - [`identity`]: the fake Entra ID over HTTPS: OIDC metadata, JWKS, the v2 token endpoint
+//!   (client credentials) and an App Service managed-identity endpoint.
+//! - [`gateway`]: a TLS listener that speaks RESP2/RESP3, validates `AUTH <oid> <token>` against
+//!   the JWKS, closes connections whose token expired, and forwards everything else untouched.
+//! - [`backend`]: the `redis-server` behind the gateway, with one ACL user per access policy.
+//! - [`Emulator`]: all of it started together, with an env file an unmodified Azure SDK sample
+//!   can use.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), redis_entra_emulator::Error> {
+//! use redis_entra_emulator::{Emulator, EmulatorConfig};
+//! let emulator = Emulator::start(EmulatorConfig::default()).await?;
+//! for (name, value) in emulator.env() {
+//!     println!("export {name}={value}");
+//! }
+//! emulator.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod backend;
+pub mod directory;
+mod emulator;
+pub mod env_file;
+mod error;
+pub mod faults;
+pub mod gateway;
+pub mod identity;
+pub mod signing;
+pub mod stats;
+pub mod tls;
+
+pub use emulator::{Emulator, EmulatorConfig, IdentityKind};
+pub use error::Error;
