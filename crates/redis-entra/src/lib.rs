@@ -1,1 +1,53 @@
-//! lib
+//! # redis-entra
+//!
+//! Microsoft Entra ID authentication for Azure Cache for Redis and Azure Managed Redis.
+//!
+//! Azure's rules: the password is an Entra access token for `https://redis.azure.com/.default`,
+//! the username is the token's `oid` claim, the connection is TLS (port 6380, or 10000 on
+//! Managed Redis), and the server closes a connection whose token expires unless the client sent
+//! `AUTH <oid> <new token>` on it before then.
+//!
+//! The crate is built as one direction of flow:
+//!
+//! - [`credential`]: where tokens come from (any `azure_core` `TokenCredential`; helpers for
+//!   client secrets, managed identities and the environment);
+//! - [`token`]: the [`TokenManager`], which refreshes before expiry (ratio and margin, with
+//!   jitter), retries failures with backoff **forever**, shares one request among all callers,
+//!   and publishes [`TokenEvent`]s;
+//! - [`claims`]: the token's claims, read as base64url JSON (no `oid`, no username: an error);
+//! - [`connect`]: connections that re-authenticate in place and reconnect with a fresh token;
+//! - [`tls`]: whom to trust (system roots, plus an optional extra CA).
+//!
+//! ```no_run
+//! # async fn run() -> redis_entra::Result<()> {
+//! use redis::AsyncCommands;
+//! use redis_entra::{ConnectOptions, EntraConnection, TokenManager, TokenManagerOptions};
+//!
+//! let credential = redis_entra::credential::from_env(&Default::default())?;
+//! let manager = TokenManager::new(credential, TokenManagerOptions::default());
+//! let options = ConnectOptions::new("mycache.redis.cache.windows.net", 6380);
+//! let mut conn = EntraConnection::connect(options, manager).await?;
+//! let _: () = conn.set("Az:key1", "value1").await?;
+//! # Ok(()) }
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod claims;
+pub mod connect;
+pub mod credential;
+mod error;
+pub mod tls;
+pub mod token;
+
+pub use claims::{ClaimsError, TokenClaims};
+pub use connect::multiplexed::EntraConnection;
+pub use connect::options::{ConnectOptions, Protocol};
+pub use error::{Error, Result};
+pub use tls::TlsOptions;
+pub use token::credentials::RedisCredentials;
+pub use token::events::TokenEvent;
+pub use token::manager::{
+    CredentialsWatch, TokenManager, TokenManagerOptions, Username, REDIS_SCOPE,
+};
+pub use token::policy::{RefreshPolicy, RetryPolicy};

@@ -1,0 +1,47 @@
+//! The library's error type.
+
+use std::sync::Arc;
+
+use crate::claims::ClaimsError;
+
+/// What went wrong, and what to do about it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The credential could not get a token.
+    #[error("could not get an Entra ID token: {0}")]
+    Credential(Arc<azure_core::Error>),
+    /// The token request did not finish in time.
+    #[error("the token request did not finish within {0:?}: is the identity endpoint reachable?")]
+    CredentialTimeout(std::time::Duration),
+    /// The token could not be read.
+    #[error(transparent)]
+    Claims(#[from] ClaimsError),
+    /// The token manager has stopped.
+    #[error("the token manager has stopped")]
+    Stopped,
+    /// Redis refused or failed.
+    #[error("redis: {0}")]
+    Redis(Arc<redis::RedisError>),
+    /// The configuration is wrong.
+    #[error("{0}")]
+    Config(String),
+    /// TLS could not be set up.
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+impl From<azure_core::Error> for Error {
+    fn from(e: azure_core::Error) -> Self {
+        Self::Credential(Arc::new(e))
+    }
+}
+
+impl From<redis::RedisError> for Error {
+    fn from(e: redis::RedisError) -> Self {
+        Self::Redis(Arc::new(e))
+    }
+}
+
+/// A `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

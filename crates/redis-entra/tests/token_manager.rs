@@ -1,0 +1,219 @@
+//! The token manager against a mock identity provider: single flight, refresh before expiry,
+//! retrying forever through an outage, and never pushing a token that is not fresher.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use azure_core::credentials::{AccessToken, Secret, TokenCredential, TokenRequestOptions};
+use base64::Engine;
+use redis_entra::{RetryPolicy, TokenEvent, TokenManager, TokenManagerOptions};
+
+/// Issues unsigned JWTs with an `oid`, living `lifetime`; fails while `down` is set.
+#[derive(Debug)]
+struct MockIdentity {
+    calls: AtomicU64,
+    down: AtomicBool,
+    lifetime: Mutex<Duration>,
+    oid: Option<&'static str>,
+    /// When set, every token expires at this fixed time (a cache that returns the same token).
+    fixed_expiry: Mutex<Option<SystemTime>>,
+}
+
+impl MockIdentity {
+    fn new(lifetime: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            calls: AtomicU64::new(0),
+            down: AtomicBool::new(false),
+            lifetime: Mutex::new(lifetime),
+            oid: Some("11111111-2222-3333-4444-555555555555"),
+            fixed_expiry: Mutex::new(None),
+        })
+    }
+}
+
+fn jwt(claims: serde_json::Value) -> String {
+    let enc = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    format!(
+        "{}.{}.c2ln",
+        enc.encode(br#"{"alg":"RS256","typ":"JWT"}"#),
+        enc.encode(claims.to_string())
+    )
+}
+
+#[async_trait::async_trait]
+impl TokenCredential for MockIdentity {
+    async fn get_token(
+        &self,
+        _scopes: &[&str],
+        _options: Option<TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<AccessToken> {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        // A little latency, so that concurrent callers overlap with the request in flight.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if self.down.load(Ordering::SeqCst) {
+            return Err(azure_core::Error::with_message(
+                azure_core::error::ErrorKind::Io,
+                "identity endpoint unreachable (mock outage)",
+            ));
+        }
+        let expires: SystemTime = self
+            .fixed_expiry
+            .lock()
+            .unwrap()
+            .unwrap_or_else(|| SystemTime::now() + *self.lifetime.lock().unwrap());
+        let exp = expires.duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let mut claims = serde_json::json!({ "exp": exp, "n": n });
+        if let Some(oid) = self.oid {
+            claims["oid"] = oid.into();
+        }
+        Ok(AccessToken::new(Secret::new(jwt(claims)), expires.into()))
+    }
+}
+
+fn fast_retry() -> TokenManagerOptions {
+    TokenManagerOptions {
+        retry: RetryPolicy {
+            initial_delay: Duration::from_millis(50),
+            max_delay: Duration::from_millis(200),
+            max_delay_without_token: Duration::from_millis(200),
+            min_delay: Duration::from_millis(20),
+            ..RetryPolicy::default()
+        },
+        ..TokenManagerOptions::default()
+    }
+}
+
+#[tokio::test]
+async fn concurrent_callers_share_one_request() {
+    let idp = MockIdentity::new(Duration::from_secs(3600));
+    let manager = TokenManager::new(idp.clone(), TokenManagerOptions::default());
+    let mut tasks = Vec::new();
+    for _ in 0..1000 {
+        let m = manager.clone();
+        tasks.push(tokio::spawn(async move { m.credentials().await }));
+    }
+    for t in tasks {
+        let creds = t.await.unwrap().unwrap();
+        assert_eq!(creds.username(), "11111111-2222-3333-4444-555555555555");
+    }
+    assert_eq!(idp.calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn refreshes_before_expiry_once_per_lifetime() {
+    let idp = MockIdentity::new(Duration::from_secs(4));
+    let manager = TokenManager::new(idp.clone(), TokenManagerOptions::default());
+    let mut watch = manager.watch();
+    let first = watch.next().await.unwrap();
+    let second = tokio::time::timeout(Duration::from_secs(6), watch.next())
+        .await
+        .expect("a refresh within the first token's lifetime")
+        .unwrap();
+    assert!(second.generation() > first.generation());
+    assert!(
+        SystemTime::now() < first.expires_on(),
+        "the refresh must come before the first token expires"
+    );
+    assert!(second.expires_on() > first.expires_on());
+    // One request per refresh, not a loop (the redis crate's provider asks ~600 times a second
+    // for tokens shorter than 240 s).
+    assert_eq!(idp.calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn keeps_retrying_through_an_outage_and_recovers() {
+    let idp = MockIdentity::new(Duration::from_secs(2));
+    let manager = TokenManager::new(idp.clone(), fast_retry());
+    let mut events = manager.events();
+    let first = manager.credentials().await.unwrap();
+    idp.down.store(true, Ordering::SeqCst);
+    // Wait until well past the first token's expiry: many more failures than any anchor allows.
+    let mut failures = 0u32;
+    while failures < 12 || !first.is_expired() {
+        match tokio::time::timeout(Duration::from_secs(10), events.recv()).await {
+            Ok(Ok(TokenEvent::RefreshFailed { attempt, .. })) => failures = attempt,
+            Ok(Ok(_)) => {}
+            other => panic!("expected refresh failures, got {other:?}"),
+        }
+    }
+    // A caller during the outage gets the error, not a hang and not a stale token.
+    let err = manager.credentials().await.unwrap_err();
+    assert!(err.to_string().contains("mock outage"), "{err}");
+    idp.down.store(false, Ordering::SeqCst);
+    let recovered = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match events.recv().await {
+                Ok(TokenEvent::Refreshed { generation, .. }) => return generation,
+                Ok(_) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+    .await
+    .expect("recovery after the outage");
+    assert_eq!(recovered, 2);
+    assert!(!manager.credentials().await.unwrap().is_expired());
+}
+
+#[tokio::test]
+async fn a_token_no_fresher_than_the_current_one_is_not_pushed() {
+    let idp = MockIdentity::new(Duration::from_secs(2));
+    let fixed = SystemTime::now() + Duration::from_secs(3);
+    *idp.fixed_expiry.lock().unwrap() = Some(fixed);
+    let manager = TokenManager::new(idp.clone(), TokenManagerOptions::default());
+    let mut events = manager.events();
+    let first = manager.credentials().await.unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match events.recv().await.unwrap() {
+                TokenEvent::NotFresher { .. } => return,
+                TokenEvent::Refreshed { generation, .. } if generation > 1 => {
+                    panic!("a token no fresher was pushed")
+                }
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert!(event.is_ok(), "expected a NotFresher event");
+    assert_eq!(manager.current().unwrap().generation(), first.generation());
+}
+
+#[tokio::test]
+async fn a_token_without_oid_is_an_error_that_says_so() {
+    let idp = Arc::new(MockIdentity {
+        oid: None,
+        ..Arc::try_unwrap(MockIdentity::new(Duration::from_secs(60))).unwrap()
+    });
+    let manager = TokenManager::new(idp, fast_retry());
+    let err = manager.credentials().await.unwrap_err();
+    assert!(err.to_string().contains("no `oid` claim"), "{err}");
+}
+
+#[tokio::test]
+async fn debug_output_never_shows_the_token() {
+    let idp = MockIdentity::new(Duration::from_secs(60));
+    let manager = TokenManager::new(idp, TokenManagerOptions::default());
+    let creds = manager.credentials().await.unwrap();
+    let token = creds.token().to_string();
+    for text in [format!("{creds:?}"), format!("{manager:?}")] {
+        assert!(!text.contains(&token), "{text}");
+        assert!(!text.contains(token.split('.').nth(1).unwrap()), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn the_background_task_stops_with_the_last_handle() {
+    let idp = MockIdentity::new(Duration::from_secs(2));
+    let manager = TokenManager::new(idp.clone(), TokenManagerOptions::default());
+    let mut watch = manager.watch();
+    watch.next().await.unwrap();
+    drop(manager);
+    // The watch ends once the task has stopped.
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        while watch.next().await.is_some() {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the task kept running after the manager was dropped");
+}
