@@ -1,7 +1,28 @@
-//! The whole local Azure, started together (being written).
+//! The whole local Azure, started together: PKI, tenant, token issuer, the fake Entra ID's
+//! HTTPS endpoints, the managed-identity endpoint, the backend `redis-server` and the gateway.
 
-/// Which identity the env file describes.
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::backend::Backend;
+use crate::directory::{AccessPolicy, Directory, Principal};
+use crate::faults::Faults;
+use crate::gateway::{validate::TokenValidator, Gateway, GatewayState};
+use crate::identity::{self, IdentityState};
+use crate::signing::TokenIssuer;
+use crate::stats::Stats;
+use crate::tls::Pki;
+use crate::{env_file, Error};
+
+/// Which identity the env file describes (`--identity`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum IdentityKind {
     /// A service principal with a client secret.
     #[default]
@@ -10,10 +31,337 @@ pub enum IdentityKind {
     ManagedIdentity,
 }
 
-/// How to start the emulator.
-#[derive(Debug, Clone, Default)]
-pub struct EmulatorConfig {}
+impl IdentityKind {
+    /// The name used on the command line.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::ServicePrincipal => "service-principal",
+            Self::ManagedIdentity => "managed-identity",
+        }
+    }
+}
 
-/// A running emulator.
-#[derive(Debug)]
-pub struct Emulator {}
+impl std::str::FromStr for IdentityKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "service-principal" => Ok(Self::ServicePrincipal),
+            "managed-identity" | "system-assigned-identity" => Ok(Self::ManagedIdentity),
+            other => Err(Error::Config(format!(
+                "unknown identity kind {other:?}: use service-principal or managed-identity"
+            ))),
+        }
+    }
+}
+
+/// How to start the emulator.
+#[derive(Debug, Clone)]
+pub struct EmulatorConfig {
+    /// How long issued tokens live (default 1 hour).
+    pub token_lifetime: Duration,
+    /// Which identity the env file describes.
+    pub identity: IdentityKind,
+    /// An existing Redis to front (`redis://…` or `unix:///…`); `None` spawns `redis-server`.
+    pub backend: Option<String>,
+    /// The gateway's port on 127.0.0.1 (0 picks a free one).
+    pub gateway_port: u16,
+    /// The fake Entra ID's HTTPS port (0 picks a free one).
+    pub authority_port: u16,
+    /// The clock skew the gateway allows on `exp` and `nbf` (default 2 s).
+    pub clock_skew: Duration,
+}
+
+impl Default for EmulatorConfig {
+    fn default() -> Self {
+        Self {
+            token_lifetime: Duration::from_secs(3600),
+            identity: IdentityKind::ServicePrincipal,
+            backend: None,
+            gateway_port: 0,
+            authority_port: 0,
+            clock_skew: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A running emulator. Dropping it stops its servers; [`Emulator::shutdown`] does it cleanly.
+pub struct Emulator {
+    config: EmulatorConfig,
+    directory: Arc<Directory>,
+    issuer: Arc<TokenIssuer>,
+    faults: Arc<Faults>,
+    stats: Arc<Stats>,
+    pki: Pki,
+    backend: Arc<Backend>,
+    gateway: Option<Gateway>,
+    authority: String,
+    msi_endpoint: String,
+    identity_header: String,
+    service_principal: Principal,
+    managed_identity: Principal,
+    files: tempfile::TempDir,
+    stop: watch::Sender<bool>,
+    servers: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Emulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Emulator")
+            .field("authority", &self.authority)
+            .field("gateway", &self.gateway_addr())
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+async fn bind(port: u16, what: &str) -> Result<TcpListener, Error> {
+    TcpListener::bind(("127.0.0.1", port))
+        .await
+        .map_err(|e| Error::io(format!("binding the {what} to 127.0.0.1:{port}"), e))
+}
+
+impl Emulator {
+    /// Starts everything; returns once every endpoint accepts connections.
+    pub async fn start(config: EmulatorConfig) -> Result<Self, Error> {
+        let pki = Pki::generate()?;
+        let directory = Arc::new(Directory::new());
+        let issuer = Arc::new(TokenIssuer::new(
+            directory.tenant_id(),
+            config.token_lifetime,
+        )?);
+        let faults = Arc::new(Faults::default());
+        let stats = Arc::new(Stats::default());
+
+        let service_principal = directory.create_service_principal("redis-entra-app");
+        directory.assign(&service_principal.object_id, AccessPolicy::DataOwner);
+        let managed_identity = directory.create_managed_identity("redis-entra-site", false);
+        directory.assign(&managed_identity.object_id, AccessPolicy::DataOwner);
+
+        let authority_listener = bind(config.authority_port, "fake Entra ID").await?;
+        let authority_addr = local(&authority_listener)?;
+        let authority = format!("https://localhost:{}", authority_addr.port());
+        let msi_listener = bind(0, "managed identity endpoint").await?;
+        let msi_endpoint = format!(
+            "http://127.0.0.1:{}/msi/token",
+            local(&msi_listener)?.port()
+        );
+        let identity_header = uuid::Uuid::new_v4().simple().to_string();
+
+        let state = IdentityState {
+            directory: directory.clone(),
+            issuer: issuer.clone(),
+            faults: faults.clone(),
+            stats: stats.clone(),
+            authority: authority.clone(),
+            identity_header: identity_header.clone(),
+        };
+        let (stop, stop_rx) = watch::channel(false);
+        let until_stopped = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let servers = vec![
+            identity::serve(
+                authority_listener,
+                Some(pki.server_config()),
+                identity::authority_router(state.clone()),
+                until_stopped(stop_rx.clone()),
+            ),
+            identity::serve(
+                msi_listener,
+                None,
+                identity::managed_identity_router(state),
+                until_stopped(stop_rx.clone()),
+            ),
+        ];
+
+        let backend = Arc::new(match &config.backend {
+            Some(url) => Backend::external(url).await?,
+            None => Backend::spawn().await?,
+        });
+        let validator = TokenValidator::new(directory.clone())
+            .with_authority(&authority)
+            .with_skew(config.clock_skew);
+        validator.trust(&issuer)?;
+        let gateway = Gateway::bind(
+            SocketAddr::from(([127, 0, 0, 1], config.gateway_port)),
+            pki.server_config(),
+            GatewayState {
+                directory: directory.clone(),
+                validator: Arc::new(validator),
+                backend: backend.clone(),
+                stats: stats.clone(),
+            },
+        )
+        .await?;
+
+        let files = tempfile::Builder::new()
+            .prefix("redis-entra-emulator-")
+            .tempdir()
+            .map_err(|e| Error::io("creating the emulator's folder", e))?;
+        let ca = files.path().join("ca.pem");
+        std::fs::write(&ca, pki.ca_pem()).map_err(|e| Error::io("writing the CA file", e))?;
+
+        tracing::info!(%authority, gateway = %gateway.local_addr(), backend = %backend.addr(), "emulator ready");
+        Ok(Self {
+            config,
+            directory,
+            issuer,
+            faults,
+            stats,
+            pki,
+            backend,
+            gateway: Some(gateway),
+            authority,
+            msi_endpoint,
+            identity_header,
+            service_principal,
+            managed_identity,
+            files,
+            stop,
+            servers,
+        })
+    }
+
+    /// The gateway's TLS address (host `localhost`, port as bound).
+    pub fn gateway_addr(&self) -> SocketAddr {
+        self.gateway
+            .as_ref()
+            .map(|g| g.local_addr())
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// `https://localhost:PORT`: the fake Entra ID's authority host.
+    pub fn authority(&self) -> &str {
+        &self.authority
+    }
+
+    /// The App Service managed-identity endpoint (`IDENTITY_ENDPOINT`).
+    pub fn managed_identity_endpoint(&self) -> &str {
+        &self.msi_endpoint
+    }
+
+    /// The `IDENTITY_HEADER` secret.
+    pub fn identity_header(&self) -> &str {
+        &self.identity_header
+    }
+
+    /// The tenant id.
+    pub fn tenant_id(&self) -> &str {
+        self.directory.tenant_id()
+    }
+
+    /// The CA certificate (PEM) clients must trust.
+    pub fn ca_pem(&self) -> &str {
+        self.pki.ca_pem()
+    }
+
+    /// A file holding [`Self::ca_pem`].
+    pub fn ca_file(&self) -> PathBuf {
+        self.files.path().join("ca.pem")
+    }
+
+    /// The service principal created at start (Data Owner).
+    pub fn service_principal(&self) -> &Principal {
+        &self.service_principal
+    }
+
+    /// The system-assigned managed identity created at start (Data Owner).
+    pub fn managed_identity(&self) -> &Principal {
+        &self.managed_identity
+    }
+
+    /// The tenant's identities and access policies.
+    pub fn directory(&self) -> &Arc<Directory> {
+        &self.directory
+    }
+
+    /// The token issuer (to mint tokens with chosen claims, or change the lifetime).
+    pub fn issuer(&self) -> &Arc<TokenIssuer> {
+        &self.issuer
+    }
+
+    /// The faults in force.
+    pub fn faults(&self) -> &Arc<Faults> {
+        &self.faults
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+
+    /// The backend Redis.
+    pub fn backend(&self) -> &Arc<Backend> {
+        &self.backend
+    }
+
+    /// The configuration it started with.
+    pub fn config(&self) -> &EmulatorConfig {
+        &self.config
+    }
+
+    /// The environment for the configured identity kind.
+    pub fn env(&self) -> Vec<(String, String)> {
+        self.env_for(self.config.identity)
+    }
+
+    /// The environment for an identity kind (DESIGN.md §4.2).
+    pub fn env_for(&self, kind: IdentityKind) -> Vec<(String, String)> {
+        let addr = self.gateway_addr();
+        let ca = self.ca_file().display().to_string();
+        let mut vars: Vec<(String, String)> = vec![
+            ("AZURE_REDIS_HOST".into(), "localhost".into()),
+            ("AZURE_REDIS_PORT".into(), addr.port().to_string()),
+            ("AZURE_AUTHORITY_HOST".into(), self.authority.clone()),
+            ("AZURE_TENANT_ID".into(), self.tenant_id().to_string()),
+            ("SSL_CERT_FILE".into(), ca.clone()),
+            ("REQUESTS_CA_BUNDLE".into(), ca.clone()),
+            ("NODE_EXTRA_CA_CERTS".into(), ca),
+        ];
+        match kind {
+            IdentityKind::ServicePrincipal => {
+                let sp = &self.service_principal;
+                let secret = sp.secret.clone().unwrap_or_default();
+                vars.extend([
+                    ("AZURE_CLIENT_ID".into(), sp.client_id.clone()),
+                    ("AZURE_CLIENT_SECRET".into(), secret.clone()),
+                    ("AZURE_REDIS_CLIENTID".into(), sp.client_id.clone()),
+                    ("AZURE_REDIS_CLIENTSECRET".into(), secret),
+                    ("AZURE_REDIS_TENANTID".into(), self.tenant_id().to_string()),
+                ]);
+            }
+            IdentityKind::ManagedIdentity => {
+                vars.extend([
+                    ("IDENTITY_ENDPOINT".into(), self.msi_endpoint.clone()),
+                    ("IDENTITY_HEADER".into(), self.identity_header.clone()),
+                ]);
+            }
+        }
+        vars
+    }
+
+    /// Writes the env file for the configured identity kind to `path`, atomically.
+    pub fn write_env_file(&self, path: &Path) -> Result<(), Error> {
+        env_file::write_atomic(path, &env_file::render(&self.env()))
+    }
+
+    /// Stops the servers and a spawned `redis-server`.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(gateway) = self.gateway.take() {
+            gateway.shutdown().await;
+        }
+        for server in self.servers.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+        }
+        if let Some(backend) = Arc::get_mut(&mut self.backend) {
+            backend.shutdown().await;
+        }
+    }
+}
+
+fn local(listener: &TcpListener) -> Result<SocketAddr, Error> {
+    listener
+        .local_addr()
+        .map_err(|e| Error::io("reading a listener's address", e))
+}

@@ -45,7 +45,9 @@ impl Pki {
 
         let server_key = KeyPair::generate().map_err(pki)?;
         let mut params = CertificateParams::new(vec!["localhost".to_string()]).map_err(pki)?;
-        params.subject_alt_names.push(SanType::IpAddress([127, 0, 0, 1].into()));
+        params
+            .subject_alt_names
+            .push(SanType::IpAddress([127, 0, 0, 1].into()));
         params
             .subject_alt_names
             .push(SanType::IpAddress(std::net::Ipv6Addr::LOCALHOST.into()));

@@ -204,7 +204,9 @@ mod tests {
     #[test]
     fn reads_claims_with_base64url_characters() {
         // A payload whose base64 form has '-' and '_' (the seeds' plain base64 breaks here).
-        let t = jwt(r#"{"oid":"a~b?c>>>","exp":1700000000.5,"aud":"https://redis.azure.com","ver":"1.0"}"#);
+        let t = jwt(
+            r#"{"oid":"a~b?c>>>","exp":1700000000.5,"aud":"https://redis.azure.com","ver":"1.0"}"#,
+        );
         assert!(t.contains('-') || t.contains('_'), "{t}");
         let c = TokenClaims::from_jwt(&t).unwrap();
         assert_eq!(c.username().unwrap(), "a~b?c>>>");
@@ -248,6 +250,9 @@ mod tests {
     fn padded_payload_is_accepted() {
         let enc = base64::engine::general_purpose::URL_SAFE;
         let t = format!("e30.{}.x", enc.encode(br#"{"oid":"x1"}"#));
-        assert_eq!(TokenClaims::from_jwt(&t).unwrap().oid.as_deref(), Some("x1"));
+        assert_eq!(
+            TokenClaims::from_jwt(&t).unwrap().oid.as_deref(),
+            Some("x1")
+        );
     }
 }

@@ -215,5 +215,8 @@ async fn the_background_task_stops_with_the_last_handle() {
         while watch.next().await.is_some() {}
     })
     .await;
-    assert!(ended.is_ok(), "the task kept running after the manager was dropped");
+    assert!(
+        ended.is_ok(),
+        "the task kept running after the manager was dropped"
+    );
 }

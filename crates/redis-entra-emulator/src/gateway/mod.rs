@@ -1,1 +1,216 @@
-//! The Redis gateway (being written).
+//! The Redis gateway: a TLS listener that enforces Azure Cache for Redis' Entra ID rules in
+//! front of a real `redis-server`.
+//!
+//! What a client sees is what Azure shows it:
+//!
+//! - TLS only (the emulator's CA), RESP2 and RESP3.
+//! - Before authentication only `AUTH <oid> <token>`, `HELLO <v> AUTH <oid> <token>`, `QUIT`
+//!   and `RESET` are answered; everything else gets `-NOAUTH Authentication required.`
+//! - A token is checked as [`TokenValidator`] describes (signature, audience, issuer, lifetime,
+//!   `oid` = username, an access policy assigned); a bad one gets `-WRONGPASS`.
+//! - The identity's access policy is a real ACL user on the backend, so `NOPERM` and every other
+//!   reply come from Redis itself.
+//! - The connection is closed, without a reply, when its token expires, unless the client sent
+//!   `AUTH` with a newer valid token first. In RESP2 subscribed mode Redis refuses `AUTH`, so
+//!   such connections are closed at every expiry, as on Azure.
+//!
+//! The modules: [`validate`] checks tokens, [`resp`] frames requests exactly as Redis does, and
+//! a private `session` module runs each connection. The listener spawns one task per
+//! connection; a bad handshake, garbage bytes or a stalled client only ever end their own
+//! connection.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), redis_entra_emulator::Error> {
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use redis_entra_emulator::backend::Backend;
+//! use redis_entra_emulator::directory::Directory;
+//! use redis_entra_emulator::gateway::{Gateway, GatewayState, TokenValidator};
+//! use redis_entra_emulator::signing::TokenIssuer;
+//! use redis_entra_emulator::stats::Stats;
+//! use redis_entra_emulator::tls::Pki;
+//!
+//! let directory = Arc::new(Directory::new());
+//! let issuer = TokenIssuer::new(directory.tenant_id(), Duration::from_secs(3600))?;
+//! let validator = TokenValidator::new(directory.clone());
+//! validator.trust(&issuer)?;
+//! let state = GatewayState {
+//!     directory,
+//!     validator: Arc::new(validator),
+//!     backend: Arc::new(Backend::spawn().await?),
+//!     stats: Arc::new(Stats::default()),
+//! };
+//! let pki = Pki::generate()?;
+//! let gateway = Gateway::bind(([127, 0, 0, 1], 6380).into(), pki.server_config(), state).await?;
+//! println!("rediss://localhost:{}", gateway.local_addr().port());
+//! gateway.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+pub mod resp;
+mod session;
+pub mod validate;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
+use tracing::debug;
+
+use crate::backend::Backend;
+use crate::directory::Directory;
+use crate::stats::Stats;
+use crate::Error;
+
+pub use validate::{Rejection, TokenValidator, ValidToken};
+
+/// How long a client has to finish its TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long [`Gateway::shutdown`] waits for connections to close before aborting them.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the gateway's connections share.
+#[derive(Debug, Clone)]
+pub struct GatewayState {
+    /// The tenant: identities and their access policies.
+    pub directory: Arc<Directory>,
+    /// Checks the tokens clients present.
+    pub validator: Arc<TokenValidator>,
+    /// The `redis-server` behind the gateway.
+    pub backend: Arc<Backend>,
+    /// Counters: connections accepted, authentications, closes at expiry.
+    pub stats: Arc<Stats>,
+}
+
+/// A running gateway. Dropping it stops it as [`shutdown`](Self::shutdown) does, without
+/// waiting.
+#[derive(Debug)]
+pub struct Gateway {
+    local_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Gateway {
+    /// Listens on `addr` with `tls` (its ALPN protocols are cleared: Redis clients offer none)
+    /// and serves connections until shut down.
+    pub async fn bind(
+        addr: SocketAddr,
+        tls: Arc<rustls::ServerConfig>,
+        state: GatewayState,
+    ) -> Result<Gateway, Error> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| Error::io(format!("binding the Redis gateway to {addr}"), e))?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| Error::io("reading the Redis gateway's address", e))?;
+        let mut config = (*tls).clone();
+        config.alpn_protocols.clear();
+        let acceptor = TlsAcceptor::from(Arc::new(config));
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(accept_loop(listener, acceptor, state, stopped));
+        debug!(%local_addr, "Redis gateway listening");
+        Ok(Gateway {
+            local_addr,
+            stop,
+            task,
+        })
+    }
+
+    /// The address the gateway listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting connections, closes the live ones and waits for them to finish.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    state: GatewayState,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut connections = JoinSet::new();
+    let mut next_id: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = stopped(&mut stop) => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => {
+                    next_id += 1;
+                    Stats::bump(&state.stats.connections_accepted);
+                    debug!(conn = next_id, %peer, "connection accepted");
+                    connections.spawn(connection(
+                        next_id,
+                        tcp,
+                        acceptor.clone(),
+                        state.clone(),
+                        stop.clone(),
+                    ));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: breathe, then go on.
+                    debug!(error = %e, "accept failed");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                        _ = stopped(&mut stop) => break,
+                    }
+                }
+            },
+        }
+    }
+    drop(listener);
+    let drain = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
+        connections.abort_all();
+    }
+    debug!("Redis gateway stopped");
+}
+
+async fn connection(
+    id: u64,
+    tcp: TcpStream,
+    acceptor: TlsAcceptor,
+    state: GatewayState,
+    mut stop: watch::Receiver<bool>,
+) {
+    let _ = tcp.set_nodelay(true);
+    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
+    let tls = tokio::select! {
+        result = handshake => match result {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                debug!(conn = id, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                debug!(conn = id, "TLS handshake timed out");
+                return;
+            }
+        },
+        _ = stopped(&mut stop) => return,
+    };
+    session::serve(id, tls, state, stop).await;
+}

@@ -1,1 +1,151 @@
-//! The fake Entra ID (being written).
+//! The fake Entra ID: what a client talks to before it ever reaches Redis.
+//!
+//! Two routers share one [`IdentityState`]:
+//!
+//! - [`authority_router`] is the authority host (`AZURE_AUTHORITY_HOST`), served over HTTPS
+//!   because the Azure SDK for Rust refuses a plain-http authority: the OpenID Connect metadata
+//!   documents (v1 and v2), the JWKS, and the v2 token endpoint with the client-credentials grant.
+//! - [`managed_identity_router`] is a managed-identity endpoint, served over plain HTTP on
+//!   loopback as App Service serves `IDENTITY_ENDPOINT`: the App Service protocol at `/msi/token`
+//!   and the VM (IMDS) shape at `/metadata/identity/oauth2/token`.
+//!
+//! [`serve`] runs either router on a listener, one task per connection, with or without TLS.
+//!
+//! Every reply is shaped as the real service shapes it (see
+//! `reference/entra-and-azure-redis-wire.md`), including errors, so that the same client code
+//! paths run against the emulator as against Azure. Token requests honour the fault injected
+//! through [`crate::faults::Faults`] and are counted in [`crate::stats::Stats`]. Logs (at debug)
+//! name the method, path, client id and outcome, never a secret, token, assertion or
+//! `Authorization` value.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use redis_entra_emulator::{directory::Directory, faults::Faults, signing::TokenIssuer,
+//!     stats::Stats, tls::Pki, identity::{authority_router, serve, IdentityState}};
+//!
+//! let directory = Arc::new(Directory::new());
+//! let issuer = Arc::new(TokenIssuer::new(directory.tenant_id(), Duration::from_secs(3600))?);
+//! let pki = Pki::generate()?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let state = IdentityState {
+//!     directory,
+//!     issuer,
+//!     faults: Arc::new(Faults::default()),
+//!     stats: Arc::new(Stats::default()),
+//!     authority: format!("https://localhost:{}", listener.local_addr()?.port()),
+//!     identity_header: "a-random-value".into(),
+//! };
+//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! let server = serve(listener, Some(pki.server_config()), authority_router(state), async {
+//!     let _ = stopped.await;
+//! });
+//! // … use it …
+//! let _ = stop.send(());
+//! server.await?;
+//! # Ok(()) }
+//! ```
+
+use std::sync::Arc;
+
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::directory::Directory;
+use crate::faults::Faults;
+use crate::signing::TokenIssuer;
+use crate::stats::Stats;
+
+mod client_auth;
+mod errors;
+mod fault_injection;
+mod form;
+mod imds;
+mod logging;
+mod managed_identity;
+mod metadata;
+mod resource;
+mod server;
+mod tenant;
+mod token_endpoint;
+
+pub use server::serve;
+
+/// Everything the identity endpoints share: the tenant, the signing key, the faults in force,
+/// the counters, and where the emulator is reachable.
+///
+/// Cloning is cheap (reference counts and two short strings).
+#[derive(Clone)]
+pub struct IdentityState {
+    /// The tenant and its identities.
+    pub directory: Arc<Directory>,
+    /// Signs the access tokens and publishes the JWKS.
+    pub issuer: Arc<TokenIssuer>,
+    /// The faults token requests must honour.
+    pub faults: Arc<Faults>,
+    /// Counters of token requests and issued tokens.
+    pub stats: Arc<Stats>,
+    /// The authority host as clients reach it, e.g. `https://localhost:PORT`, without a
+    /// trailing slash (one is tolerated and ignored). Metadata and error URIs are built on it.
+    pub authority: String,
+    /// The App Service `X-IDENTITY-HEADER` value (`IDENTITY_HEADER`): a secret, redacted in
+    /// `Debug` and never logged.
+    pub identity_header: String,
+}
+
+impl IdentityState {
+    /// The authority without any trailing slash.
+    pub(crate) fn authority(&self) -> &str {
+        self.authority.trim_end_matches('/')
+    }
+}
+
+impl std::fmt::Debug for IdentityState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdentityState")
+            .field("tenant_id", &self.directory.tenant_id())
+            .field("authority", &self.authority)
+            .field("identity_header", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+/// The authority host's routes (serve them over TLS):
+///
+/// - `GET /{tenant}/v2.0/.well-known/openid-configuration` and
+///   `GET /{tenant}/.well-known/openid-configuration` (v1);
+/// - `GET /{tenant}/discovery/v2.0/keys` and `GET /{tenant}/discovery/keys` (the JWKS; `common`
+///   and `organizations` are accepted as the tenant);
+/// - `POST /{tenant}/oauth2/v2.0/token` (client credentials).
+pub fn authority_router(state: IdentityState) -> Router {
+    Router::new()
+        .route(
+            "/{tenant}/v2.0/.well-known/openid-configuration",
+            get(metadata::openid_configuration_v2),
+        )
+        .route(
+            "/{tenant}/.well-known/openid-configuration",
+            get(metadata::openid_configuration_v1),
+        )
+        .route("/{tenant}/discovery/v2.0/keys", get(metadata::jwks))
+        .route("/{tenant}/discovery/keys", get(metadata::jwks))
+        .route("/{tenant}/oauth2/v2.0/token", post(token_endpoint::token))
+        .layer(axum::middleware::from_fn(logging::log_request))
+        .with_state(state)
+}
+
+/// The managed-identity endpoint's routes (serve them over plain HTTP on loopback, as App
+/// Service does):
+///
+/// - `GET /msi/token?api-version=2019-08-01&resource=…` with `X-IDENTITY-HEADER` (App Service,
+///   Functions, Container Apps: `IDENTITY_ENDPOINT` is `http://127.0.0.1:PORT/msi/token`);
+/// - `GET /metadata/identity/oauth2/token?api-version=…&resource=…` with `Metadata: true`
+///   (the VM instance metadata service's shape).
+pub fn managed_identity_router(state: IdentityState) -> Router {
+    Router::new()
+        .route("/msi/token", get(managed_identity::app_service_token))
+        .route("/metadata/identity/oauth2/token", get(imds::imds_token))
+        .layer(axum::middleware::from_fn(logging::log_request))
+        .with_state(state)
+}

@@ -15,10 +15,12 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, Cmd, Pipeline, PushInfo, PushKind, RedisError, RedisFuture, Value};
+use redis::{
+    AsyncConnectionConfig, Cmd, Pipeline, PushInfo, PushKind, RedisError, RedisFuture, Value,
+};
 use tokio::sync::Notify;
 
-use super::options::ConnectOptions;
+use super::options::{ConnectOptions, Protocol};
 use crate::error::{Error, Result};
 use crate::token::credentials::RedisCredentials;
 use crate::token::events::TokenEvent;
@@ -229,7 +231,11 @@ impl Inner {
                         token_lifetime: creds.time_left(),
                     };
                     drop(slot);
-                    tracing::info!(connection = self.id, reason, "reconnected with a fresh token");
+                    tracing::info!(
+                        connection = self.id,
+                        reason,
+                        "reconnected with a fresh token"
+                    );
                     self.manager.emit(TokenEvent::Reconnected {
                         connection_id: self.id,
                         reason: reason.to_string(),
@@ -246,7 +252,8 @@ impl Inner {
                     if !forever && attempt >= 3 {
                         return Err(e);
                     }
-                    let delay = Duration::from_millis(100u64 << attempt.min(5)).min(Duration::from_secs(2));
+                    let delay =
+                        Duration::from_millis(100u64 << attempt.min(5)).min(Duration::from_secs(2));
                     tokio::time::sleep(delay).await;
                 }
             }
@@ -280,11 +287,9 @@ impl Inner {
                 .arg(creds.username())
                 .arg(creds.token())
                 .to_owned();
-            let result = tokio::time::timeout(
-                Duration::from_secs(10),
-                auth.query_async::<()>(&mut conn),
-            )
-            .await;
+            let result =
+                tokio::time::timeout(Duration::from_secs(10), auth.query_async::<()>(&mut conn))
+                    .await;
             match result {
                 Ok(Ok(())) => {
                     let took = started.elapsed();
@@ -308,7 +313,9 @@ impl Inner {
                 }
                 Ok(Err(e)) if is_connection_error(&e) => {
                     self.mark_broken(generation);
-                    let _ = self.reconnect("the connection was lost during re-authentication", true).await;
+                    let _ = self
+                        .reconnect("the connection was lost during re-authentication", true)
+                        .await;
                     return;
                 }
                 other => {
@@ -329,9 +336,7 @@ impl Inner {
                     let replace_at = (lifetime / 10).max(Duration::from_secs(1));
                     if left <= replace_at || attempt >= 5 {
                         self.mark_broken(generation);
-                        let _ = self
-                            .reconnect("re-authentication kept failing", true)
-                            .await;
+                        let _ = self.reconnect("re-authentication kept failing", true).await;
                         return;
                     }
                     let delay = Duration::from_millis(100u64 << attempt.min(6))
@@ -360,15 +365,19 @@ async fn open(
     let client = options.client(creds)?;
     let lost = lost.clone();
     let live = live_generation.clone();
-    let config = AsyncConnectionConfig::new()
+    let mut config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(options.connect_timeout))
-        .set_response_timeout(options.response_timeout)
-        .set_push_sender(move |info: PushInfo| {
+        .set_response_timeout(options.response_timeout);
+    // redis-rs reports a disconnection as a push, which it allows on RESP3 only; on RESP2 the
+    // maintenance task probes the connection instead.
+    if options.protocol == Protocol::Resp3 {
+        config = config.set_push_sender(move |info: PushInfo| {
             if info.kind == PushKind::Disconnection && live.load(Ordering::SeqCst) == generation {
                 lost.notify_one();
             }
             Ok::<(), redis::aio::SendError>(())
         });
+    }
     Ok(client
         .get_multiplexed_async_connection_with_config(&config)
         .await?)
@@ -376,12 +385,52 @@ async fn open(
 
 /// The per-connection task: re-authenticate on every new token, reconnect on loss.
 async fn maintain(weak: Weak<Inner>) {
-    let (mut tokens, lost) = match weak.upgrade() {
-        Some(inner) => (inner.manager.watch(), inner.lost.clone()),
+    let (mut tokens, lost, probe_every) = match weak.upgrade() {
+        Some(inner) => (
+            inner.manager.watch(),
+            inner.lost.clone(),
+            match inner.options.protocol {
+                Protocol::Resp2 => inner.options.health_check_interval,
+                Protocol::Resp3 => None,
+            },
+        ),
         None => return,
     };
+    let mut probe = probe_every.map(|every| {
+        let mut i = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        i
+    });
     loop {
+        let tick = async {
+            match probe.as_mut() {
+                Some(i) => {
+                    i.tick().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
         tokio::select! {
+            _ = tick => {
+                let Some(inner) = weak.upgrade() else { return };
+                let (mut conn, generation, broken) = {
+                    let slot = inner.lock();
+                    (slot.conn.clone(), slot.generation, slot.broken)
+                };
+                let alive = !broken
+                    && matches!(
+                        tokio::time::timeout(
+                            Duration::from_secs(5),
+                            redis::cmd("PING").query_async::<redis::Value>(&mut conn),
+                        )
+                        .await,
+                        Ok(Ok(_))
+                    );
+                if !alive {
+                    inner.mark_broken(generation);
+                    let _ = inner.reconnect("the connection stopped answering", true).await;
+                }
+            }
             creds = tokens.next() => {
                 let Some(creds) = creds else { return };
                 let Some(inner) = weak.upgrade() else { return };

@@ -35,6 +35,10 @@ pub struct ConnectOptions {
     pub connect_timeout: Duration,
     /// How long a reply may take (default: none).
     pub response_timeout: Option<Duration>,
+    /// On RESP2, how often an idle connection is probed with `PING` so that a lost connection
+    /// is replaced before the next command needs it (default 2 s; RESP3 connections learn of a
+    /// disconnection at once and need no probe).
+    pub health_check_interval: Option<Duration>,
 }
 
 impl ConnectOptions {
@@ -48,6 +52,7 @@ impl ConnectOptions {
             tls: TlsOptions::default(),
             connect_timeout: Duration::from_secs(10),
             response_timeout: None,
+            health_check_interval: Some(Duration::from_secs(2)),
         }
     }
 
@@ -55,8 +60,7 @@ impl ConnectOptions {
     pub fn client(&self, creds: &RedisCredentials) -> Result<redis::Client> {
         if self.host.is_empty() {
             return Err(Error::Config(
-                "no Redis host: set AZURE_REDIS_HOST (e.g. mycache.redis.cache.windows.net)"
-                    .into(),
+                "no Redis host: set AZURE_REDIS_HOST (e.g. mycache.redis.cache.windows.net)".into(),
             ));
         }
         let host = if self.host.contains(':') && !self.host.starts_with('[') {

@@ -149,7 +149,10 @@ mod tests {
             for unit in [0.0, 0.5, 0.999] {
                 let at = p.refresh_after(l, unit);
                 assert!(at >= l / 2, "{secs}s token refreshed after {at:?}");
-                assert!(at <= l.mul_f64(0.75), "{secs}s token refreshed after {at:?}");
+                assert!(
+                    at <= l.mul_f64(0.75),
+                    "{secs}s token refreshed after {at:?}"
+                );
             }
         }
     }

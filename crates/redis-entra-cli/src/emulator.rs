@@ -1,0 +1,103 @@
+//! `redis-entra emulator`: run the local Azure until interrupted.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use redis_entra_emulator::{Emulator, EmulatorConfig, IdentityKind};
+
+use crate::Outcome;
+
+/// Parses `20s`, `5m`, `1h` or a plain number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    if let Ok(secs) = s.trim().parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{s:?} is not a duration ({e}): write it like 20s, 5m or 1h"))
+}
+
+/// `emulator`'s flags.
+#[derive(Debug, Args)]
+pub struct EmulatorArgs {
+    /// How long tokens live (e.g. 5s, 20s, 1h).
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub token_lifetime: Duration,
+    /// The identity the env file describes: service-principal or managed-identity.
+    #[arg(long, default_value = "service-principal")]
+    pub identity: IdentityKind,
+    /// Write `export NAME=VALUE` lines here once ready (atomically).
+    #[arg(long)]
+    pub env_file: Option<PathBuf>,
+    /// Front an existing Redis (redis://[user:pass@]host:port or unix:///path) instead of
+    /// spawning redis-server.
+    #[arg(long)]
+    pub backend: Option<String>,
+    /// The gateway's TLS port on 127.0.0.1 (0: a free one).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// The fake Entra ID's HTTPS port on 127.0.0.1 (0: a free one).
+    #[arg(long, default_value_t = 0)]
+    pub authority_port: u16,
+    /// Clock skew the gateway tolerates on exp/nbf.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub clock_skew: Duration,
+}
+
+async fn terminated() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Runs the emulator until SIGINT or SIGTERM.
+pub async fn run(args: EmulatorArgs) -> Outcome {
+    let emulator = Emulator::start(EmulatorConfig {
+        token_lifetime: args.token_lifetime,
+        identity: args.identity,
+        backend: args.backend,
+        gateway_port: args.port,
+        authority_port: args.authority_port,
+        clock_skew: args.clock_skew,
+    })
+    .await
+    .context("starting the emulator")?;
+    if let Some(path) = &args.env_file {
+        emulator
+            .write_env_file(path)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    eprintln!(
+        "redis-entra emulator: Entra ID at {}, Redis gateway at localhost:{}, backend {}, tokens live {:?}, identity {}",
+        emulator.authority(),
+        emulator.gateway_addr().port(),
+        emulator.backend().addr(),
+        args.token_lifetime,
+        args.identity.name(),
+    );
+    println!("ready");
+    let _ = std::io::stdout().flush();
+    terminated().await;
+    eprintln!("redis-entra emulator: stopping");
+    emulator.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,62 @@
+//! `redis-entra token`: acquire a token with the configured credential and show what Redis
+//! will see (never the token itself unless `--raw`).
+
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use clap::Args;
+use redis_entra::credential::{from_env, FromEnvOptions};
+use redis_entra::{TokenManager, TokenManagerOptions};
+
+use crate::settings::ConnectionArgs;
+use crate::Outcome;
+
+/// `token`'s flags.
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// Print the token itself (it is a secret: it grants access to the cache until it expires).
+    #[arg(long = "raw-token", alias = "print-token")]
+    pub raw_token: bool,
+}
+
+/// Formats seconds since the epoch as `YYYY-MM-DD HH:MM:SS UTC`.
+pub fn format_time(secs: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + std::time::Duration::from_secs(secs)).to_string()
+}
+
+/// Runs `redis-entra token`.
+pub async fn run(connection: &ConnectionArgs, args: TokenArgs) -> Outcome {
+    let tls = connection.tls()?;
+    let credential = from_env(&FromEnvOptions { tls })?;
+    let manager = TokenManager::new(credential, TokenManagerOptions::default());
+    let creds = manager.credentials().await?;
+    if args.raw_token || connection.raw {
+        println!("{}", creds.token());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let c = creds.claims();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "(absent)".into());
+    println!("username (oid): {}", creds.username());
+    println!("oid:            {}", show(&c.oid));
+    println!("tid:            {}", show(&c.tid));
+    println!("aud:            {}", c.aud.join(", "));
+    println!("iss:            {}", show(&c.iss));
+    println!("appid:          {}", show(&c.app_id));
+    if let Some(mirid) = &c.managed_identity_resource_id {
+        println!("xms_mirid:      {mirid}");
+    }
+    match c.exp {
+        Some(exp) => println!(
+            "exp:            {} ({} s left)",
+            format_time(exp),
+            exp.saturating_sub(now)
+        ),
+        None => println!("exp:            (absent)"),
+    }
+    println!("token:          <hidden; pass --raw-token to print it>");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,255 @@
+//! Access-token validation, as Azure Cache for Redis does it for `AUTH <oid> <token>`.
+//!
+//! A token is accepted when it is a JWT signed with RS256 by a trusted key (looked up by the
+//! header's `kid`), its `aud` is the Redis resource (any of the three spellings Entra uses), its
+//! `iss` is the tenant's v1 or v2 issuer, it is within `nbf`/`exp` give or take the clock skew,
+//! its `oid` equals the username (compared case-insensitively, as GUIDs), and that object id has
+//! an access policy assigned in the [`Directory`]. Anything else is a [`Rejection`], whose reason
+//! is for debug logs only: the client always sees Redis' `WRONGPASS` text.
+//!
+//! Neither this module's types nor its errors ever hold or print the token.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+
+use crate::directory::{AccessPolicy, Directory, REDIS_APP_ID, REDIS_RESOURCE};
+use crate::signing::TokenIssuer;
+use crate::Error;
+
+/// The clock skew allowed by default on `exp` and `nbf`.
+pub const DEFAULT_SKEW: Duration = Duration::from_secs(2);
+
+/// A token that passed validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ValidToken {
+    /// The identity's object id (`oid`), as the token spells it.
+    pub oid: String,
+    /// When the token expires, in seconds since the Unix epoch (`exp`).
+    pub exp: u64,
+    /// The access policy assigned to the identity.
+    pub policy: AccessPolicy,
+}
+
+/// Why a token was refused. For logs: clients only ever see `WRONGPASS`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// `AUTH <password>` without a username: access keys are not enabled.
+    #[error("password-only AUTH (an access key) is not enabled")]
+    AccessKey,
+    /// Not three base64url parts with JSON inside.
+    #[error("the password is not a well-formed JWT")]
+    Malformed,
+    /// The header's `alg` is not RS256 (`none`, HS256, ES256, …).
+    #[error("the token's algorithm is not RS256")]
+    Algorithm,
+    /// The header has no `kid`, or no trusted key has it.
+    #[error("the token's signing key (kid) is not trusted")]
+    UnknownKey,
+    /// The signature does not verify with the key its `kid` names.
+    #[error("the token's signature does not verify")]
+    Signature,
+    /// `exp` is in the past, beyond the clock skew.
+    #[error("the token has expired")]
+    Expired,
+    /// `nbf` is in the future, beyond the clock skew.
+    #[error("the token is not valid yet (nbf)")]
+    NotYetValid,
+    /// `aud` is not Azure Cache for Redis.
+    #[error("the token's audience is not Azure Cache for Redis")]
+    Audience,
+    /// `iss` is not this tenant's v1 or v2 issuer.
+    #[error("the token's issuer is not the tenant's")]
+    Issuer,
+    /// A claim the check needs (`exp`, `aud`, `iss`) is missing or has the wrong type.
+    #[error("the token lacks a required claim or has one of the wrong type")]
+    Claims,
+    /// No `oid` claim.
+    #[error("the token has no oid claim")]
+    MissingOid,
+    /// The username is not the token's `oid`.
+    #[error("the username is not the token's oid")]
+    UsernameMismatch,
+    /// The identity has no access policy assignment on the cache.
+    #[error("the identity has no access policy assigned")]
+    NoAccessPolicy,
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    oid: Option<String>,
+    exp: f64,
+}
+
+/// Validates Entra access tokens presented to the gateway.
+///
+/// Signing keys are held by `kid` and can be added and removed while the gateway runs (key
+/// rotation).
+pub struct TokenValidator {
+    directory: Arc<Directory>,
+    keys: RwLock<HashMap<String, DecodingKey>>,
+    issuers: Vec<String>,
+    audiences: Vec<String>,
+    skew: Duration,
+}
+
+impl std::fmt::Debug for TokenValidator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kids: Vec<String> = self
+            .keys
+            .read()
+            .map(|k| k.keys().cloned().collect())
+            .unwrap_or_default();
+        f.debug_struct("TokenValidator")
+            .field("kids", &kids)
+            .field("issuers", &self.issuers)
+            .field("audiences", &self.audiences)
+            .field("skew", &self.skew)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenValidator {
+    /// A validator for the directory's tenant: it accepts the v1 issuer
+    /// `https://sts.windows.net/{tid}/`, the three Redis audiences and a skew of
+    /// [`DEFAULT_SKEW`]. It trusts no key until [`trust`](Self::trust) or
+    /// [`add_key`](Self::add_key) is called.
+    pub fn new(directory: Arc<Directory>) -> Self {
+        let issuers = vec![format!(
+            "https://sts.windows.net/{}/",
+            directory.tenant_id()
+        )];
+        Self {
+            directory,
+            keys: RwLock::new(HashMap::new()),
+            issuers,
+            audiences: vec![
+                REDIS_RESOURCE.to_string(),
+                format!("{REDIS_RESOURCE}/"),
+                REDIS_APP_ID.to_string(),
+            ],
+            skew: DEFAULT_SKEW,
+        }
+    }
+
+    /// Also accepts the v2 issuer `{authority}/{tid}/v2.0` of the fake Entra ID at `authority`
+    /// (for example `https://localhost:8443`).
+    pub fn with_authority(mut self, authority: &str) -> Self {
+        let issuer = format!(
+            "{}/{}/v2.0",
+            authority.trim_end_matches('/'),
+            self.directory.tenant_id()
+        );
+        if !self.issuers.contains(&issuer) {
+            self.issuers.push(issuer);
+        }
+        self
+    }
+
+    /// Sets the clock skew allowed on `exp` and `nbf` (whole seconds; a connection is closed at
+    /// `exp` plus this skew).
+    pub fn with_skew(mut self, skew: Duration) -> Self {
+        self.skew = skew;
+        self
+    }
+
+    /// Trusts the signing key of `issuer` (under its `kid`).
+    pub fn trust(&self, issuer: &TokenIssuer) -> Result<(), Error> {
+        self.add_key(issuer.kid(), issuer.decoding_key()?);
+        Ok(())
+    }
+
+    /// Trusts `key` for tokens whose header carries `kid` (replacing any key with that `kid`).
+    pub fn add_key(&self, kid: impl Into<String>, key: DecodingKey) {
+        if let Ok(mut keys) = self.keys.write() {
+            keys.insert(kid.into(), key);
+        }
+    }
+
+    /// Stops trusting the key `kid`; returns whether it was trusted.
+    pub fn remove_key(&self, kid: &str) -> bool {
+        self.keys
+            .write()
+            .map(|mut keys| keys.remove(kid).is_some())
+            .unwrap_or(false)
+    }
+
+    /// The clock skew allowed on `exp` and `nbf`.
+    pub fn skew(&self) -> Duration {
+        self.skew
+    }
+
+    /// The issuers (`iss`) accepted.
+    pub fn issuers(&self) -> &[String] {
+        &self.issuers
+    }
+
+    /// The audiences (`aud`) accepted.
+    pub fn audiences(&self) -> &[String] {
+        &self.audiences
+    }
+
+    /// Checks `AUTH <username> <token>`.
+    pub fn validate(&self, username: &[u8], token: &[u8]) -> Result<ValidToken, Rejection> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| Rejection::Malformed)?;
+        if header.alg != Algorithm::RS256 {
+            return Err(Rejection::Algorithm);
+        }
+        let kid = header.kid.ok_or(Rejection::UnknownKey)?;
+        let key = self
+            .keys
+            .read()
+            .ok()
+            .and_then(|keys| keys.get(&kid).cloned())
+            .ok_or(Rejection::UnknownKey)?;
+
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.algorithms = vec![Algorithm::RS256];
+        validation.leeway = self.skew.as_secs();
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp", "aud", "iss"]);
+        validation.set_audience(&self.audiences);
+        validation.set_issuer(&self.issuers);
+
+        let data = jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|e| match e
+            .kind()
+        {
+            ErrorKind::InvalidSignature => Rejection::Signature,
+            ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => Rejection::Algorithm,
+            ErrorKind::ExpiredSignature => Rejection::Expired,
+            ErrorKind::ImmatureSignature => Rejection::NotYetValid,
+            ErrorKind::InvalidAudience => Rejection::Audience,
+            ErrorKind::InvalidIssuer => Rejection::Issuer,
+            ErrorKind::MissingRequiredClaim(_) | ErrorKind::InvalidClaimFormat(_) => {
+                Rejection::Claims
+            }
+            ErrorKind::Json(_) => Rejection::Claims,
+            _ => Rejection::Malformed,
+        })?;
+        let claims = data.claims;
+        let oid = claims.oid.ok_or(Rejection::MissingOid)?;
+        if !oid.as_bytes().eq_ignore_ascii_case(username) {
+            return Err(Rejection::UsernameMismatch);
+        }
+        let policy = self
+            .directory
+            .policy_of(&oid)
+            .ok_or(Rejection::NoAccessPolicy)?;
+        Ok(ValidToken {
+            oid,
+            exp: if claims.exp.is_finite() && claims.exp > 0.0 {
+                claims.exp as u64
+            } else {
+                0
+            },
+            policy,
+        })
+    }
+}

@@ -1,0 +1,1080 @@
+//! The Redis gateway against a real `redis-server`, over real TLS, with tokens from the
+//! emulator's own issuer.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Context, Result};
+use base64::Engine;
+use redis_entra_emulator::backend::Backend;
+use redis_entra_emulator::directory::{AccessPolicy, Directory, Principal, REDIS_RESOURCE};
+use redis_entra_emulator::gateway::{Gateway, GatewayState, TokenValidator};
+use redis_entra_emulator::signing::{now_secs, TokenIssuer};
+use redis_entra_emulator::stats::Stats;
+use redis_entra_emulator::tls::Pki;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+/// Generous bound on anything the tests wait for.
+const WAIT: Duration = Duration::from_secs(15);
+/// The validator's clock skew in these tests.
+const SKEW: Duration = Duration::from_secs(1);
+
+struct Env {
+    directory: Arc<Directory>,
+    issuer: TokenIssuer,
+    principal: Principal,
+    pki: Pki,
+    stats: Arc<Stats>,
+    backend: Arc<Backend>,
+    gateway: Option<Gateway>,
+    port: u16,
+}
+
+impl Env {
+    /// A tenant with a Data Owner service principal, a fresh backend and a gateway; tokens live
+    /// `lifetime`.
+    async fn start(lifetime: Duration) -> Result<Env> {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let directory = Arc::new(Directory::new());
+        let principal = directory.create_service_principal("app");
+        directory.assign(&principal.object_id, AccessPolicy::DataOwner);
+        let issuer = TokenIssuer::new(directory.tenant_id(), lifetime)?;
+        let validator = TokenValidator::new(directory.clone()).with_skew(SKEW);
+        validator.trust(&issuer)?;
+        let backend = Arc::new(Backend::spawn().await?);
+        let stats = Arc::new(Stats::default());
+        let pki = Pki::generate()?;
+        let state = GatewayState {
+            directory: directory.clone(),
+            validator: Arc::new(validator),
+            backend: backend.clone(),
+            stats: stats.clone(),
+        };
+        let gateway = Gateway::bind(([127, 0, 0, 1], 0).into(), pki.server_config(), state).await?;
+        let port = gateway.local_addr().port();
+        Ok(Env {
+            directory,
+            issuer,
+            principal,
+            pki,
+            stats,
+            backend,
+            gateway: Some(gateway),
+            port,
+        })
+    }
+
+    fn oid(&self) -> &str {
+        &self.principal.object_id
+    }
+
+    fn token(&self) -> Result<(String, u64)> {
+        let t = self.issuer.issue(&self.principal, REDIS_RESOURCE)?;
+        Ok((t.token, t.expires_on))
+    }
+
+    /// Claims as the issuer would put them, for hand-made tokens.
+    fn claims(&self, exp: u64) -> Value {
+        json!({
+            "aud": REDIS_RESOURCE,
+            "iss": self.issuer.v1_issuer(),
+            "iat": now_secs(),
+            "nbf": now_secs(),
+            "exp": exp,
+            "oid": self.principal.object_id,
+            "tid": self.directory.tenant_id(),
+            "ver": "1.0",
+        })
+    }
+
+    /// A valid token for the principal expiring at `exp`.
+    fn token_expiring(&self, exp: u64) -> Result<String> {
+        Ok(self.issuer.sign(&self.claims(exp))?)
+    }
+
+    async fn connect(&self) -> Result<Conn> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(self.pki.ca_pem().as_bytes()) {
+            roots.add(cert?)?;
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let tcp = TcpStream::connect(("127.0.0.1", self.port)).await?;
+        let tls = TlsConnector::from(Arc::new(config))
+            .connect(ServerName::try_from("localhost")?, tcp)
+            .await?;
+        Ok(Conn {
+            stream: BufReader::new(tls),
+        })
+    }
+
+    /// A connection authenticated with a fresh token.
+    async fn authenticated(&self) -> Result<Conn> {
+        let mut conn = self.connect().await?;
+        let (token, _) = self.token()?;
+        assert_eq!(conn.cmd(&["AUTH", self.oid(), &token]).await?, ok());
+        Ok(conn)
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        drop(self.gateway.take());
+    }
+}
+
+/// A RESP2/RESP3 reply.
+#[derive(Debug, Clone, PartialEq)]
+enum Reply {
+    Simple(String),
+    Error(String),
+    Int(i64),
+    Bulk(Option<Vec<u8>>),
+    Array(Option<Vec<Reply>>),
+    Map(Vec<(Reply, Reply)>),
+    Push(Vec<Reply>),
+    Null,
+}
+
+fn ok() -> Reply {
+    Reply::Simple("OK".into())
+}
+
+fn bulk(s: &str) -> Reply {
+    Reply::Bulk(Some(s.as_bytes().to_vec()))
+}
+
+fn err(s: &str) -> Reply {
+    Reply::Error(s.into())
+}
+
+const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
+
+fn encode(args: &[&str]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+    }
+    out
+}
+
+/// A raw RESP client over TLS.
+struct Conn {
+    stream: BufReader<TlsStream<TcpStream>>,
+}
+
+impl Conn {
+    async fn send(&mut self, bytes: &[u8]) -> Result<()> {
+        let s = self.stream.get_mut();
+        s.write_all(bytes).await?;
+        s.flush().await?;
+        Ok(())
+    }
+
+    async fn cmd(&mut self, args: &[&str]) -> Result<Reply> {
+        self.send(&encode(args)).await?;
+        self.read().await
+    }
+
+    async fn read(&mut self) -> Result<Reply> {
+        tokio::time::timeout(WAIT, self.value())
+            .await
+            .context("no reply in time")?
+    }
+
+    async fn line(&mut self) -> Result<String> {
+        let mut line = Vec::new();
+        loop {
+            let b = self.stream.read_u8().await.context("connection closed")?;
+            if b == b'\n' && line.last() == Some(&b'\r') {
+                line.pop();
+                return Ok(String::from_utf8(line)?);
+            }
+            line.push(b);
+        }
+    }
+
+    async fn items(&mut self, n: i64) -> Result<Vec<Reply>> {
+        let mut items = Vec::new();
+        for _ in 0..n {
+            items.push(Box::pin(self.value()).await?);
+        }
+        Ok(items)
+    }
+
+    async fn value(&mut self) -> Result<Reply> {
+        let line = self.line().await?;
+        let (kind, rest) = line.split_at(1);
+        Ok(match kind {
+            "+" => Reply::Simple(rest.into()),
+            "-" => Reply::Error(rest.into()),
+            ":" => Reply::Int(rest.parse()?),
+            "_" => Reply::Null,
+            "$" => {
+                let len: i64 = rest.parse()?;
+                if len < 0 {
+                    Reply::Bulk(None)
+                } else {
+                    let mut data = vec![0; len as usize + 2];
+                    self.stream.read_exact(&mut data).await?;
+                    data.truncate(len as usize);
+                    Reply::Bulk(Some(data))
+                }
+            }
+            "*" => {
+                let n: i64 = rest.parse()?;
+                if n < 0 {
+                    Reply::Array(None)
+                } else {
+                    Reply::Array(Some(self.items(n).await?))
+                }
+            }
+            ">" => Reply::Push(self.items(rest.parse()?).await?),
+            "%" => {
+                let n: i64 = rest.parse()?;
+                let flat = self.items(n * 2).await?;
+                let mut it = flat.into_iter();
+                let mut map = Vec::new();
+                while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                    map.push((k, v));
+                }
+                Reply::Map(map)
+            }
+            other => bail!("unexpected reply type {other:?}"),
+        })
+    }
+
+    /// Waits for the server to close the connection, failing if it sends anything first.
+    async fn expect_close(&mut self) -> Result<()> {
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(WAIT, self.stream.read_to_end(&mut rest))
+            .await
+            .context("the connection was not closed in time")?;
+        if !rest.is_empty() {
+            bail!("got {:?} before the close", String::from_utf8_lossy(&rest));
+        }
+        // A close without close_notify would be an error here; the gateway sends one.
+        read.context("the connection was not closed cleanly")?;
+        Ok(())
+    }
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Sleeps until `exp` (unix seconds) plus the skew plus `margin`: the event under test.
+async fn sleep_past(exp: u64, margin: Duration) {
+    let target = exp as f64 + SKEW.as_secs_f64() + margin.as_secs_f64();
+    let left = (target - unix_now()).max(0.0);
+    tokio::time::sleep(Duration::from_secs_f64(left)).await;
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+#[tokio::test]
+async fn hello_world_with_the_redis_crate() -> Result<()> {
+    let env = Env::start(Duration::from_secs(300)).await?;
+    let (token, _) = env.token()?;
+    let url = format!("rediss://{}:{}@localhost:{}/", env.oid(), token, env.port);
+    let client = redis::Client::build_with_tls(
+        url,
+        redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(env.pki.ca_pem().as_bytes().to_vec()),
+        },
+    )?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let () = redis::cmd("SET")
+        .arg("greeting")
+        .arg("hello world")
+        .query_async(&mut conn)
+        .await?;
+    let got: String = redis::cmd("GET")
+        .arg("greeting")
+        .query_async(&mut conn)
+        .await?;
+    assert_eq!(got, "hello world");
+    assert_eq!(Stats::get(&env.stats.auth_succeeded), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn pipelined_auth_set_get_in_one_write() -> Result<()> {
+    let env = Env::start(Duration::from_secs(300)).await?;
+    let (token, _) = env.token()?;
+    let mut conn = env.connect().await?;
+    let mut batch = encode(&["PING"]);
+    batch.extend(encode(&["AUTH", env.oid(), &token]));
+    batch.extend(encode(&["SET", "k", "v"]));
+    batch.extend(b"GET k\r\n");
+    batch.extend(encode(&["AUTH", env.oid(), "not-a-token"]));
+    batch.extend(encode(&["AUTH", env.oid(), &token]));
+    batch.extend(encode(&["ACL", "WHOAMI"]));
+    conn.send(&batch).await?;
+    assert_eq!(conn.read().await?, err("NOAUTH Authentication required."));
+    assert_eq!(conn.read().await?, ok());
+    assert_eq!(conn.read().await?, ok());
+    assert_eq!(conn.read().await?, bulk("v"));
+    assert_eq!(conn.read().await?, err(WRONGPASS));
+    assert_eq!(conn.read().await?, ok());
+    assert_eq!(conn.read().await?, bulk("entra-data-owner"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn unauthenticated_clients_get_noauth() -> Result<()> {
+    let env = Env::start(Duration::from_secs(300)).await?;
+    let mut conn = env.connect().await?;
+    assert_eq!(
+        conn.cmd(&["PING"]).await?,
+        err("NOAUTH Authentication required.")
+    );
+    assert_eq!(
+        conn.cmd(&["GET", "k"]).await?,
+        err("NOAUTH Authentication required.")
+    );
+    assert_eq!(
+        conn.cmd(&["HELLO", "3"]).await?,
+        err("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time")
+    );
+    assert_eq!(
+        conn.cmd(&["HELLO", "4", "AUTH", "a", "b"]).await?,
+        err("NOPROTO unsupported protocol version")
+    );
+    assert_eq!(
+        conn.cmd(&["AUTH"]).await?,
+        err("ERR wrong number of arguments for 'auth' command")
+    );
+    assert_eq!(
+        conn.cmd(&["AUTH", "a", "b", "c"]).await?,
+        err("ERR syntax error")
+    );
+    assert_eq!(conn.cmd(&["AUTH", "an-access-key"]).await?, err(WRONGPASS));
+    assert_eq!(conn.cmd(&["RESET"]).await?, Reply::Simple("RESET".into()));
+    assert_eq!(conn.cmd(&["QUIT"]).await?, ok());
+    conn.expect_close().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_tokens_get_wrongpass() -> Result<()> {
+    let env = Env::start(Duration::from_secs(300)).await?;
+    let oid = env.oid().to_string();
+    let (good, _) = env.token()?;
+    let mut cases: Vec<(&str, String, String)> = Vec::new();
+
+    cases.push((
+        "wrong username",
+        uuid::Uuid::new_v4().to_string(),
+        good.clone(),
+    ));
+    cases.push((
+        "expired",
+        oid.clone(),
+        env.token_expiring(now_secs() - 120)?,
+    ));
+
+    let other = TokenIssuer::new(env.directory.tenant_id(), Duration::from_secs(300))?;
+    let foreign = other.issue(&env.principal, REDIS_RESOURCE)?.token;
+    cases.push(("another issuer's key", oid.clone(), foreign.clone()));
+
+    // The foreign token wearing the trusted kid: only the signature gives it away.
+    let mut parts: Vec<&str> = foreign.split('.').collect();
+    let header = b64(
+        json!({"alg": "RS256", "typ": "JWT", "kid": env.issuer.kid()})
+            .to_string()
+            .as_bytes(),
+    );
+    parts[0] = &header;
+    cases.push(("forged kid", oid.clone(), parts.join(".")));
+
+    let vault = env
+        .issuer
+        .issue(&env.principal, "https://vault.azure.net")?
+        .token;
+    cases.push(("wrong audience", oid.clone(), vault));
+
+    let mut claims = env.claims(now_secs() + 300);
+    claims["iss"] = json!("https://sts.windows.net/00000000-0000-0000-0000-000000000000/");
+    cases.push(("wrong issuer", oid.clone(), env.issuer.sign(&claims)?));
+
+    let mut claims = env.claims(now_secs() + 300);
+    if let Some(c) = claims.as_object_mut() {
+        c.remove("oid");
+    }
+    cases.push(("no oid", oid.clone(), env.issuer.sign(&claims)?));
+
+    let claims = env.claims(now_secs() + 300);
+    let none = format!(
+        "{}.{}.",
+        b64(
+            json!({"alg": "none", "typ": "JWT", "kid": env.issuer.kid()})
+                .to_string()
+                .as_bytes()
+        ),
+        b64(claims.to_string().as_bytes())
+    );
+    cases.push(("alg none", oid.clone(), none));
+
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = Some(env.issuer.kid().to_string());
+    let hs256 = jsonwebtoken::encode(
+        &header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(b"the public key, maybe"),
+    )?;
+    cases.push(("HS256", oid.clone(), hs256));
+
+    let stranger = env.directory.create_service_principal("unassigned");
+    let unassigned = env.issuer.issue(&stranger, REDIS_RESOURCE)?.token;
+    cases.push((
+        "unassigned identity",
+        stranger.object_id.clone(),
+        unassigned,
+    ));
+
+    cases.push(("not a JWT", oid.clone(), "hunter2".into()));
+
+    let mut conn = env.connect().await?;
+    for (what, user, token) in &cases {
+        assert_eq!(
+            conn.cmd(&["AUTH", user, token]).await?,
+            err(WRONGPASS),
+            "{what}"
+        );
+        assert_eq!(
+            conn.cmd(&["HELLO", "3", "AUTH", user, token]).await?,
+            err(WRONGPASS),
+            "HELLO, {what}"
+        );
+    }
+    assert_eq!(Stats::get(&env.stats.auth_failed), 2 * cases.len() as u64);
+    // Still the same connection, still usable; the username is compared as a GUID.
+    let upper = oid.to_uppercase();
+    assert_eq!(conn.cmd(&["AUTH", &upper, &good]).await?, ok());
+    assert_eq!(conn.cmd(&["PING"]).await?, Reply::Simple("PONG".into()));
+    Ok(())
+}
+
+#[tokio::test]
+async fn hello_3_auth_returns_the_server_map() -> Result<()> {
+    let env = Env::start(Duration::from_secs(300)).await?;
+    let (token, _) = env.token()?;
+    let mut conn = env.connect().await?;
+    let reply = conn
+        .cmd(&[
+            "HELLO",
+            "3",
+            "AUTH",
+            env.oid(),
+            &token,
+            "SETNAME",
+            "worker-1",
+        ])
+        .await?;
+    let Reply::Map(map) = reply else {
+        bail!("expected a map, got {reply:?}");
+    };
+    assert!(map.contains(&(bulk("proto"), Reply::Int(3))), "{map:?}");
+    assert!(map.contains(&(bulk("server"), bulk("redis"))), "{map:?}");
+    assert_eq!(conn.cmd(&["CLIENT", "GETNAME"]).await?, bulk("worker-1"));
+    assert_eq!(conn.cmd(&["SET", "k", "v"]).await?, ok());
+    assert_eq!(conn.cmd(&["GET", "k"]).await?, bulk("v"));
+    assert_eq!(conn.cmd(&["GET", "missing"]).await?, Reply::Null);
+    Ok(())
+}
+
+#[tokio::test]
+async fn connections_close_at_expiry_unless_reauthenticated() -> Result<()> {
+    let env = Env::start(Duration::from_secs(2)).await?;
+    let (token, exp) = env.token()?;
+
+    let mut stale = env.connect().await?;
+    assert_eq!(stale.cmd(&["AUTH", env.oid(), &token]).await?, ok());
+    // A refused re-AUTH neither breaks the connection nor extends it.
+    assert_eq!(
+        stale.cmd(&["AUTH", env.oid(), "garbage"]).await?,
+        err(WRONGPASS)
+    );
+    assert_eq!(stale.cmd(&["PING"]).await?, Reply::Simple("PONG".into()));
+
+    let mut renewed = env.connect().await?;
+    assert_eq!(renewed.cmd(&["AUTH", env.oid(), &token]).await?, ok());
+    let later = exp + 3;
+    let newer = env.token_expiring(later)?;
+    assert_eq!(renewed.cmd(&["AUTH", env.oid(), &newer]).await?, ok());
+
+    stale.expect_close().await?;
+    assert!(unix_now() >= exp as f64, "closed before the token expired");
+    assert_eq!(Stats::get(&env.stats.closed_at_expiry), 1);
+
+    sleep_past(exp, Duration::from_millis(300)).await;
+    assert_eq!(renewed.cmd(&["PING"]).await?, Reply::Simple("PONG".into()));
+    renewed.expect_close().await?;
+    assert!(
+        unix_now() >= later as f64,
+        "closed before the newer token expired"
+    );
+    assert_eq!(Stats::get(&env.stats.closed_at_expiry), 2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn resp2_subscribers_cannot_reauthenticate_and_close_at_expiry() -> Result<()> {
+    let env = Env::start(Duration::from_secs(2)).await?;
+    let (token, exp) = env.token()?;
+    let newer = env.token_expiring(exp + 60)?;
+
+    let mut sub = env.connect().await?;
+    assert_eq!(sub.cmd(&["AUTH", env.oid(), &token]).await?, ok());
+    assert_eq!(
+        sub.cmd(&["SUBSCRIBE", "news"]).await?,
+        Reply::Array(Some(vec![bulk("subscribe"), bulk("news"), Reply::Int(1)]))
+    );
+    assert_eq!(
+        sub.cmd(&["AUTH", env.oid(), &newer]).await?,
+        err("ERR Can't execute 'auth': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context")
+    );
+
+    // RESP3 puts pub/sub on the same connection and can re-authenticate.
+    let mut sub3 = env.connect().await?;
+    let hello = sub3.cmd(&["HELLO", "3", "AUTH", env.oid(), &token]).await?;
+    assert!(matches!(hello, Reply::Map(_)), "{hello:?}");
+    assert_eq!(
+        sub3.cmd(&["SUBSCRIBE", "news"]).await?,
+        Reply::Push(vec![bulk("subscribe"), bulk("news"), Reply::Int(1)])
+    );
+    assert_eq!(sub3.cmd(&["AUTH", env.oid(), &newer]).await?, ok());
+
+    let mut publisher = env.connect().await?;
+    assert_eq!(publisher.cmd(&["AUTH", env.oid(), &newer]).await?, ok());
+    assert_eq!(
+        publisher.cmd(&["PUBLISH", "news", "hi"]).await?,
+        Reply::Int(2)
+    );
+    assert_eq!(
+        sub.read().await?,
+        Reply::Array(Some(vec![bulk("message"), bulk("news"), bulk("hi")]))
+    );
+    assert_eq!(
+        sub3.read().await?,
+        Reply::Push(vec![bulk("message"), bulk("news"), bulk("hi")])
+    );
+
+    sub.expect_close().await?;
+    assert!(unix_now() >= exp as f64);
+    sleep_past(exp, Duration::from_millis(300)).await;
+    // Redis may not have noticed the closed subscriber yet: 1 or 2 receivers.
+    let receivers = publisher.cmd(&["PUBLISH", "news", "still here?"]).await?;
+    assert!(matches!(receivers, Reply::Int(1 | 2)), "{receivers:?}");
+    assert_eq!(
+        sub3.read().await?,
+        Reply::Push(vec![bulk("message"), bulk("news"), bulk("still here?")])
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn unsubscribing_makes_reauthentication_possible_again() -> Result<()> {
+    let env = Env::start(Duration::from_secs(2)).await?;
+    let (token, exp) = env.token()?;
+    let newer = env.token_expiring(exp + 60)?;
+    let mut conn = env.connect().await?;
+    let mut batch = encode(&["AUTH", env.oid(), &token]);
+    batch.extend(encode(&["SUBSCRIBE", "a"]));
+    batch.extend(encode(&["PSUBSCRIBE", "b*"]));
+    batch.extend(encode(&["UNSUBSCRIBE"]));
+    batch.extend(encode(&["PUNSUBSCRIBE", "b*"]));
+    batch.extend(encode(&["AUTH", env.oid(), &newer]));
+    conn.send(&batch).await?;
+    assert_eq!(conn.read().await?, ok());
+    for _ in 0..4 {
+        assert!(matches!(conn.read().await?, Reply::Array(Some(_))));
+    }
+    assert_eq!(conn.read().await?, ok());
+    sleep_past(exp, Duration::from_millis(300)).await;
+    assert_eq!(conn.cmd(&["PING"]).await?, Reply::Simple("PONG".into()));
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_input_ends_only_its_own_connection() -> Result<()> {
+    let env = Env::start(Duration::from_secs(300)).await?;
+    let mut good = env.authenticated().await?;
+
+    let mut garbage = env.connect().await?;
+    garbage.send(b"*1\r\nxyz\r\n").await?;
+    assert_eq!(
+        garbage.read().await?,
+        err("ERR Protocol error: expected '$', got 'x'")
+    );
+    garbage.expect_close().await?;
+
+    let mut oversized = env.connect().await?;
+    oversized.send(b"*11\r\n").await?;
+    assert_eq!(
+        oversized.read().await?,
+        err("ERR Protocol error: unauthenticated multibulk length")
+    );
+    oversized.expect_close().await?;
+
+    let mut big_bulk = env.connect().await?;
+    big_bulk.send(b"*2\r\n$4\r\nAUTH\r\n$20000\r\n").await?;
+    assert_eq!(
+        big_bulk.read().await?,
+        err("ERR Protocol error: unauthenticated bulk length")
+    );
+    big_bulk.expect_close().await?;
+
+    let mut quotes = env.connect().await?;
+    quotes.send(b"AUTH \"oops\r\n").await?;
+    assert_eq!(
+        quotes.read().await?,
+        err("ERR Protocol error: unbalanced quotes in request")
+    );
+    quotes.expect_close().await?;
+
+    // After authentication, Redis itself answers the protocol error (in order) and closes.
+    let mut authed = env.authenticated().await?;
+    let mut batch = encode(&["SET", "x", "1"]);
+    batch.extend(b"*1\r\n$-5\r\n");
+    authed.send(&batch).await?;
+    assert_eq!(authed.read().await?, ok());
+    assert_eq!(
+        authed.read().await?,
+        err("ERR Protocol error: invalid bulk length")
+    );
+    authed.expect_close().await?;
+
+    // Not TLS at all, and a TCP connection that never starts its handshake.
+    let mut plain = TcpStream::connect(("127.0.0.1", env.port)).await?;
+    plain.write_all(b"PING\r\n").await?;
+    let mut sink = Vec::new();
+    let _ = tokio::time::timeout(WAIT, plain.read_to_end(&mut sink))
+        .await
+        .context("a plaintext client was not disconnected")?;
+    let _half_open = TcpStream::connect(("127.0.0.1", env.port)).await?;
+
+    assert_eq!(good.cmd(&["SET", "still", "fine"]).await?, ok());
+    assert_eq!(good.cmd(&["GET", "still"]).await?, bulk("fine"));
+    let mut fresh = env.authenticated().await?;
+    assert_eq!(fresh.cmd(&["GET", "still"]).await?, bulk("fine"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn large_values_stream_through() -> Result<()> {
+    let env = Env::start(Duration::from_secs(300)).await?;
+    let mut conn = env.authenticated().await?;
+    let value = "x".repeat(3 * 1024 * 1024);
+    assert_eq!(conn.cmd(&["SET", "big", &value]).await?, ok());
+    assert_eq!(
+        conn.cmd(&["STRLEN", "big"]).await?,
+        Reply::Int(value.len() as i64)
+    );
+    assert_eq!(conn.cmd(&["GET", "big"]).await?, bulk(&value));
+    Ok(())
+}
+
+#[tokio::test]
+async fn shutdown_closes_live_connections() -> Result<()> {
+    let mut env = Env::start(Duration::from_secs(300)).await?;
+    let mut authed = env.authenticated().await?;
+    let mut waiting = env.connect().await?;
+    // Once it has an answer, the connection is past its handshake on the server side too.
+    assert_eq!(
+        waiting.cmd(&["PING"]).await?,
+        err("NOAUTH Authentication required.")
+    );
+    let gateway = env.gateway.take().ok_or_else(|| anyhow!("no gateway"))?;
+    tokio::time::timeout(WAIT, gateway.shutdown())
+        .await
+        .context("shutdown hung")?;
+    authed.expect_close().await?;
+    waiting.expect_close().await?;
+    assert!(env.connect().await.is_err(), "still accepting");
+    Ok(())
+}
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut v) = self.0.lock() {
+            v.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Every log line of this test binary, at every level, from the first call on. A global
+/// subscriber, because tracing caches per-callsite interest across threads and a thread-local one
+/// can miss events when tests run in parallel.
+fn captured_logs() -> &'static Captured {
+    static LOGS: OnceLock<Captured> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Captured::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _ = tracing::subscriber::set_global_default(subscriber);
+        logs
+    })
+}
+
+#[tokio::test]
+async fn debug_logs_never_show_secrets() -> Result<()> {
+    let logs = captured_logs();
+
+    let env = Env::start(Duration::from_secs(300)).await?;
+    let (token, _) = env.token()?;
+    let mut conn = env.connect().await?;
+    assert_eq!(
+        conn.cmd(&["AUTH", env.oid(), "bad-secret-token"]).await?,
+        err(WRONGPASS)
+    );
+    assert_eq!(
+        conn.cmd(&["AUTH", &token, env.oid()]).await?,
+        err(WRONGPASS)
+    );
+    assert_eq!(conn.cmd(&["AUTH", env.oid(), &token]).await?, ok());
+    assert!(matches!(
+        conn.cmd(&["HELLO", "3", "AUTH", env.oid(), &token]).await?,
+        Reply::Map(_)
+    ));
+    assert_eq!(
+        conn.cmd(&["AUTH", "bad-secret-token"]).await?,
+        err(WRONGPASS)
+    );
+    assert_eq!(conn.cmd(&["QUIT"]).await?, ok());
+    conn.expect_close().await?;
+
+    let text = String::from_utf8(logs.0.lock().map(|v| v.clone()).unwrap_or_default())?;
+    assert!(text.contains("AUTH refused"), "{text}");
+    assert!(text.contains("authenticated"), "{text}");
+    let (_, password) = env
+        .backend
+        .credentials(&AccessPolicy::DataOwner)
+        .ok_or_else(|| anyhow!("no backend user"))?;
+    for secret in [token.as_str(), "bad-secret-token", password] {
+        assert!(!text.contains(secret), "a secret was logged");
+    }
+    // Not even the token's signature or payload on their own.
+    for part in token.split('.') {
+        assert!(!text.contains(part), "part of the token was logged");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn hello_is_checked_before_its_credentials() -> Result<()> {
+    let env = Env::start(Duration::from_secs(300)).await?;
+    let (token, _) = env.token()?;
+    let oid = env.oid().to_string();
+    // The same errors before authentication (answered by the gateway) and after (by Redis).
+    let cases: Vec<(Vec<&str>, Reply)> = vec![
+        (
+            vec!["HELLO", "x", "AUTH", &oid, &token],
+            err("ERR Protocol version is not an integer or out of range"),
+        ),
+        (
+            vec!["HELLO", "03", "AUTH", &oid, &token],
+            err("ERR Protocol version is not an integer or out of range"),
+        ),
+        (
+            vec!["HELLO", "4", "AUTH", &oid, &token],
+            err("NOPROTO unsupported protocol version"),
+        ),
+        (
+            vec!["HELLO", "3", "AUTH", &oid],
+            err("ERR Syntax error in HELLO option 'AUTH'"),
+        ),
+        (
+            vec!["HELLO", "3", "AUTH", &oid, &token, "SETNAME"],
+            err("ERR Syntax error in HELLO option 'SETNAME'"),
+        ),
+        (
+            vec!["HELLO", "3", "AUTH", &oid, &token, "SETNAME", "a b"],
+            err("ERR Client names cannot contain spaces, newlines or special characters."),
+        ),
+    ];
+    let mut before = env.connect().await?;
+    let mut after = env.authenticated().await?;
+    for (args, expected) in &cases {
+        assert_eq!(
+            &before.cmd(args).await?,
+            expected,
+            "before AUTH: {:?}",
+            args[1]
+        );
+        assert_eq!(
+            &after.cmd(args).await?,
+            expected,
+            "after AUTH: {:?}",
+            args[1]
+        );
+    }
+    assert_eq!(
+        Stats::get(&env.stats.auth_succeeded),
+        1,
+        "no HELLO above authenticated"
+    );
+    // Still RESP2 after all those refused HELLOs.
+    assert_eq!(after.cmd(&["GET", "missing"]).await?, Reply::Bulk(None));
+    Ok(())
+}
+
+/// The request framing, through its public API.
+mod framing {
+    use rand::{Rng, SeedableRng};
+    use redis_entra_emulator::gateway::resp::{
+        encode_command, split_args, string2ll, Event, Limits, ProtocolError, RequestParser,
+    };
+
+    fn frame(buf: &[u8], limits: Limits) -> Event {
+        RequestParser::new(limits).next_frame(buf)
+    }
+
+    fn args_of(buf: &[u8]) -> Vec<Vec<u8>> {
+        match frame(buf, Limits::AUTHENTICATED) {
+            Event::Frame(f) => f.args(buf).into_iter().map(|a| a.into_owned()).collect(),
+            other => panic!("expected a frame, got {other:?}"),
+        }
+    }
+
+    fn error_reply(buf: &[u8], limits: Limits) -> String {
+        match frame(buf, limits) {
+            Event::Error(e) => String::from_utf8_lossy(&e.reply()).into_owned(),
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn multibulk_frames_and_their_prefixes() {
+        let buf = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nhello\r\nrest";
+        let Event::Frame(f) = frame(buf, Limits::AUTHENTICATED) else {
+            panic!("no frame")
+        };
+        assert_eq!(f.byte_len(), buf.len() - 4);
+        assert_eq!(f.name(buf), Some(&b"SET"[..]));
+        assert_eq!(f.argc(), 3);
+        assert_eq!(
+            args_of(buf),
+            vec![b"SET".to_vec(), b"k".to_vec(), b"hello".to_vec()]
+        );
+        for cut in 0..buf.len() - 4 {
+            assert_eq!(
+                frame(&buf[..cut], Limits::AUTHENTICATED),
+                Event::Incomplete,
+                "cut {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn redis_quirks_are_kept() {
+        let a = Limits::AUTHENTICATED;
+        // The two bytes after a bulk are skipped unchecked.
+        let buf = b"*1\r\n$4\r\nPINGxx";
+        assert!(matches!(frame(buf, a), Event::Frame(f) if f.byte_len() == buf.len()));
+        // Empty multibulks and blank lines are frames without a command.
+        assert!(matches!(frame(b"*0\r\n", a), Event::Frame(f) if f.argc() == 0));
+        assert!(matches!(frame(b"*-5\r\n", a), Event::Frame(f) if f.argc() == 0));
+        assert!(matches!(frame(b"\r\n", a), Event::Frame(f) if f.argc() == 0 && f.byte_len() == 2));
+        // A NUL before the CR makes Redis wait (C strings).
+        assert_eq!(frame(b"*1\r\n\0\r\n", a), Event::Incomplete);
+        assert_eq!(frame(b"*1\r", a), Event::Incomplete);
+        assert_eq!(frame(b"*2147483647\r\n", a), Event::Incomplete);
+        assert_eq!(frame(b"*11\r\n", a), Event::Incomplete);
+    }
+
+    #[test]
+    fn protocol_errors_read_as_redis_writes_them() {
+        let a = Limits::AUTHENTICATED;
+        let u = Limits::UNAUTHENTICATED;
+        let mbulk = "-ERR Protocol error: invalid multibulk length\r\n";
+        for bad in [&b"*x\r\n"[..], b"*01\r\n", b"*+1\r\n", b"*2147483648\r\n"] {
+            assert_eq!(error_reply(bad, a), mbulk);
+        }
+        assert_eq!(
+            error_reply(b"*11\r\n", u),
+            "-ERR Protocol error: unauthenticated multibulk length\r\n"
+        );
+        assert_eq!(
+            error_reply(b"*1\r\n$-1\r\n", a),
+            "-ERR Protocol error: invalid bulk length\r\n"
+        );
+        assert_eq!(
+            error_reply(b"*1\r\n$536870913\r\n", a),
+            "-ERR Protocol error: invalid bulk length\r\n"
+        );
+        assert_eq!(
+            error_reply(b"*1\r\n$16385\r\n", u),
+            "-ERR Protocol error: unauthenticated bulk length\r\n"
+        );
+        assert_eq!(
+            error_reply(b"*1\r\nx\r\n", a),
+            "-ERR Protocol error: expected '$', got 'x'\r\n"
+        );
+        assert_eq!(
+            error_reply(b"*1\r\n\r\n", a),
+            "-ERR Protocol error: expected '$', got ' '\r\n"
+        );
+        assert_eq!(
+            error_reply(b"GET \"a\r\n", a),
+            "-ERR Protocol error: unbalanced quotes in request\r\n"
+        );
+        assert_eq!(
+            error_reply(&[b'x'; 70000], a),
+            "-ERR Protocol error: too big inline request\r\n"
+        );
+        let mut big = b"*1\r\n".to_vec();
+        big.extend_from_slice(&[b'y'; 70000]);
+        assert_eq!(
+            error_reply(&big, a),
+            "-ERR Protocol error: too big bulk count string\r\n"
+        );
+        let mut big = b"*".to_vec();
+        big.extend_from_slice(&[b'1'; 70000]);
+        assert_eq!(
+            error_reply(&big, a),
+            "-ERR Protocol error: too big mbulk count string\r\n"
+        );
+    }
+
+    #[test]
+    fn inline_requests_split_as_sdssplitargs() {
+        assert_eq!(args_of(b"PING\r\n"), vec![b"PING".to_vec()]);
+        assert_eq!(
+            args_of(b"  set  k   v\n"),
+            vec![b"set".to_vec(), b"k".to_vec(), b"v".to_vec()]
+        );
+        assert_eq!(
+            args_of(b"SET \"a b\\x41\\n\" 'it\\'s'\r\n"),
+            vec![b"SET".to_vec(), b"a bA\n".to_vec(), b"it's".to_vec()]
+        );
+        assert_eq!(args_of(b"a\"b c\"\r\n"), vec![b"ab c".to_vec()]);
+        assert_eq!(split_args(b"SET \"a\"b"), None);
+        assert_eq!(split_args(b"'open"), None);
+        assert!(matches!(
+            frame(b"SET \"a\"b\r\n", Limits::AUTHENTICATED),
+            Event::Error(ProtocolError::UnbalancedQuotes)
+        ));
+        assert_eq!(frame(b"PING", Limits::AUTHENTICATED), Event::Incomplete);
+    }
+
+    #[test]
+    fn string2ll_is_strict() {
+        assert_eq!(string2ll(b"0"), Some(0));
+        assert_eq!(string2ll(b"-1"), Some(-1));
+        assert_eq!(string2ll(b"9223372036854775807"), Some(i64::MAX));
+        assert_eq!(string2ll(b"-9223372036854775808"), Some(i64::MIN));
+        for bad in [
+            &b""[..],
+            b"-",
+            b"-0",
+            b"01",
+            b"+1",
+            b" 1",
+            b"1 ",
+            b"9223372036854775808",
+            b"1a",
+        ] {
+            assert_eq!(string2ll(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn streams_commands_it_need_not_hold() {
+        let value = vec![b'v'; 100_000];
+        let mut buf = Vec::new();
+        encode_command(&mut buf, &[&b"SET"[..], b"key", &value]);
+        encode_command(&mut buf, &[&b"AUTH"[..], b"u", b"p"]);
+        let whole = |n: &[u8]| n.eq_ignore_ascii_case(b"AUTH");
+        let mut parser = RequestParser::new(Limits::AUTHENTICATED);
+        let mut pending: Vec<u8> = Vec::new();
+        let mut passed = 0usize;
+        let mut frames = Vec::new();
+        for chunk in buf.chunks(1000) {
+            pending.extend_from_slice(chunk);
+            loop {
+                match parser.next(&pending, whole) {
+                    Event::Partial(n) => {
+                        passed += n;
+                        pending.drain(..n);
+                    }
+                    Event::Frame(f) => {
+                        frames.push(f.name(&pending).map(<[u8]>::to_vec));
+                        passed += f.byte_len();
+                        pending.drain(..f.byte_len());
+                    }
+                    Event::Incomplete => break,
+                    Event::Error(e) => panic!("{e}"),
+                }
+                assert!(pending.len() < 2000, "streamed bytes must not pile up");
+            }
+        }
+        assert_eq!(passed, buf.len());
+        assert_eq!(frames, vec![Some(b"AUTH".to_vec())]);
+    }
+
+    #[test]
+    fn never_panics_on_garbage() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let alphabet = b"*$\r\n0123456789-+ \"'\\xAUTH\0";
+        for round in 0..20_000 {
+            let len = rng.random_range(0..64);
+            let buf: Vec<u8> = (0..len)
+                .map(|_| {
+                    if round % 2 == 0 {
+                        alphabet[rng.random_range(0..alphabet.len())]
+                    } else {
+                        rng.random()
+                    }
+                })
+                .collect();
+            for limits in [Limits::AUTHENTICATED, Limits::UNAUTHENTICATED] {
+                let mut parser = RequestParser::new(limits);
+                let mut rest: &[u8] = &buf;
+                for _ in 0..100 {
+                    match parser.next(rest, |n| n.len() % 2 == 0) {
+                        Event::Frame(f) => {
+                            let _ = f.args(rest);
+                            let _ = f.name(rest);
+                            assert!(f.byte_len() > 0 && f.byte_len() <= rest.len());
+                            rest = &rest[f.byte_len()..];
+                        }
+                        Event::Partial(n) => {
+                            assert!(n > 0 && n <= rest.len());
+                            rest = &rest[n..];
+                        }
+                        Event::Incomplete | Event::Error(_) => break,
+                    }
+                }
+            }
+        }
+    }
+}

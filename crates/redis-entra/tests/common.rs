@@ -1,0 +1,61 @@
+//! Helpers shared by the end-to-end tests: an emulator and clients pointed at it.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use azure_core::credentials::TokenCredential;
+use redis_entra::credential::{client_secret, ClientSecretOptions};
+use redis_entra::{ConnectOptions, TlsOptions, TokenManagerOptions};
+use redis_entra_emulator::{Emulator, EmulatorConfig};
+
+/// Starts an emulator whose tokens live `lifetime`.
+pub async fn emulator(lifetime: Duration) -> Emulator {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+    Emulator::start(EmulatorConfig {
+        token_lifetime: lifetime,
+        ..EmulatorConfig::default()
+    })
+    .await
+    .expect("the emulator starts")
+}
+
+/// Trust for the emulator's CA.
+pub fn tls(emulator: &Emulator) -> TlsOptions {
+    TlsOptions {
+        extra_ca_pem: Some(emulator.ca_pem().to_string()),
+        danger_accept_invalid_certs: false,
+    }
+}
+
+/// The emulator's service principal as a client secret credential.
+pub fn service_principal(emulator: &Emulator) -> Arc<dyn TokenCredential> {
+    let sp = emulator.service_principal();
+    client_secret(ClientSecretOptions {
+        tenant_id: emulator.tenant_id().to_string(),
+        client_id: sp.client_id.clone(),
+        secret: sp.secret.clone().unwrap(),
+        authority_host: Some(emulator.authority().to_string()),
+        tls: tls(emulator),
+    })
+    .unwrap()
+}
+
+/// Where the gateway is.
+pub fn connect_options(emulator: &Emulator) -> ConnectOptions {
+    let mut o = ConnectOptions::new("localhost", emulator.gateway_addr().port());
+    o.tls = tls(emulator);
+    o
+}
+
+/// Token manager options with quick retries, for short-lived tokens.
+pub fn quick_options() -> TokenManagerOptions {
+    let mut o = TokenManagerOptions::default();
+    o.retry.initial_delay = Duration::from_millis(100);
+    o
+}

@@ -1,0 +1,145 @@
+//! The library against the emulator: real redis-server, real TLS, the fake Entra ID's HTTPS.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use redis::AsyncCommands;
+use redis_entra::{EntraConnection, TokenEvent, TokenManager};
+use redis_entra_emulator::faults::IdentityFault;
+
+use common::*;
+
+#[tokio::test]
+async fn hello_world_with_a_service_principal() {
+    let emulator = emulator(Duration::from_secs(3600)).await;
+    let manager = TokenManager::new(service_principal(&emulator), quick_options());
+    let creds = manager.credentials().await.unwrap();
+    assert_eq!(creds.username(), emulator.service_principal().object_id);
+    assert_eq!(creds.claims().tid.as_deref(), Some(emulator.tenant_id()));
+    let mut conn = EntraConnection::connect(connect_options(&emulator), manager)
+        .await
+        .unwrap();
+    let _: () = conn.set("Az:key1", "value1").await.unwrap();
+    let v: String = conn.get("Az:key1").await.unwrap();
+    assert_eq!(v, "value1");
+    let whoami: String = redis::cmd("ACL")
+        .arg("WHOAMI")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        whoami, "entra-data-owner",
+        "the gateway maps the identity to its policy's ACL user"
+    );
+    emulator.shutdown().await;
+}
+
+#[tokio::test]
+async fn traffic_across_five_rotations_has_no_failed_command() {
+    let lifetime = Duration::from_secs(3);
+    let emulator = emulator(lifetime).await;
+    let manager = TokenManager::new(service_principal(&emulator), quick_options());
+    let mut events = manager.events();
+    let mut conn = EntraConnection::connect(connect_options(&emulator), manager.clone())
+        .await
+        .unwrap();
+    // A connection authenticated once and never again, for comparison.
+    let first = manager.current().unwrap();
+    let mut control = connect_options(&emulator)
+        .client(&first)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+
+    let mut reauths = 0u32;
+    let (mut ok, mut failed) = (0u64, 0u64);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut i = 0u64;
+    while reauths < 5 {
+        assert!(
+            Instant::now() < deadline,
+            "only {reauths} re-authentications in 60 s"
+        );
+        i += 1;
+        let r: redis::RedisResult<String> = async {
+            let _: () = conn.set("k", i).await?;
+            conn.get("k").await
+        }
+        .await;
+        match r {
+            Ok(v) if v == i.to_string() => ok += 1,
+            other => {
+                failed += 1;
+                eprintln!("round {i}: {other:?}");
+            }
+        }
+        while let Ok(ev) = events.try_recv() {
+            if let TokenEvent::ConnectionReauthenticated { connection_id, .. } = ev {
+                if connection_id == conn.id() {
+                    reauths += 1;
+                }
+            }
+            assert!(!matches!(ev, TokenEvent::Reconnected { .. }), "{ev:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(failed, 0, "{failed} of {} rounds failed", ok + failed);
+    assert!(ok > 50);
+    // The control connection's token expired long ago: the gateway closed it.
+    let ping: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut control).await;
+    assert!(
+        ping.is_err(),
+        "a connection never re-authenticated must be closed at expiry"
+    );
+    assert!(emulator.stats().closed_at_expiry.load(Ordering::Relaxed) >= 1);
+    // One token request per refresh, not a loop.
+    let requests = emulator.stats().token_requests.load(Ordering::Relaxed);
+    assert!(
+        requests <= u64::from(reauths) + 3,
+        "{requests} token requests for {reauths} refreshes"
+    );
+    emulator.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_identity_outage_longer_than_the_token_is_survived() {
+    let lifetime = Duration::from_secs(3);
+    let emulator = emulator(lifetime).await;
+    let manager = TokenManager::new(service_principal(&emulator), quick_options());
+    let mut events = manager.events();
+    let mut conn = EntraConnection::connect(connect_options(&emulator), manager.clone())
+        .await
+        .unwrap();
+    let first = manager.current().unwrap();
+    emulator.faults().set_identity(IdentityFault::Unavailable);
+    // Stay down well past the token's expiry (and so past any refresh margin).
+    let mut failures = 0u32;
+    while failures < 5 || !first.is_expired() {
+        match tokio::time::timeout(Duration::from_secs(10), events.recv()).await {
+            Ok(Ok(TokenEvent::RefreshFailed { attempt, .. })) => failures = attempt,
+            Ok(Ok(_)) => {}
+            other => panic!("expected refresh failures, got {other:?}"),
+        }
+    }
+    emulator.faults().set_identity(IdentityFault::None);
+    // The manager recovers on its own and the connection comes back with a fresh token.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "no recovery 15 s after the outage ended"
+        );
+        let r: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut conn).await;
+        if r.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let now = manager.current().unwrap();
+    assert!(now.generation() > first.generation());
+    assert!(!now.is_expired());
+    emulator.shutdown().await;
+}
