@@ -124,6 +124,17 @@ async fn an_identity_outage_longer_than_the_token_is_survived() {
             other => panic!("expected refresh failures, got {other:?}"),
         }
     }
+    // The gateway closes the connection once the token (plus its clock skew) has expired.
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        while emulator.stats().closed_at_expiry.load(Ordering::Relaxed) == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the gateway did not close the expired connection"
+    );
     emulator.faults().set_identity(IdentityFault::None);
     // The manager recovers on its own and the connection comes back with a fresh token.
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -133,7 +144,7 @@ async fn an_identity_outage_longer_than_the_token_is_survived() {
             "no recovery 15 s after the outage ended"
         );
         let r: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut conn).await;
-        if r.is_ok() {
+        if r.is_ok() && manager.current().unwrap().generation() > first.generation() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -26,7 +26,6 @@ pub fn managed_identity(options: ManagedIdentityOptions) -> Result<Arc<dyn Token
     let credential = ManagedIdentityCredential::new(Some(ManagedIdentityCredentialOptions {
         user_assigned_id: options.user_assigned_id,
         client_options: client_options(&options.tls)?,
-        ..Default::default()
     }))?;
     Ok(credential)
 }

@@ -16,8 +16,9 @@ use std::time::Duration;
 /// // A one-hour token: at 45 minutes (75 %), minus up to 3 minutes of jitter.
 /// let at = p.refresh_after(Duration::from_secs(3600), 0.0);
 /// assert_eq!(at, Duration::from_secs(2700));
-/// // A 20-second token is refreshed after 15 s, not immediately.
-/// assert_eq!(p.refresh_after(Duration::from_secs(20), 0.0), Duration::from_secs(15));
+/// // A 20-second token can't be refreshed 3 minutes before expiry: it is refreshed at half its
+/// // life, not in a loop.
+/// assert_eq!(p.refresh_after(Duration::from_secs(20), 0.0), Duration::from_secs(10));
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct RefreshPolicy {
