@@ -16,6 +16,7 @@
 //!   and publishes [`TokenEvent`]s;
 //! - [`claims`]: the token's claims, read as base64url JSON (no `oid`, no username: an error);
 //! - [`connect`]: connections that re-authenticate in place and reconnect with a fresh token;
+//! - [`config`]: Service Connector's variables, connection strings and Azure profiles;
 //! - [`tls`]: whom to trust (system roots, plus an optional extra CA).
 //!
 //! ```no_run
@@ -34,6 +35,7 @@
 #![warn(missing_docs)]
 
 pub mod claims;
+pub mod config;
 pub mod connect;
 pub mod credential;
 mod error;

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use redis::AsyncCommands;
-use redis_entra::credential::{from_env, EnvCredentialKind, FromEnvOptions};
+use redis_entra::credential::{from_env, FromEnvOptions};
 use redis_entra::{EntraConnection, TokenManager};
 
 use common::*;
@@ -22,10 +22,13 @@ async fn hello_world_with_a_managed_identity_from_the_environment() {
         std::env::set_var(name, value);
     }
     assert_eq!(
-        redis_entra::credential::env_credential_kind().unwrap(),
-        EnvCredentialKind::ManagedIdentity { client_id: None }
+        redis_entra::config::Auth::entra_from_env().unwrap(),
+        redis_entra::config::Auth::ManagedIdentity { client_id: None }
     );
-    let credential = from_env(&FromEnvOptions { tls: tls(&emulator) }).unwrap();
+    let credential = from_env(&FromEnvOptions {
+        tls: tls(&emulator),
+    })
+    .unwrap();
     let manager = TokenManager::new(credential, quick_options());
     let creds = manager.credentials().await.unwrap();
     assert_eq!(creds.username(), emulator.managed_identity().object_id);

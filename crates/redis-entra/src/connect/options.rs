@@ -58,6 +58,16 @@ impl ConnectOptions {
 
     /// A redis client that authenticates with `creds`.
     pub fn client(&self, creds: &RedisCredentials) -> Result<redis::Client> {
+        self.client_with_password(Some(creds.username()), creds.token())
+    }
+
+    /// A redis client that authenticates with a username (or none) and a password: an access
+    /// key, or a token.
+    pub fn client_with_password(
+        &self,
+        username: Option<&str>,
+        password: &str,
+    ) -> Result<redis::Client> {
         if self.host.is_empty() {
             return Err(Error::Config(
                 "no Redis host: set AZURE_REDIS_HOST (e.g. mycache.redis.cache.windows.net)".into(),
@@ -74,14 +84,16 @@ impl ConnectOptions {
             ""
         };
         let url = format!("rediss://{host}:{}/{}{fragment}", self.port, self.db);
-        let settings = RedisConnectionInfo::default()
+        let mut settings = RedisConnectionInfo::default()
             .set_db(self.db)
-            .set_username(creds.username())
-            .set_password(creds.token())
+            .set_password(password)
             .set_protocol(match self.protocol {
                 Protocol::Resp2 => ProtocolVersion::RESP2,
                 Protocol::Resp3 => ProtocolVersion::RESP3,
             });
+        if let Some(user) = username {
+            settings = settings.set_username(user);
+        }
         let info = url
             .as_str()
             .into_connection_info()
