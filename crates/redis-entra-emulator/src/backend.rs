@@ -1,16 +1,28 @@
 //! The real Redis behind the gateway: a `redis-server` the emulator spawns (reached over a unix
 //! socket) or one it is given. Access policies become real ACL users there, so permission
 //! errors come from Redis itself.
+//!
+//! The users, each with a random password only the gateway knows:
+//!
+//! - `entra-data-owner`, `entra-data-contributor`, `entra-data-reader`: the built-in policies,
+//!   created at start;
+//! - `entra-access-key`: clients that authenticated with an access key (`+@all allkeys
+//!   allchannels`, as Azure's keys give full access), created at start;
+//! - `entra-custom-<name>`: one per custom policy, created or updated with `ACL SETUSER` by
+//!   [`Backend::ensure_policy`].
 
 use std::collections::HashMap;
 use std::io;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::process::Stdio;
+use std::sync::{PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
+use tokio::io::{
+    AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf,
+};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::process::{Child, Command};
 use uuid::Uuid;
@@ -96,11 +108,47 @@ impl AsyncWrite for BackendStream {
     }
 }
 
+/// The backend ACL user of access-key connections.
+pub const ACCESS_KEY_USER: &str = "entra-access-key";
+/// The rules of [`ACCESS_KEY_USER`]: full access, as Azure's access keys give.
+pub const ACCESS_KEY_RULES: &str = "+@all allkeys allchannels";
+
+/// A backend ACL user and its password (a secret: `Debug` redacts it).
+#[derive(Clone, PartialEq, Eq)]
+pub struct BackendUser {
+    /// The ACL user name.
+    pub name: String,
+    /// Its password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for BackendUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackendUser")
+            .field("name", &self.name)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// The backend user of a custom policy.
+struct CustomUser {
+    password: String,
+    /// Whether the rules let a client run `SUBSCRIBE` (on some channel).
+    pubsub: bool,
+}
+
 /// A backend Redis with one ACL user per access policy.
 pub struct Backend {
     addr: BackendAddr,
     admin: Option<(String, String)>,
     policy_passwords: HashMap<AccessPolicy, String>,
+    access_key_password: String,
+    /// Custom policies' users, by policy name.
+    custom: RwLock<HashMap<String, CustomUser>>,
+    /// Serialises `ACL SETUSER`s, so that concurrent updates of one policy agree on its
+    /// password.
+    acl: tokio::sync::Mutex<()>,
     child: Option<Child>,
     _dir: Option<tempfile::TempDir>,
 }
@@ -154,6 +202,9 @@ impl Backend {
             addr: BackendAddr::Unix(socket),
             admin: Some(("emulator-admin".into(), admin_password)),
             policy_passwords: HashMap::new(),
+            access_key_password: random_password(),
+            custom: RwLock::new(HashMap::new()),
+            acl: tokio::sync::Mutex::new(()),
             child: Some(child),
             _dir: Some(dir),
         };
@@ -191,6 +242,9 @@ impl Backend {
             addr,
             admin,
             policy_passwords: HashMap::new(),
+            access_key_password: random_password(),
+            custom: RwLock::new(HashMap::new()),
+            acl: tokio::sync::Mutex::new(()),
             child: None,
             _dir: None,
         };
@@ -216,11 +270,117 @@ impl Backend {
         }
     }
 
-    /// The backend ACL user and password that carry `policy`.
+    /// The backend ACL user and password that carry a built-in `policy` (`None` for a custom
+    /// one: see [`user_for`](Self::user_for)).
     pub fn credentials(&self, policy: &AccessPolicy) -> Option<(&'static str, &str)> {
+        let user = match policy {
+            AccessPolicy::DataOwner => "entra-data-owner",
+            AccessPolicy::DataContributor => "entra-data-contributor",
+            AccessPolicy::DataReader => "entra-data-reader",
+            _ => return None,
+        };
         self.policy_passwords
             .get(policy)
-            .map(|pw| (policy.backend_user(), pw.as_str()))
+            .map(|pw| (user, pw.as_str()))
+    }
+
+    /// The backend user that carries `policy`, built-in or custom; `None` when a custom
+    /// policy's user was never created ([`ensure_policy`](Self::ensure_policy)).
+    pub fn user_for(&self, policy: &AccessPolicy) -> Option<BackendUser> {
+        let password = match policy {
+            AccessPolicy::Custom { name, .. } => self
+                .custom
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(name)
+                .map(|u| u.password.clone())?,
+            builtin => self.policy_passwords.get(builtin)?.clone(),
+        };
+        Some(BackendUser {
+            name: policy.backend_user().into_owned(),
+            password,
+        })
+    }
+
+    /// The backend user of access-key connections ([`ACCESS_KEY_USER`]).
+    pub fn access_key_user(&self) -> BackendUser {
+        BackendUser {
+            name: ACCESS_KEY_USER.to_string(),
+            password: self.access_key_password.clone(),
+        }
+    }
+
+    /// Whether `policy` lets a client subscribe (the gateway tracks subscriptions only when
+    /// Redis makes them). For a custom policy this is whether its rules allow `SUBSCRIBE` at
+    /// all; one limited to some channels counts as allowing it.
+    pub fn allows_pubsub(&self, policy: &AccessPolicy) -> bool {
+        match policy {
+            AccessPolicy::DataReader => false,
+            AccessPolicy::Custom { name, .. } => self
+                .custom
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(name)
+                .is_some_and(|u| u.pubsub),
+            _ => true,
+        }
+    }
+
+    /// Creates or updates the backend user of a custom policy (`ACL SETUSER
+    /// entra-custom-<name> reset on >password <rules>`); built-in policies' users exist from
+    /// the start, so for them this does nothing.
+    ///
+    /// An update keeps the user's password, so connections already in stay in and get the new
+    /// rules at once. Rules Redis refuses leave the user as it was and give
+    /// [`Error::InvalidPolicy`] with Redis' own text.
+    pub async fn ensure_policy(&self, policy: &AccessPolicy) -> Result<(), Error> {
+        let AccessPolicy::Custom { name, rules } = policy else {
+            return Ok(());
+        };
+        // Built directly, the variant skipped the checks: run them.
+        let _ = AccessPolicy::custom(name, rules)?;
+        let _guard = self.acl.lock().await;
+        let existing = self
+            .custom
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .map(|u| u.password.clone());
+        let password = existing.unwrap_or_else(random_password);
+        let user = policy.backend_user();
+        let mut s = self.admin_connection().await?;
+        let mut args = vec![
+            "ACL".to_string(),
+            "SETUSER".into(),
+            user.to_string(),
+            "reset".into(),
+            "on".into(),
+            format!(">{password}"),
+        ];
+        args.extend(rules.split_whitespace().map(String::from));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        match command(&mut s, &refs).await? {
+            Reply::Error(text) => return Err(Error::InvalidPolicy(text)),
+            Reply::Other(_) => {}
+        }
+        // Can a client of this policy subscribe at all? (`ACL DRYRUN` exists since Redis 7.)
+        let probe = [
+            "ACL",
+            "DRYRUN",
+            user.as_ref(),
+            "SUBSCRIBE",
+            "entra-emulator-probe",
+        ];
+        let pubsub = match command(&mut s, &probe).await? {
+            Reply::Other(text) => !text.contains("command"),
+            // An older Redis: assume it can, as for the built-ins that allow pub/sub.
+            Reply::Error(_) => true,
+        };
+        self.custom
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.clone(), CustomUser { password, pubsub });
+        Ok(())
     }
 
     /// Opens a stream authenticated as the emulator's administrator.
@@ -272,6 +432,17 @@ impl Backend {
             simple_command(&mut s, &refs).await?;
             self.policy_passwords.insert(policy, password);
         }
+        let mut args = vec![
+            "ACL".to_string(),
+            "SETUSER".into(),
+            ACCESS_KEY_USER.into(),
+            "reset".into(),
+            "on".into(),
+            format!(">{}", self.access_key_password),
+        ];
+        args.extend(ACCESS_KEY_RULES.split_whitespace().map(String::from));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        simple_command(&mut s, &refs).await?;
         Ok(())
     }
 
@@ -289,8 +460,15 @@ impl Backend {
     }
 }
 
-/// Sends one command and reads a one-line reply (`+…`, `-…`, `:…`); errors become `Err`.
-pub(crate) async fn simple_command(s: &mut BackendStream, args: &[&str]) -> Result<String, Error> {
+/// A reply to an administrative command: an error's text, or anything else as text.
+enum Reply {
+    Error(String),
+    Other(String),
+}
+
+/// Sends one command and reads its reply: a simple string, an error, an integer or a bulk
+/// string (whose text is returned). The connection's own failures are `Err`.
+async fn command(s: &mut BackendStream, args: &[&str]) -> Result<Reply, Error> {
     let mut frame = format!("*{}\r\n", args.len());
     for a in args {
         frame.push_str(&format!("${}\r\n{a}\r\n", a.len()));
@@ -305,13 +483,36 @@ pub(crate) async fn simple_command(s: &mut BackendStream, args: &[&str]) -> Resu
         .await
         .map_err(|e| Error::Backend(format!("reading from the backend: {e}")))?;
     let line = line.trim_end().to_string();
-    match line.chars().next() {
-        Some('-') => Err(Error::Backend(format!(
-            "`{}` failed: {}",
-            args.first().copied().unwrap_or(""),
-            &line[1..]
-        ))),
-        Some(_) => Ok(line),
+    let mut chars = line.chars();
+    match chars.next() {
+        Some('-') => Ok(Reply::Error(chars.as_str().to_string())),
+        Some('$') => {
+            let len: i64 = chars.as_str().parse().map_err(|_| {
+                Error::Backend(format!("the backend sent a bad bulk length: {line:?}"))
+            })?;
+            let Ok(len) = usize::try_from(len) else {
+                return Ok(Reply::Other(String::new()));
+            };
+            let mut body = vec![0u8; len + 2];
+            reader
+                .read_exact(&mut body)
+                .await
+                .map_err(|e| Error::Backend(format!("reading from the backend: {e}")))?;
+            body.truncate(len);
+            Ok(Reply::Other(String::from_utf8_lossy(&body).into_owned()))
+        }
+        Some(_) => Ok(Reply::Other(line)),
         None => Err(Error::Backend("the backend closed the connection".into())),
+    }
+}
+
+/// Sends one command and reads a one-line reply (`+…`, `-…`, `:…`); errors become `Err`.
+pub(crate) async fn simple_command(s: &mut BackendStream, args: &[&str]) -> Result<String, Error> {
+    match command(s, args).await? {
+        Reply::Other(text) => Ok(text),
+        Reply::Error(text) => Err(Error::Backend(format!(
+            "`{}` failed: {text}",
+            args.first().copied().unwrap_or("")
+        ))),
     }
 }

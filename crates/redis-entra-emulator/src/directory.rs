@@ -1,10 +1,39 @@
-//! The emulator's tenant: its identities (service principals, managed identities) and the Redis
-//! access policies assigned to them, as an Azure cache's "Data Access Configuration" holds them.
+//! The emulator's tenant and its cache's data-access configuration: the identities (service
+//! principals, managed identities), the Redis access policies (the three built-ins and custom
+//! ones), which policy each identity is assigned (with an optional alias), and the cache's
+//! access keys.
+//!
+//! # Access policies
+//!
+//! As on Azure Cache for Redis, an identity authenticates as `AUTH <object id> <token>` and gets
+//! the permissions of the one policy assigned to it; an identity without an assignment gets
+//! `WRONGPASS`. Each policy is a real ACL user on the backend (see
+//! [`Backend`](crate::backend::Backend)), so `NOPERM` replies come from Redis itself.
+//!
+//! - Changing or removing an assignment takes effect on the next `AUTH` (or `HELLO … AUTH`):
+//!   connections that are already in keep the permissions they had until they re-authenticate
+//!   or their token expires. A re-`AUTH` after the assignment was removed gets `WRONGPASS`
+//!   and, as in Redis, leaves the connection as it was.
+//! - Updating a custom policy's rules changes them in place, for live connections too (it is an
+//!   `ACL SETUSER` on the policy's user), as Azure Managed Redis does "without disconnecting".
+//! - An identity holds one assignment at a time; assigning another policy replaces it.
+//!
+//! # Aliases
+//!
+//! An assignment may carry an `objectIdAlias`, which Azure's API describes as a "user friendly
+//! name for object id. Also represents username for token based authentication". Whether Azure
+//! accepts `AUTH <alias> <token>` is unconfirmed (its docs say to use the object id). The
+//! emulator accepts the alias as the username when it is the alias of the token's own `oid`,
+//! and the object id always.
 
-use std::collections::HashMap;
-use std::sync::RwLock;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use uuid::Uuid;
+
+use crate::access_keys::AccessKeys;
+use crate::Error;
 
 /// The Redis scope in its resource-URI form, as token requests name it.
 pub const REDIS_RESOURCE: &str = "https://redis.azure.com";
@@ -53,7 +82,8 @@ impl std::fmt::Debug for Principal {
     }
 }
 
-/// A Redis data-access policy, as Azure Cache for Redis defines them.
+/// A Redis data-access policy: one of Azure Cache for Redis' three built-ins, or a custom one
+/// with its own Redis ACL rules.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum AccessPolicy {
@@ -63,20 +93,104 @@ pub enum AccessPolicy {
     DataContributor,
     /// `+@read +@connection +cluster|info +cluster|nodes +cluster|slots allkeys`
     DataReader,
+    /// A custom policy: Redis ACL rules (`+@read ~app:*`) under a name. Build it with
+    /// [`AccessPolicy::custom`], which checks both.
+    Custom {
+        /// The policy's name (ASCII letters, digits, `-`, `_`, `.`; at most 64).
+        name: String,
+        /// The Redis ACL rules it grants, as `ACL SETUSER` takes them.
+        rules: String,
+    },
+}
+
+/// The longest custom policy name.
+const MAX_POLICY_NAME: usize = 64;
+
+/// ACL modifiers that change a user's passwords or state rather than its permissions: the
+/// emulator manages those itself, so custom rules may not use them.
+fn is_state_modifier(token: &str) -> bool {
+    let lower = token.to_ascii_lowercase();
+    matches!(
+        lower.as_str(),
+        "on" | "off" | "nopass" | "resetpass" | "reset"
+    ) || token.starts_with(['>', '<', '#', '!'])
 }
 
 impl AccessPolicy {
-    /// The policy's name as the Azure portal shows it.
-    pub fn name(&self) -> &'static str {
+    /// A custom policy, after checking that `name` is usable (1 to 64 ASCII letters, digits,
+    /// `-`, `_` or `.`, and not a built-in's name) and that `rules` only grant permissions
+    /// (no `on`/`off`, passwords, `nopass`, `reset`…). Whether Redis understands the rules is
+    /// checked when the backend user is created ([`Backend::ensure_policy`]), with Redis' own
+    /// error text.
+    ///
+    /// [`Backend::ensure_policy`]: crate::backend::Backend::ensure_policy
+    pub fn custom(name: &str, rules: &str) -> Result<Self, Error> {
+        let name_ok = !name.is_empty()
+            && name.len() <= MAX_POLICY_NAME
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !name_ok {
+            return Err(Error::InvalidPolicy(format!(
+                "the policy name {name:?} is not usable: use 1 to {MAX_POLICY_NAME} ASCII letters, digits, '-', '_' or '.'"
+            )));
+        }
+        if Self::builtin(name).is_some() {
+            return Err(Error::InvalidPolicy(format!(
+                "{name:?} is a built-in policy's name: choose another name for a custom policy"
+            )));
+        }
+        if rules.trim().is_empty() {
+            return Err(Error::InvalidPolicy(
+                "the policy's rules are empty: give Redis ACL rules such as \"+@read ~app:*\""
+                    .into(),
+            ));
+        }
+        if let Some(bad) = rules.split_whitespace().find(|t| is_state_modifier(t)) {
+            return Err(Error::InvalidPolicy(format!(
+                "the rule {bad:?} changes the user's password or state, which the emulator manages: \
+                 custom rules may only grant commands, categories, keys and channels"
+            )));
+        }
+        Ok(Self::Custom {
+            name: name.to_string(),
+            rules: rules.split_whitespace().collect::<Vec<_>>().join(" "),
+        })
+    }
+
+    /// The built-in policy called `name`: `Data Owner`, `Data Contributor` or `Data Reader`,
+    /// in any case, with or without the space (`data-owner`, `DataOwner`, `data_owner` too).
+    pub fn builtin(name: &str) -> Option<Self> {
+        let squashed: String = name
+            .chars()
+            .filter(|c| !matches!(c, ' ' | '-' | '_'))
+            .map(|c| c.to_ascii_lowercase())
+            .collect();
+        match squashed.as_str() {
+            "dataowner" => Some(Self::DataOwner),
+            "datacontributor" => Some(Self::DataContributor),
+            "datareader" => Some(Self::DataReader),
+            _ => None,
+        }
+    }
+
+    /// Whether this is one of the three built-in policies.
+    pub fn is_builtin(&self) -> bool {
+        !matches!(self, Self::Custom { .. })
+    }
+
+    /// The policy's name as the Azure portal shows it (a custom policy's own name).
+    pub fn name(&self) -> &str {
         match self {
             Self::DataOwner => "Data Owner",
             Self::DataContributor => "Data Contributor",
             Self::DataReader => "Data Reader",
+            Self::Custom { name, .. } => name,
         }
     }
 
     /// The Redis ACL rules the policy grants.
-    pub fn acl_rules(&self) -> &'static str {
+    pub fn acl_rules(&self) -> &str {
         match self {
             Self::DataOwner => "+@all allkeys allchannels",
             Self::DataContributor => {
@@ -85,15 +199,17 @@ impl AccessPolicy {
             Self::DataReader => {
                 "+@read +@connection +cluster|info +cluster|nodes +cluster|slots allkeys allchannels"
             }
+            Self::Custom { rules, .. } => rules,
         }
     }
 
-    /// The backend ACL user that carries this policy.
-    pub fn backend_user(&self) -> &'static str {
+    /// The backend ACL user that carries this policy (`entra-custom-<name>` for a custom one).
+    pub fn backend_user(&self) -> Cow<'static, str> {
         match self {
-            Self::DataOwner => "entra-data-owner",
-            Self::DataContributor => "entra-data-contributor",
-            Self::DataReader => "entra-data-reader",
+            Self::DataOwner => Cow::Borrowed("entra-data-owner"),
+            Self::DataContributor => Cow::Borrowed("entra-data-contributor"),
+            Self::DataReader => Cow::Borrowed("entra-data-reader"),
+            Self::Custom { name, .. } => Cow::Owned(format!("entra-custom-{name}")),
         }
     }
 
@@ -103,27 +219,58 @@ impl AccessPolicy {
     }
 }
 
-/// The tenant: identities and their access-policy assignments.
+/// An access-policy assignment: which policy an identity has, and its alias.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Assignment {
+    /// The identity's object id (lower case).
+    pub object_id: String,
+    /// The policy assigned (a custom policy with its current rules).
+    pub policy: AccessPolicy,
+    /// The `objectIdAlias`: a friendly name the gateway also accepts as the username.
+    pub alias: Option<String>,
+}
+
+/// The tenant (identities) and the cache's data-access configuration (policies, assignments,
+/// access keys).
 #[derive(Debug)]
 pub struct Directory {
     tenant_id: String,
     principals: RwLock<Vec<Principal>>,
-    assignments: RwLock<HashMap<String, AccessPolicy>>,
+    assignments: RwLock<HashMap<String, Assignment>>,
+    custom_policies: RwLock<BTreeMap<String, AccessPolicy>>,
+    access_keys: AccessKeys,
+}
+
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Directory {
-    /// A tenant with a fresh id and no identities.
+    /// A tenant with a fresh id, no identities, no custom policies and fresh access keys
+    /// (enabled).
     pub fn new() -> Self {
         Self {
             tenant_id: Uuid::new_v4().to_string(),
             principals: RwLock::new(Vec::new()),
             assignments: RwLock::new(HashMap::new()),
+            custom_policies: RwLock::new(BTreeMap::new()),
+            access_keys: AccessKeys::new(),
         }
     }
 
     /// The tenant id (`tid`).
     pub fn tenant_id(&self) -> &str {
         &self.tenant_id
+    }
+
+    /// The cache's access keys.
+    pub fn access_keys(&self) -> &AccessKeys {
+        &self.access_keys
     }
 
     /// Creates a service principal with a fresh client secret.
@@ -170,11 +317,13 @@ impl Directory {
     }
 
     fn add(&self, principal: Principal) -> Principal {
-        self.principals
-            .write()
-            .expect("directory lock poisoned")
-            .push(principal.clone());
+        write(&self.principals).push(principal.clone());
         principal
+    }
+
+    /// Every identity, in the order they were created.
+    pub fn principals(&self) -> Vec<Principal> {
+        read(&self.principals).clone()
     }
 
     /// The principal with this client (application) id.
@@ -196,48 +345,156 @@ impl Directory {
         })
     }
 
-    /// The tenant's system-assigned managed identity, if it has one.
+    /// The tenant's system-assigned managed identity, if it has one (the first created).
     pub fn system_assigned_identity(&self) -> Option<Principal> {
         self.find(|p| p.kind == PrincipalKind::SystemAssignedIdentity)
     }
 
     fn find(&self, pred: impl Fn(&Principal) -> bool) -> Option<Principal> {
-        self.principals
-            .read()
-            .expect("directory lock poisoned")
-            .iter()
-            .find(|p| pred(p))
-            .cloned()
+        read(&self.principals).iter().find(|p| pred(p)).cloned()
     }
 
-    /// Assigns a policy to an object id (replacing any previous assignment).
+    /// Assigns a policy to an object id (replacing any previous assignment, alias included).
+    ///
+    /// A custom policy's backend user must exist for the identity to get in (see
+    /// [`Backend::ensure_policy`](crate::backend::Backend::ensure_policy); `Emulator`'s
+    /// `assign_policy` does both). A custom policy not yet defined here is defined with these
+    /// rules.
     pub fn assign(&self, object_id: &str, policy: AccessPolicy) {
-        self.assignments
-            .write()
-            .expect("directory lock poisoned")
-            .insert(object_id.to_ascii_lowercase(), policy);
+        self.assign_with_alias(object_id, policy, None);
+    }
+
+    /// Assigns a policy to an object id with an optional `objectIdAlias` (replacing any
+    /// previous assignment).
+    pub fn assign_with_alias(&self, object_id: &str, policy: AccessPolicy, alias: Option<&str>) {
+        if let AccessPolicy::Custom { name, .. } = &policy {
+            write(&self.custom_policies)
+                .entry(name.clone())
+                .or_insert_with(|| policy.clone());
+        }
+        let object_id = object_id.to_ascii_lowercase();
+        write(&self.assignments).insert(
+            object_id.clone(),
+            Assignment {
+                object_id,
+                policy,
+                alias: alias.map(str::to_string),
+            },
+        );
     }
 
     /// Removes an object id's assignment.
     pub fn unassign(&self, object_id: &str) {
-        self.assignments
-            .write()
-            .expect("directory lock poisoned")
-            .remove(&object_id.to_ascii_lowercase());
+        self.remove_assignment(object_id);
     }
 
-    /// The policy assigned to an object id.
+    /// Removes an object id's assignment and returns it, if it had one.
+    pub fn remove_assignment(&self, object_id: &str) -> Option<Assignment> {
+        write(&self.assignments).remove(&object_id.to_ascii_lowercase())
+    }
+
+    /// The policy assigned to an object id (a custom policy with its current rules).
     pub fn policy_of(&self, object_id: &str) -> Option<AccessPolicy> {
-        self.assignments
-            .read()
-            .expect("directory lock poisoned")
+        self.assignment_of(object_id).map(|a| a.policy)
+    }
+
+    /// The assignment of an object id (a custom policy with its current rules).
+    pub fn assignment_of(&self, object_id: &str) -> Option<Assignment> {
+        let assignment = read(&self.assignments)
             .get(&object_id.to_ascii_lowercase())
-            .cloned()
+            .cloned()?;
+        Some(self.resolved(assignment))
+    }
+
+    /// Every assignment, by object id.
+    pub fn assignments(&self) -> Vec<Assignment> {
+        let mut all: Vec<Assignment> = read(&self.assignments).values().cloned().collect();
+        all.sort_by(|a, b| a.object_id.cmp(&b.object_id));
+        all.into_iter().map(|a| self.resolved(a)).collect()
+    }
+
+    fn resolved(&self, mut assignment: Assignment) -> Assignment {
+        if let AccessPolicy::Custom { name, .. } = &assignment.policy {
+            if let Some(current) = read(&self.custom_policies).get(name) {
+                assignment.policy = current.clone();
+            }
+        }
+        assignment
+    }
+
+    /// Defines (or redefines) a custom policy; built-in policies need no definition and are
+    /// ignored. Returns whether the policy is new. Assignments of a policy of that name see
+    /// the new rules at once.
+    pub fn define_policy(&self, policy: AccessPolicy) -> bool {
+        match &policy {
+            AccessPolicy::Custom { name, .. } => write(&self.custom_policies)
+                .insert(name.clone(), policy.clone())
+                .is_none(),
+            _ => false,
+        }
+    }
+
+    /// The custom policies, by name.
+    pub fn custom_policies(&self) -> Vec<AccessPolicy> {
+        read(&self.custom_policies).values().cloned().collect()
+    }
+
+    /// The policy called `name`: a built-in (see [`AccessPolicy::builtin`]) or a custom one
+    /// (exact name).
+    pub fn policy_named(&self, name: &str) -> Option<AccessPolicy> {
+        AccessPolicy::builtin(name).or_else(|| read(&self.custom_policies).get(name).cloned())
     }
 }
 
 impl Default for Directory {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn custom_policies_are_checked() {
+        assert!(AccessPolicy::custom("app-reader", "+@read ~app:*").is_ok());
+        for (name, rules) in [
+            ("", "+@read"),
+            ("has space", "+@read"),
+            ("Data-Reader", "+@read"),
+            ("x", "   "),
+            ("x", "+@read nopass"),
+            ("x", "+@read >secret"),
+            ("x", "on +@all"),
+        ] {
+            assert!(
+                matches!(
+                    AccessPolicy::custom(name, rules),
+                    Err(Error::InvalidPolicy(_))
+                ),
+                "{name:?} {rules:?}"
+            );
+        }
+        assert_eq!(
+            AccessPolicy::builtin("data reader"),
+            Some(AccessPolicy::DataReader)
+        );
+    }
+
+    #[test]
+    fn assignments_see_redefined_policies() -> Result<(), Error> {
+        let d = Directory::new();
+        d.assign_with_alias("ABC", AccessPolicy::custom("p", "+get")?, Some("app"));
+        let redefined = AccessPolicy::custom("p", "+get   +set")?;
+        assert_eq!(redefined.acl_rules(), "+get +set");
+        assert!(!d.define_policy(redefined.clone()));
+        let a = d.assignment_of("abc");
+        assert_eq!(a.as_ref().map(|a| &a.policy), Some(&redefined));
+        assert_eq!(a.and_then(|a| a.alias).as_deref(), Some("app"));
+        assert_eq!(d.policy_named("p"), Some(redefined));
+        assert!(d.remove_assignment("abc").is_some());
+        assert_eq!(d.policy_of("abc"), None);
+        Ok(())
     }
 }

@@ -1,5 +1,12 @@
 //! The whole local Azure, started together: PKI, tenant, token issuer, the fake Entra ID's
-//! HTTPS endpoints, the managed-identity endpoint, the backend `redis-server` and the gateway.
+//! HTTPS endpoints, the managed-identity endpoint, the backend `redis-server`, the gateway and
+//! the admin interface.
+//!
+//! Besides the identities of the env file, an [`Emulator`] can be driven at run time: access
+//! keys ([`Emulator::set_access_keys_enabled`], [`Emulator::regenerate_key`]), access policies
+//! ([`Emulator::create_custom_policy`], [`Emulator::assign_policy`],
+//! [`Emulator::remove_policy_assignment`]), and all of that and more over HTTP through the
+//! [`admin`](crate::admin) interface at [`Emulator::admin_url`].
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -10,6 +17,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::access_keys::{AccessKeys, KeyType};
+use crate::admin::{self, AdminState};
 use crate::backend::Backend;
 use crate::directory::{AccessPolicy, Directory, Principal};
 use crate::faults::Faults;
@@ -29,6 +38,9 @@ pub enum IdentityKind {
     ServicePrincipal,
     /// A system-assigned managed identity (App Service protocol).
     ManagedIdentity,
+    /// The cache's primary access key (`AZURE_REDIS_PASSWORD`, `AZURE_REDIS_CONNECTIONSTRING`),
+    /// as Service Connector's "secret" authentication sets it.
+    AccessKey,
 }
 
 impl IdentityKind {
@@ -37,6 +49,7 @@ impl IdentityKind {
         match self {
             Self::ServicePrincipal => "service-principal",
             Self::ManagedIdentity => "managed-identity",
+            Self::AccessKey => "access-key",
         }
     }
 }
@@ -47,8 +60,9 @@ impl std::str::FromStr for IdentityKind {
         match s {
             "service-principal" => Ok(Self::ServicePrincipal),
             "managed-identity" | "system-assigned-identity" => Ok(Self::ManagedIdentity),
+            "access-key" => Ok(Self::AccessKey),
             other => Err(Error::Config(format!(
-                "unknown identity kind {other:?}: use service-principal or managed-identity"
+                "unknown identity kind {other:?}: use service-principal, managed-identity or access-key"
             ))),
         }
     }
@@ -97,6 +111,8 @@ pub struct Emulator {
     authority: String,
     msi_endpoint: String,
     identity_header: String,
+    admin_url: String,
+    admin_key: String,
     service_principal: Principal,
     managed_identity: Principal,
     files: tempfile::TempDir,
@@ -110,6 +126,7 @@ impl std::fmt::Debug for Emulator {
             .field("authority", &self.authority)
             .field("gateway", &self.gateway_addr())
             .field("backend", &self.backend)
+            .field("admin", &self.admin_url)
             .finish_non_exhaustive()
     }
 }
@@ -159,7 +176,7 @@ impl Emulator {
         let until_stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
-        let servers = vec![
+        let mut servers = vec![
             identity::serve(
                 authority_listener,
                 Some(pki.server_config()),
@@ -178,6 +195,22 @@ impl Emulator {
             Some(url) => Backend::external(url).await?,
             None => Backend::spawn().await?,
         });
+
+        let admin_listener = bind(0, "admin interface").await?;
+        let admin_url = format!("http://127.0.0.1:{}", local(&admin_listener)?.port());
+        let admin_key = admin::generate_admin_key();
+        servers.push(identity::serve(
+            admin_listener,
+            None,
+            admin::router(AdminState {
+                directory: directory.clone(),
+                issuer: issuer.clone(),
+                faults: faults.clone(),
+                backend: backend.clone(),
+                admin_key: admin_key.clone(),
+            }),
+            until_stopped(stop_rx.clone()),
+        ));
         let validator = TokenValidator::new(directory.clone())
             .with_authority(&authority)
             .with_skew(config.clock_skew);
@@ -201,7 +234,7 @@ impl Emulator {
         let ca = files.path().join("ca.pem");
         std::fs::write(&ca, pki.ca_pem()).map_err(|e| Error::io("writing the CA file", e))?;
 
-        tracing::info!(%authority, gateway = %gateway.local_addr(), backend = %backend.addr(), "emulator ready");
+        tracing::info!(%authority, gateway = %gateway.local_addr(), backend = %backend.addr(), admin = %admin_url, "emulator ready");
         Ok(Self {
             config,
             directory,
@@ -214,6 +247,8 @@ impl Emulator {
             authority,
             msi_endpoint,
             identity_header,
+            admin_url,
+            admin_key,
             service_principal,
             managed_identity,
             files,
@@ -295,6 +330,88 @@ impl Emulator {
         &self.backend
     }
 
+    /// The admin interface's URL, `http://127.0.0.1:PORT` (plain HTTP, loopback only; see
+    /// [`admin`](crate::admin)). In the env file as `REDIS_ENTRA_EMULATOR_ADMIN`.
+    pub fn admin_url(&self) -> &str {
+        &self.admin_url
+    }
+
+    /// The bearer key the admin interface requires (`Authorization: Bearer <key>`), generated
+    /// at start. In the env file as `REDIS_ENTRA_EMULATOR_ADMIN_KEY`.
+    pub fn admin_key(&self) -> &str {
+        &self.admin_key
+    }
+
+    /// The cache's access keys.
+    pub fn access_keys(&self) -> &AccessKeys {
+        self.directory.access_keys()
+    }
+
+    /// The primary access key (44 characters of base64, as Azure's).
+    pub fn primary_key(&self) -> String {
+        self.access_keys().primary()
+    }
+
+    /// The secondary access key.
+    pub fn secondary_key(&self) -> String {
+        self.access_keys().secondary()
+    }
+
+    /// Whether access-key authentication is enabled (it is at start).
+    pub fn access_keys_enabled(&self) -> bool {
+        self.access_keys().enabled()
+    }
+
+    /// Enables or disables access-key authentication. While disabled, `AUTH <key>` and
+    /// `AUTH default <key>` get `WRONGPASS`; disabling also closes every connection that is in
+    /// with a key (as Azure Managed Redis does; Entra connections are left alone).
+    pub fn set_access_keys_enabled(&self, enabled: bool) {
+        self.access_keys().set_enabled(enabled);
+    }
+
+    /// Replaces an access key with a fresh one and returns it: the old one is refused for new
+    /// `AUTH`s; connections already in with it stay open.
+    pub fn regenerate_key(&self, which: KeyType) -> String {
+        self.access_keys().regenerate(which)
+    }
+
+    /// Creates or updates a custom access policy with Redis ACL `rules` (`+@read ~app:*`): its
+    /// backend user `entra-custom-<name>` is created or updated with `ACL SETUSER`. Rules Redis
+    /// refuses give [`Error::InvalidPolicy`] with Redis' own text.
+    pub async fn create_custom_policy(
+        &self,
+        name: &str,
+        rules: &str,
+    ) -> Result<AccessPolicy, Error> {
+        let policy = AccessPolicy::custom(name, rules)?;
+        self.backend.ensure_policy(&policy).await?;
+        self.directory.define_policy(policy.clone());
+        Ok(policy)
+    }
+
+    /// Assigns `policy` to an object id, with an optional alias the gateway also accepts as the
+    /// username, replacing any previous assignment. Takes effect on the identity's next `AUTH`;
+    /// connections already in keep their permissions until they re-authenticate or their token
+    /// expires.
+    pub async fn assign_policy(
+        &self,
+        object_id: &str,
+        policy: AccessPolicy,
+        alias: Option<&str>,
+    ) -> Result<(), Error> {
+        self.backend.ensure_policy(&policy).await?;
+        self.directory.define_policy(policy.clone());
+        self.directory.assign_with_alias(object_id, policy, alias);
+        Ok(())
+    }
+
+    /// Removes an object id's assignment; returns whether it had one. Its next `AUTH`
+    /// (including a re-`AUTH` with a new token) gets `WRONGPASS`; connections already in keep
+    /// running until their token expires.
+    pub fn remove_policy_assignment(&self, object_id: &str) -> bool {
+        self.directory.remove_assignment(object_id).is_some()
+    }
+
     /// The configuration it started with.
     pub fn config(&self) -> &EmulatorConfig {
         &self.config
@@ -305,7 +422,8 @@ impl Emulator {
         self.env_for(self.config.identity)
     }
 
-    /// The environment for an identity kind (DESIGN.md §4.2).
+    /// The environment for an identity kind (DESIGN.md §4.2). Every kind also gets
+    /// `REDIS_ENTRA_EMULATOR_ADMIN` and `REDIS_ENTRA_EMULATOR_ADMIN_KEY` (the admin interface).
     pub fn env_for(&self, kind: IdentityKind) -> Vec<(String, String)> {
         let addr = self.gateway_addr();
         let ca = self.ca_file().display().to_string();
@@ -317,6 +435,11 @@ impl Emulator {
             ("SSL_CERT_FILE".into(), ca.clone()),
             ("REQUESTS_CA_BUNDLE".into(), ca.clone()),
             ("NODE_EXTRA_CA_CERTS".into(), ca),
+            ("REDIS_ENTRA_EMULATOR_ADMIN".into(), self.admin_url.clone()),
+            (
+                "REDIS_ENTRA_EMULATOR_ADMIN_KEY".into(),
+                self.admin_key.clone(),
+            ),
         ];
         match kind {
             IdentityKind::ServicePrincipal => {
@@ -334,6 +457,20 @@ impl Emulator {
                 vars.extend([
                     ("IDENTITY_ENDPOINT".into(), self.msi_endpoint.clone()),
                     ("IDENTITY_HEADER".into(), self.identity_header.clone()),
+                ]);
+            }
+            IdentityKind::AccessKey => {
+                let key = self.primary_key();
+                let encoded: String =
+                    url::form_urlencoded::byte_serialize(key.as_bytes()).collect();
+                vars.extend([
+                    ("AZURE_REDIS_PASSWORD".into(), key),
+                    (
+                        "AZURE_REDIS_CONNECTIONSTRING".into(),
+                        format!("rediss://:{encoded}@localhost:{}/0", addr.port()),
+                    ),
+                    ("AZURE_REDIS_SSL".into(), "true".into()),
+                    ("AZURE_REDIS_DATABASE".into(), "0".into()),
                 ]);
             }
         }

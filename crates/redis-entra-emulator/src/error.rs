@@ -21,6 +21,11 @@ pub enum Error {
     /// The configuration is invalid.
     #[error("invalid emulator configuration: {0}")]
     Config(String),
+    /// A custom access policy was refused: a bad name, rules that are not permissions, or rules
+    /// Redis does not understand (then the text is Redis' own, e.g. `ERR Error in ACL SETUSER
+    /// modifier '+@nonexistent': Unknown command or category name in ACL`).
+    #[error("{0}")]
+    InvalidPolicy(String),
 }
 
 impl Error {

@@ -34,11 +34,17 @@ pub struct Faults {
 impl Faults {
     /// The identity fault in force.
     pub fn identity(&self) -> IdentityFault {
-        self.identity.read().expect("faults lock poisoned").clone()
+        self.identity
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Sets the identity fault (use [`IdentityFault::None`] to heal).
     pub fn set_identity(&self, fault: IdentityFault) {
-        *self.identity.write().expect("faults lock poisoned") = fault;
+        *self
+            .identity
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = fault;
     }
 }

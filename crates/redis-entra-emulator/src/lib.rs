@@ -8,6 +8,10 @@
 //! - [`gateway`]: a TLS listener that speaks RESP2/RESP3, validates `AUTH <oid> <token>` against
 //!   the JWKS, closes connections whose token expired, and forwards everything else untouched.
 //! - [`backend`]: the `redis-server` behind the gateway, with one ACL user per access policy.
+//! - [`directory`]: the tenant's identities and the cache's access policies, assignments and
+//!   [`access_keys`].
+//! - [`admin`]: the control plane over HTTP (identities, policies, keys, token lifetime, minted
+//!   tokens, faults), behind a bearer key.
 //! - [`Emulator`]: all of it started together, with an env file an unmodified Azure SDK sample
 //!   can use.
 //!
@@ -24,6 +28,8 @@
 
 #![warn(missing_docs)]
 
+pub mod access_keys;
+pub mod admin;
 pub mod backend;
 pub mod directory;
 mod emulator;
@@ -36,5 +42,6 @@ pub mod signing;
 pub mod stats;
 pub mod tls;
 
+pub use access_keys::KeyType;
 pub use emulator::{Emulator, EmulatorConfig, IdentityKind};
 pub use error::Error;

@@ -90,12 +90,18 @@ impl TokenIssuer {
 
     /// The lifetime of the tokens it issues.
     pub fn lifetime(&self) -> Duration {
-        *self.lifetime.read().expect("lifetime lock poisoned")
+        *self
+            .lifetime
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Changes the lifetime of tokens issued from now on.
     pub fn set_lifetime(&self, lifetime: Duration) {
-        *self.lifetime.write().expect("lifetime lock poisoned") = lifetime;
+        *self
+            .lifetime
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = lifetime;
     }
 
     /// The `iss` of the v1 access tokens it issues: `https://sts.windows.net/{tid}/`.
@@ -126,8 +132,26 @@ impl TokenIssuer {
     /// (`https://redis.azure.com` or the app id form), living the configured lifetime.
     pub fn issue(&self, principal: &Principal, audience: &str) -> Result<IssuedToken, Error> {
         let lifetime = self.lifetime().as_secs().max(1);
+        let claims = self.claims_for(principal, audience, lifetime as i64);
+        let expires_on = claims["exp"]
+            .as_u64()
+            .unwrap_or_else(|| now_secs() + lifetime);
+        Ok(IssuedToken {
+            token: self.sign(&claims)?,
+            expires_on,
+            expires_in: lifetime,
+        })
+    }
+
+    /// The claims of a v1 access token for `principal` and `audience`, as [`issue`](Self::issue)
+    /// signs them, living `lifetime_secs` from now (negative: expired that long ago). To mint
+    /// tokens with chosen claims: change them, then [`sign`](Self::sign).
+    pub fn claims_for(&self, principal: &Principal, audience: &str, lifetime_secs: i64) -> Value {
         let now = now_secs();
-        let exp = now + lifetime;
+        let exp = i64::try_from(now)
+            .unwrap_or(i64::MAX)
+            .saturating_add(lifetime_secs)
+            .max(0);
         let mut claims = json!({
             "aud": audience,
             "iss": self.v1_issuer(),
@@ -154,11 +178,7 @@ impl TokenIssuer {
                 obj.insert("xms_mirid".into(), Value::String(rid.clone()));
             }
         }
-        Ok(IssuedToken {
-            token: self.sign(&claims)?,
-            expires_on: exp,
-            expires_in: lifetime,
-        })
+        claims
     }
 
     /// Signs arbitrary claims with this issuer's key (RS256, with `kid` and `x5t`): for tests of

@@ -17,6 +17,8 @@ pub struct Stats {
     pub auth_failed: AtomicU64,
     /// Gateway connections closed because their token expired.
     pub closed_at_expiry: AtomicU64,
+    /// Access-key connections closed because access keys were disabled.
+    pub closed_keys_disabled: AtomicU64,
 }
 
 impl Stats {

@@ -7,9 +7,13 @@
 //! - Before authentication only `AUTH <oid> <token>`, `HELLO <v> AUTH <oid> <token>`, `QUIT`
 //!   and `RESET` are answered; everything else gets `-NOAUTH Authentication required.`
 //! - A token is checked as [`TokenValidator`] describes (signature, audience, issuer, lifetime,
-//!   `oid` = username, an access policy assigned); a bad one gets `-WRONGPASS`.
-//! - The identity's access policy is a real ACL user on the backend, so `NOPERM` and every other
-//!   reply come from Redis itself.
+//!   `oid` or its assignment's alias = username, an access policy assigned); a bad one gets
+//!   `-WRONGPASS`.
+//! - `AUTH <key>`, `AUTH default <key>` and `HELLO <v> AUTH default <key>` are checked against
+//!   the cache's [access keys](crate::access_keys) and give full access (the backend user
+//!   `entra-access-key`), with no deadline; disabling access keys closes those connections.
+//! - The identity's access policy (built-in or custom) is a real ACL user on the backend, so
+//!   `NOPERM` and every other reply come from Redis itself.
 //! - The connection is closed, without a reply, when its token expires, unless the client sent
 //!   `AUTH` with a newer valid token first. In RESP2 subscribed mode Redis refuses `AUTH`, so
 //!   such connections are closed at every expiry, as on Azure.

@@ -3,7 +3,8 @@
 //! **Phase 1, before authentication.** The gateway answers locally and opens no backend
 //! connection: `AUTH <oid> <token>` and `HELLO <v> AUTH <oid> <token> [SETNAME name]` are
 //! validated, `QUIT` and `RESET` answered, anything else gets `-NOAUTH`, all with Redis' own
-//! texts and limits for unauthenticated clients.
+//! texts and limits for unauthenticated clients. `AUTH <key>`, `AUTH default <key>` and
+//! `HELLO <v> AUTH default <key>` are checked against the cache's access keys.
 //!
 //! **Phase 2, after a valid token.** The gateway connects to the backend and sends it the
 //! client's `AUTH`/`HELLO` with the identity's access-policy user and password substituted, so
@@ -17,6 +18,10 @@
 //! `WRONGPASS` in order and the connection stays as it was. At the deadline (`exp` plus the
 //! validator's skew) the connection is closed without a word, as Azure does. In RESP2 subscribed
 //! mode Redis refuses `AUTH`, so there the deadline does not move.
+//!
+//! A connection authenticated with an access key (as the backend user `entra-access-key`) has
+//! no deadline; it is closed when access keys are disabled. A re-`AUTH` switches it: to a token,
+//! and it gets that token's deadline; to a key, and it loses its deadline.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -31,7 +36,7 @@ use tracing::debug;
 use super::resp::{encode_command, Event, Frame, Limits, RequestParser};
 use super::validate::{Rejection, ValidToken};
 use super::GatewayState;
-use crate::directory::AccessPolicy;
+use crate::backend::BackendUser;
 use crate::stats::Stats;
 
 const WRONGPASS: &[u8] = b"-WRONGPASS invalid username-password pair or user is disabled.\r\n";
@@ -67,6 +72,8 @@ enum End {
     Backend,
     /// The token expired and was not renewed.
     Expired,
+    /// Access keys were disabled while the connection was in with one.
+    KeysDisabled,
     /// The gateway is shutting down.
     Shutdown,
 }
@@ -218,7 +225,11 @@ impl Hello<'_> {
     }
 }
 
-fn auth_command(user: &[u8], password: &[u8]) -> Vec<u8> {
+fn auth_command(user: &BackendUser) -> Vec<u8> {
+    auth_command_with(user.name.as_bytes(), user.password.as_bytes())
+}
+
+fn auth_command_with(user: &[u8], password: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     encode_command(&mut out, &[&b"AUTH"[..], user, password]);
     out
@@ -243,10 +254,17 @@ fn deadline_for(exp: u64, skew: Duration) -> Instant {
     Instant::now() + left
 }
 
-/// Whether the policy lets Redis run `SUBSCRIBE` and friends (so that a subscription the client
-/// asks for is one Redis makes).
-fn allows_pubsub(policy: &AccessPolicy) -> bool {
-    !matches!(policy, AccessPolicy::DataReader)
+/// Resolves when access keys are disabled after `epoch` (never when `epoch` is `None`: the
+/// connection is not in with a key).
+async fn keys_disabled(rx: &mut watch::Receiver<u64>, epoch: Option<u64>) {
+    match epoch {
+        Some(epoch) => {
+            if rx.wait_for(|now| *now != epoch).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending::<()>().await,
+    }
 }
 
 /// Resolves when the gateway shuts down (or was dropped).
@@ -254,11 +272,47 @@ async fn signalled(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
+/// What a successful `AUTH` proved.
+#[derive(Debug, Clone)]
+enum Grant {
+    /// A valid Entra token.
+    Token(ValidToken),
+    /// An access key, while keys were enabled at this revocation epoch.
+    AccessKey { epoch: u64 },
+}
+
+/// A successful authentication, and what it lets the connection do.
+struct Granted {
+    grant: Grant,
+    /// The backend user to substitute.
+    user: BackendUser,
+    /// Whether Redis lets that user subscribe.
+    pubsub: bool,
+}
+
+impl Granted {
+    /// One debug line: who got in, as which backend user, until when. Never the credential.
+    fn log(&self, conn: u64, what: &str) {
+        match &self.grant {
+            Grant::Token(token) => debug!(
+                conn,
+                oid = %token.oid,
+                policy = token.policy.name(),
+                exp = token.exp,
+                "{what}"
+            ),
+            Grant::AccessKey { .. } => {
+                debug!(conn, user = %self.user.name, "{what} with an access key")
+            }
+        }
+    }
+}
+
 /// A successful authentication.
 struct Authenticated {
     /// What to send the backend in place of the client's request.
     command: Vec<u8>,
-    token: ValidToken,
+    granted: Granted,
     /// The protocol the client asked for (`HELLO`), if it did.
     proto: Option<u8>,
 }
@@ -278,19 +332,19 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// Validates a token and finds the backend user of its policy.
-    fn authenticate(
-        &self,
-        user: &[u8],
-        token: &[u8],
-    ) -> Result<(ValidToken, Vec<u8>, Vec<u8>), ()> {
-        match self.state.validator.validate(user, token) {
-            Ok(valid) => match self.state.backend.credentials(&valid.policy) {
-                Some((backend_user, password)) => Ok((
-                    valid,
-                    backend_user.as_bytes().to_vec(),
-                    password.as_bytes().to_vec(),
-                )),
+    /// Checks `AUTH <user> <password>`: an access key when the user is `default`, else a
+    /// token; finds the backend user to substitute.
+    fn authenticate(&self, user: &[u8], password: &[u8]) -> Result<Granted, ()> {
+        if user == b"default" {
+            return self.authenticate_key(password);
+        }
+        match self.state.validator.validate(user, password) {
+            Ok(valid) => match self.state.backend.user_for(&valid.policy) {
+                Some(backend_user) => Ok(Granted {
+                    pubsub: self.state.backend.allows_pubsub(&valid.policy),
+                    grant: Grant::Token(valid),
+                    user: backend_user,
+                }),
                 None => {
                     debug!(
                         conn = self.id,
@@ -301,6 +355,21 @@ impl Ctx<'_> {
                     Err(())
                 }
             },
+            Err(rejection) => {
+                self.refused(&rejection);
+                Err(())
+            }
+        }
+    }
+
+    /// Checks an access key (`AUTH <key>`, `AUTH default <key>`).
+    fn authenticate_key(&self, key: &[u8]) -> Result<Granted, ()> {
+        match self.state.directory.access_keys().check(key) {
+            Ok(epoch) => Ok(Granted {
+                grant: Grant::AccessKey { epoch },
+                user: self.state.backend.access_key_user(),
+                pubsub: true,
+            }),
             Err(rejection) => {
                 self.refused(&rejection);
                 Err(())
@@ -323,18 +392,20 @@ impl Ctx<'_> {
                 let args = frame.args(bytes);
                 match args.len() {
                     0 | 1 => Local::Reply(Cow::Borrowed(AUTH_ARITY)),
-                    2 => {
-                        self.refused(&Rejection::AccessKey);
-                        Local::Reply(Cow::Borrowed(WRONGPASS))
+                    2 | 3 => {
+                        let granted = match args.len() {
+                            2 => self.authenticate_key(&args[1]),
+                            _ => self.authenticate(&args[1], &args[2]),
+                        };
+                        match granted {
+                            Ok(granted) => Local::Authenticated(Authenticated {
+                                command: auth_command(&granted.user),
+                                granted,
+                                proto: None,
+                            }),
+                            Err(()) => Local::Reply(Cow::Borrowed(WRONGPASS)),
+                        }
                     }
-                    3 => match self.authenticate(&args[1], &args[2]) {
-                        Ok((token, user, password)) => Local::Authenticated(Authenticated {
-                            command: auth_command(&user, &password),
-                            token,
-                            proto: None,
-                        }),
-                        Err(()) => Local::Reply(Cow::Borrowed(WRONGPASS)),
-                    },
                     _ => Local::Reply(Cow::Borrowed(SYNTAX_ERROR)),
                 }
             }
@@ -348,9 +419,12 @@ impl Ctx<'_> {
                             return Local::Reply(Cow::Borrowed(NOAUTH_HELLO));
                         };
                         match self.authenticate(user, token) {
-                            Ok((token, user, password)) => Local::Authenticated(Authenticated {
-                                command: hello.with_credentials(&user, &password),
-                                token,
+                            Ok(granted) => Local::Authenticated(Authenticated {
+                                command: hello.with_credentials(
+                                    granted.user.name.as_bytes(),
+                                    granted.user.password.as_bytes(),
+                                ),
+                                granted,
                                 proto: hello.version,
                             }),
                             Err(()) => Local::Reply(Cow::Borrowed(WRONGPASS)),
@@ -402,7 +476,10 @@ struct Forwarder {
     out: Vec<u8>,
     deadline: Instant,
     exp: u64,
-    policy: AccessPolicy,
+    /// Set while the connection is in with an access key: the revocation epoch it saw.
+    key_epoch: Option<u64>,
+    /// Whether the connection's backend user may subscribe.
+    pubsub: bool,
     proto: u8,
     subscriptions: Subscriptions,
 }
@@ -414,16 +491,37 @@ enum Action {
 }
 
 impl Forwarder {
-    fn new(token: &ValidToken, proto: u8, skew: Duration) -> Self {
-        Self {
+    fn new(granted: &Granted, proto: u8, skew: Duration) -> Self {
+        let mut fwd = Self {
             parser: RequestParser::new(Limits::AUTHENTICATED),
             passthrough: false,
             out: Vec::new(),
-            deadline: deadline_for(token.exp, skew),
-            exp: token.exp,
-            policy: token.policy.clone(),
+            deadline: Instant::now() + MAX_DEADLINE,
+            exp: 0,
+            key_epoch: None,
+            pubsub: granted.pubsub,
             proto,
             subscriptions: Subscriptions::default(),
+        };
+        fwd.switch_to(&granted.grant, skew);
+        fwd
+    }
+
+    /// Takes on the deadline (or the key epoch) of a new grant.
+    fn switch_to(&mut self, grant: &Grant, skew: Duration) {
+        match grant {
+            Grant::Token(token) => {
+                let deadline = deadline_for(token.exp, skew);
+                if self.key_epoch.take().is_some() || deadline > self.deadline || self.exp == 0 {
+                    self.deadline = deadline;
+                    self.exp = token.exp;
+                }
+            }
+            Grant::AccessKey { epoch } => {
+                self.key_epoch = Some(*epoch);
+                self.deadline = Instant::now() + MAX_DEADLINE;
+                self.exp = 0;
+            }
         }
     }
 
@@ -482,17 +580,19 @@ impl Forwarder {
                 match args.len() {
                     // Redis answers the arity error itself.
                     0 | 1 => Action::Forward,
-                    2 => {
-                        ctx.refused(&Rejection::AccessKey);
-                        Action::Substitute(self.invalid_auth())
-                    }
-                    3 => match ctx.authenticate(&args[1], &args[2]) {
-                        Ok((token, user, password)) => {
-                            self.reauthenticated(&token, None, ctx);
-                            Action::Substitute(auth_command(&user, &password))
+                    2 | 3 => {
+                        let granted = match args.len() {
+                            2 => ctx.authenticate_key(&args[1]),
+                            _ => ctx.authenticate(&args[1], &args[2]),
+                        };
+                        match granted {
+                            Ok(granted) => {
+                                self.reauthenticated(&granted, None, ctx);
+                                Action::Substitute(auth_command(&granted.user))
+                            }
+                            Err(()) => Action::Substitute(self.invalid_auth()),
                         }
-                        Err(()) => Action::Substitute(self.invalid_auth()),
-                    },
+                    }
                     // Redis answers `-ERR syntax error`; keep the arguments from it.
                     _ => {
                         let mut out = Vec::new();
@@ -513,9 +613,12 @@ impl Forwarder {
                             Action::Forward
                         }
                         Some((user, token)) => match ctx.authenticate(user, token) {
-                            Ok((token, user, password)) => {
-                                self.reauthenticated(&token, hello.version, ctx);
-                                Action::Substitute(hello.with_credentials(&user, &password))
+                            Ok(granted) => {
+                                self.reauthenticated(&granted, hello.version, ctx);
+                                Action::Substitute(hello.with_credentials(
+                                    granted.user.name.as_bytes(),
+                                    granted.user.password.as_bytes(),
+                                ))
                             }
                             Err(()) => Action::Substitute(
                                 hello.with_credentials(INVALID_USER, random_password().as_bytes()),
@@ -525,7 +628,7 @@ impl Forwarder {
                 }
             }
             Cmd::Subscribe(kind) => {
-                if allows_pubsub(&self.policy) {
+                if self.pubsub {
                     let args = frame.args(bytes);
                     let set = self.subscriptions.of(kind);
                     for channel in args.iter().skip(1) {
@@ -555,11 +658,11 @@ impl Forwarder {
     }
 
     fn invalid_auth(&self) -> Vec<u8> {
-        auth_command(INVALID_USER, random_password().as_bytes())
+        auth_command_with(INVALID_USER, random_password().as_bytes())
     }
 
-    /// A valid token arrived on an authenticated connection.
-    fn reauthenticated(&mut self, token: &ValidToken, proto: Option<u8>, ctx: &Ctx<'_>) {
+    /// A valid token or key arrived on an authenticated connection.
+    fn reauthenticated(&mut self, granted: &Granted, proto: Option<u8>, ctx: &Ctx<'_>) {
         if self.pubsub_context() {
             debug!(
                 conn = ctx.id,
@@ -569,22 +672,12 @@ impl Forwarder {
             return;
         }
         Stats::bump(&ctx.state.stats.auth_succeeded);
-        let deadline = deadline_for(token.exp, ctx.state.validator.skew());
-        if deadline > self.deadline {
-            self.deadline = deadline;
-            self.exp = token.exp;
-        }
-        self.policy = token.policy.clone();
+        self.switch_to(&granted.grant, ctx.state.validator.skew());
+        self.pubsub = granted.pubsub;
         if let Some(v) = proto {
             self.proto = v;
         }
-        debug!(
-            conn = ctx.id,
-            oid = %token.oid,
-            policy = token.policy.name(),
-            exp = self.exp,
-            "re-authenticated"
-        );
+        granted.log(ctx.id, "re-authenticated");
     }
 }
 
@@ -617,6 +710,12 @@ pub(crate) async fn serve<S>(
     if end == End::Expired {
         Stats::bump(&state.stats.closed_at_expiry);
         debug!(conn = id, "token expired: closing the connection");
+    } else if end == End::KeysDisabled {
+        Stats::bump(&state.stats.closed_keys_disabled);
+        debug!(
+            conn = id,
+            "access keys were disabled: closing the access-key connection"
+        );
     } else {
         debug!(conn = id, reason = ?end, "connection closed");
     }
@@ -670,13 +769,7 @@ where
                             return Err(End::Quit);
                         }
                         Local::Authenticated(auth) => {
-                            debug!(
-                                conn = ctx.id,
-                                oid = %auth.token.oid,
-                                policy = auth.token.policy.name(),
-                                exp = auth.token.exp,
-                                "authenticated"
-                            );
+                            auth.granted.log(ctx.id, "authenticated");
                             Stats::bump(&ctx.state.stats.auth_succeeded);
                             if !replies.is_empty() {
                                 write_client(writer, &replies, shutdown).await?;
@@ -738,7 +831,8 @@ where
     };
     let (mut backend_reader, mut backend_writer) = tokio::io::split(backend);
     let skew = ctx.state.validator.skew();
-    let mut fwd = Forwarder::new(&auth.token, auth.proto.unwrap_or(2), skew);
+    let mut fwd = Forwarder::new(&auth.granted, auth.proto.unwrap_or(2), skew);
+    let mut revocations = ctx.state.directory.access_keys().revocations();
 
     // The substituted AUTH/HELLO, then whatever the client pipelined behind it.
     let mut first = auth.command;
@@ -751,30 +845,36 @@ where
     buf.advance(n);
 
     let client_to_backend = async {
-        let deadline = fwd.deadline;
+        let (deadline, epoch) = (fwd.deadline, fwd.key_epoch);
         tokio::select! {
             r = backend_writer.write_all(&first) => if r.is_err() { return End::Backend },
             _ = sleep_until(deadline) => return End::Expired,
+            _ = keys_disabled(&mut revocations, epoch) => return End::KeysDisabled,
         }
         drop(first);
         loop {
             buf.reserve(CLIENT_READ);
-            let deadline = fwd.deadline;
+            let (deadline, epoch) = (fwd.deadline, fwd.key_epoch);
             let read = tokio::select! {
                 read = reader.read_buf(buf) => read,
                 _ = sleep_until(deadline) => return End::Expired,
+                _ = keys_disabled(&mut revocations, epoch) => return End::KeysDisabled,
             };
             match read {
                 Ok(0) | Err(_) => {
                     // The client is done sending: tell Redis, and let its replies drain.
                     let _ = backend_writer.shutdown().await;
-                    sleep_until(fwd.deadline).await;
-                    return End::Expired;
+                    tokio::select! {
+                        _ = sleep_until(fwd.deadline) => return End::Expired,
+                        _ = keys_disabled(&mut revocations, fwd.key_epoch) => {
+                            return End::KeysDisabled
+                        }
+                    }
                 }
                 Ok(_) => {}
             }
             let n = fwd.process(buf, ctx);
-            let deadline = fwd.deadline;
+            let (deadline, epoch) = (fwd.deadline, fwd.key_epoch);
             let bytes: &[u8] = if fwd.out.is_empty() {
                 buf.get(..n).unwrap_or(&[])
             } else {
@@ -784,6 +884,7 @@ where
                 tokio::select! {
                     r = backend_writer.write_all(bytes) => if r.is_err() { return End::Backend },
                     _ = sleep_until(deadline) => return End::Expired,
+                    _ = keys_disabled(&mut revocations, epoch) => return End::KeysDisabled,
                 }
             }
             fwd.out.clear();

@@ -3,8 +3,10 @@
 //! A token is accepted when it is a JWT signed with RS256 by a trusted key (looked up by the
 //! header's `kid`), its `aud` is the Redis resource (any of the three spellings Entra uses), its
 //! `iss` is the tenant's v1 or v2 issuer, it is within `nbf`/`exp` give or take the clock skew,
-//! its `oid` equals the username (compared case-insensitively, as GUIDs), and that object id has
-//! an access policy assigned in the [`Directory`]. Anything else is a [`Rejection`], whose reason
+//! its `oid` equals the username (compared case-insensitively, as GUIDs) or the username is the
+//! `objectIdAlias` of that object id's assignment (exactly; whether Azure accepts aliases is
+//! unconfirmed, the emulator does), and that object id has an access policy assigned in the
+//! [`Directory`]. Anything else is a [`Rejection`], whose reason
 //! is for debug logs only: the client always sees Redis' `WRONGPASS` text.
 //!
 //! Neither this module's types nor its errors ever hold or print the token.
@@ -40,9 +42,12 @@ pub struct ValidToken {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Rejection {
-    /// `AUTH <password>` without a username: access keys are not enabled.
-    #[error("password-only AUTH (an access key) is not enabled")]
+    /// `AUTH <key>` or `AUTH default <key>` while access-key authentication is disabled.
+    #[error("access-key authentication is disabled")]
     AccessKey,
+    /// `AUTH <key>` or `AUTH default <key>` with neither the primary nor the secondary key.
+    #[error("the password is not one of the cache's access keys")]
+    WrongAccessKey,
     /// Not three base64url parts with JSON inside.
     #[error("the password is not a well-formed JWT")]
     Malformed,
@@ -73,8 +78,8 @@ pub enum Rejection {
     /// No `oid` claim.
     #[error("the token has no oid claim")]
     MissingOid,
-    /// The username is not the token's `oid`.
-    #[error("the username is not the token's oid")]
+    /// The username is neither the token's `oid` nor the alias of its assignment.
+    #[error("the username is neither the token's oid nor its assignment's alias")]
     UsernameMismatch,
     /// The identity has no access policy assignment on the cache.
     #[error("the identity has no access policy assigned")]
@@ -195,7 +200,7 @@ impl TokenValidator {
         &self.audiences
     }
 
-    /// Checks `AUTH <username> <token>`.
+    /// Checks `AUTH <username> <token>` (the username being the object id or the alias).
     pub fn validate(&self, username: &[u8], token: &[u8]) -> Result<ValidToken, Rejection> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| Rejection::Malformed)?;
         if header.alg != Algorithm::RS256 {
@@ -235,12 +240,17 @@ impl TokenValidator {
         })?;
         let claims = data.claims;
         let oid = claims.oid.ok_or(Rejection::MissingOid)?;
-        if !oid.as_bytes().eq_ignore_ascii_case(username) {
+        let assignment = self.directory.assignment_of(&oid);
+        let by_oid = oid.as_bytes().eq_ignore_ascii_case(username);
+        let by_alias = assignment
+            .as_ref()
+            .and_then(|a| a.alias.as_deref())
+            .is_some_and(|alias| alias.as_bytes() == username);
+        if !(by_oid || by_alias) {
             return Err(Rejection::UsernameMismatch);
         }
-        let policy = self
-            .directory
-            .policy_of(&oid)
+        let policy = assignment
+            .map(|a| a.policy)
             .ok_or(Rejection::NoAccessPolicy)?;
         Ok(ValidToken {
             oid,

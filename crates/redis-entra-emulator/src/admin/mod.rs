@@ -1,0 +1,141 @@
+//! The admin interface: the emulator's control plane over HTTP, for tests and tools — what the
+//! Azure portal, `az` and ARM do for a real cache and tenant.
+//!
+//! It listens on its own **plain-HTTP listener on 127.0.0.1** (an ephemeral port), not on the
+//! fake Entra ID's HTTPS listener, so that the authority host serves exactly Entra's paths and
+//! so that `curl` needs no CA. Its URL is [`Emulator::admin_url`](crate::Emulator::admin_url)
+//! (`REDIS_ENTRA_EMULATOR_ADMIN` in the env file). Every request needs
+//! `Authorization: Bearer <key>`, the key being generated at start
+//! ([`Emulator::admin_key`](crate::Emulator::admin_key), `REDIS_ENTRA_EMULATOR_ADMIN_KEY`);
+//! without it the answer is 401, so nothing else on the machine drives the emulator by
+//! accident.
+//!
+//! JSON in and out. A body that is not JSON, has a field of the wrong type, lacks one or has one
+//! the endpoint does not know gets a 400; errors are `{"error": code, "message": text}`.
+//!
+//! | method | path | body | answer |
+//! |---|---|---|---|
+//! | `GET` | `/admin/identities` | | `[identity]` (no secrets) |
+//! | `POST` | `/admin/identities` | `{"kind": "service-principal" \| "system-assigned-identity" \| "user-assigned-identity", "display_name"?}` | 201 `identity`, with `secret` for a service principal (only here) |
+//! | `GET` | `/admin/identities/{object_id}` | | `identity` |
+//! | `GET` | `/admin/policies` | | `[{"name","rules","builtin","backend_user"}]` |
+//! | `POST` | `/admin/policies` | `{"name", "rules"}` | 201 (new) or 200 (updated) policy; 400 `invalid_policy` with Redis' own text for rules Redis refuses |
+//! | `GET` | `/admin/assignments` | | `[{"object_id","policy","rules","alias"}]` |
+//! | `PUT` | `/admin/assignments/{object_id}` | `{"policy": name, "rules"?, "alias"?}` | the assignment (`rules` defines or updates the custom policy `policy` first) |
+//! | `DELETE` | `/admin/assignments/{object_id}` | | 204, or 404 |
+//! | `GET` | `/admin/access-keys` | | `{"enabled","primary","secondary"}` |
+//! | `PUT` | `/admin/access-keys` | `{"enabled": bool}` | as `GET`; disabling closes access-key connections |
+//! | `POST` | `/admin/access-keys/regenerate` | `{"key": "primary" \| "secondary"}` | as `GET` |
+//! | `GET`, `PUT` | `/admin/token-lifetime` | `{"lifetime_secs": n}` | `{"lifetime_secs"}` |
+//! | `POST` | `/admin/tokens` | `{"oid", "aud"?, "lifetime_secs"?, "claims"?}` | `{"access_token","token_type","expires_on","expires_in","claims"}` |
+//! | `GET`, `PUT` | `/admin/faults/identity` | `{"fault": "none" \| "unavailable" \| "internal-error" \| "malformed-json"}`, `{"fault": "too-many-requests", "retry_after_secs"}`, `{"fault": "slow", "ms"}` | the fault in force |
+//!
+//! An identity is `{"display_name","kind","client_id","object_id","resource_id","assignment"}`,
+//! `assignment` being `null` or `{"policy","rules","alias"}`.
+//!
+//! `POST /admin/tokens` signs with the tenant's key: claims as the token endpoint would issue
+//! for that object id (the identity's `appid` and `xms_mirid` when it exists), `aud` defaulting
+//! to `https://redis.azure.com`, living `lifetime_secs` (default: the configured lifetime;
+//! negative for a token that has already expired), then `claims` merged over them (a `null`
+//! removes a claim, e.g. `{"oid": null}`).
+//!
+//! Fault names also accept their Rust spelling (`TooManyRequests`, …).
+//!
+//! Logs name the method, path and status only: never the bearer key, a body, a secret or a
+//! token.
+
+mod access_keys;
+mod api;
+mod assignments;
+mod faults;
+mod identities;
+mod policies;
+mod tokens;
+
+use std::sync::Arc;
+
+use axum::routing::{get, post, put};
+use axum::Router;
+
+pub use api::{ApiError, JsonBody};
+
+use crate::backend::Backend;
+use crate::directory::Directory;
+use crate::faults::Faults;
+use crate::signing::TokenIssuer;
+
+/// What the admin endpoints act on.
+#[derive(Clone)]
+pub struct AdminState {
+    /// The tenant and the cache's data-access configuration.
+    pub directory: Arc<Directory>,
+    /// The token issuer (lifetime, minting).
+    pub issuer: Arc<TokenIssuer>,
+    /// The faults in force.
+    pub faults: Arc<Faults>,
+    /// The backend, where custom policies become ACL users.
+    pub backend: Arc<Backend>,
+    /// The bearer key every request must present (a secret: `Debug` redacts it).
+    pub admin_key: String,
+}
+
+impl std::fmt::Debug for AdminState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminState")
+            .field("tenant_id", &self.directory.tenant_id())
+            .field("admin_key", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+/// A fresh admin key: 32 random bytes, base64url.
+pub fn generate_admin_key() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    crate::signing::base64_url_nopad(&bytes)
+}
+
+/// The admin routes (see the module documentation), behind the bearer check.
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route(
+            "/admin/identities",
+            get(identities::list).post(identities::create),
+        )
+        .route("/admin/identities/{object_id}", get(identities::get_one))
+        .route(
+            "/admin/policies",
+            get(policies::list).post(policies::create),
+        )
+        .route("/admin/assignments", get(assignments::list))
+        .route(
+            "/admin/assignments/{object_id}",
+            put(assignments::put).delete(assignments::delete),
+        )
+        .route(
+            "/admin/access-keys",
+            get(access_keys::get_keys).put(access_keys::set_enabled),
+        )
+        .route(
+            "/admin/access-keys/regenerate",
+            post(access_keys::regenerate),
+        )
+        .route(
+            "/admin/token-lifetime",
+            get(tokens::get_lifetime).put(tokens::set_lifetime),
+        )
+        .route("/admin/tokens", post(tokens::mint))
+        .route(
+            "/admin/faults/identity",
+            get(faults::get_fault).put(faults::set_fault),
+        )
+        .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            api::require_key,
+        ))
+        .layer(axum::middleware::from_fn(api::log_request))
+        .with_state(state)
+}

@@ -1,0 +1,71 @@
+//! `/admin/policies`: the built-in access policies and custom ones.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::{AdminState, ApiError, JsonBody};
+use crate::directory::AccessPolicy;
+
+/// A policy as the admin interface shows it.
+#[derive(Debug, Serialize)]
+pub(crate) struct PolicyView {
+    name: String,
+    rules: String,
+    builtin: bool,
+    backend_user: String,
+}
+
+impl From<&AccessPolicy> for PolicyView {
+    fn from(p: &AccessPolicy) -> Self {
+        Self {
+            name: p.name().to_string(),
+            rules: p.acl_rules().to_string(),
+            builtin: p.is_builtin(),
+            backend_user: p.backend_user().into_owned(),
+        }
+    }
+}
+
+/// `POST /admin/policies`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreatePolicy {
+    name: String,
+    rules: String,
+}
+
+/// `GET /admin/policies`.
+pub(crate) async fn list(State(state): State<AdminState>) -> Json<Vec<PolicyView>> {
+    let builtins = AccessPolicy::all();
+    let custom = state.directory.custom_policies();
+    Json(
+        builtins
+            .iter()
+            .chain(custom.iter())
+            .map(PolicyView::from)
+            .collect(),
+    )
+}
+
+/// `POST /admin/policies`: 201 for a new policy, 200 for an update.
+pub(crate) async fn create(
+    State(state): State<AdminState>,
+    JsonBody(body): JsonBody<CreatePolicy>,
+) -> Result<(StatusCode, Json<PolicyView>), ApiError> {
+    let policy = AccessPolicy::custom(&body.name, &body.rules)?;
+    state.backend.ensure_policy(&policy).await?;
+    let created = state.directory.define_policy(policy.clone());
+    tracing::debug!(
+        name = policy.name(),
+        created,
+        "admin: custom policy defined"
+    );
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(PolicyView::from(&policy))))
+}
