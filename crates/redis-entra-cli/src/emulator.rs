@@ -78,6 +78,7 @@ pub async fn run(args: EmulatorArgs) -> Outcome {
         gateway_port: args.port,
         authority_port: args.authority_port,
         clock_skew: args.clock_skew,
+        cluster: None,
     })
     .await
     .context("starting the emulator")?;

@@ -1,10 +1,23 @@
-//! `redis-entra`: a redis-cli that signs in with Microsoft Entra ID, plus `token`, `demo` and
-//! `emulator`.
+//! `redis-entra`: a redis-cli that signs in with Microsoft Entra ID, plus `token`, `doctor`,
+//! `demo` and `emulator`.
+//!
+//! One file per subcommand: [`command`] (one command, and the subscriptions in [`subscribe`]),
+//! [`prompt`] (no command: the interactive prompt), [`token`], [`doctor`], [`demo`],
+//! [`emulator`]. What they share: [`settings`] (redis-cli's flags and the AZURE_* variables),
+//! [`session`] (signing in, routing and printing a command), [`format`] (redis-cli's output
+//! formats), [`split`] (redis-cli's argument quoting) and [`exit`] (the exit codes).
 
 mod command;
 mod demo;
+mod doctor;
 mod emulator;
+mod exit;
+mod format;
+mod prompt;
+mod session;
 mod settings;
+mod split;
+mod subscribe;
 mod token;
 
 use std::process::ExitCode;
@@ -13,10 +26,12 @@ use clap::{Parser, Subcommand};
 
 /// A redis-cli that signs in with Microsoft Entra ID.
 ///
-/// Without a subcommand, runs one Redis command (`redis-entra GET key`) against the cache that
-/// the flags, or Service Connector's AZURE_REDIS_* variables, name.
+/// `redis-entra GET key` runs one command against the cache that the flags, or Service
+/// Connector's AZURE_REDIS_* variables, name; without a command it opens an interactive prompt.
+/// The password is an Entra ID access token from the credential the AZURE_* variables describe,
+/// renewed automatically; the username is its oid claim.
 #[derive(Debug, Parser)]
-#[command(name = "redis-entra", version, disable_help_flag = true)]
+#[command(name = "redis-entra", version, disable_help_flag = true, after_help = exit::HELP)]
 #[command(
     args_conflicts_with_subcommands = false,
     subcommand_precedence_over_arg = true
@@ -42,6 +57,9 @@ pub enum Command {
     /// Acquire a token with the configured credential and print its claims (never the token,
     /// unless --raw).
     Token(token::TokenArgs),
+    /// Check configuration, DNS, TCP, TLS, token, claims, AUTH, a read and a write, and say what
+    /// to change for each failure.
+    Doctor(doctor::DoctorArgs),
     /// Start a local Azure in process and run seed 000's hello world and re-authentication
     /// scenario against it.
     Demo(demo::DemoArgs),
@@ -64,6 +82,10 @@ fn init_logging(level: &str) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log);
+    if let Err(e) = cli.connection.check_supported() {
+        eprintln!("error: {e}");
+        return ExitCode::from(exit::USAGE);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -71,31 +93,37 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
+            return ExitCode::from(exit::ERROR_REPLY);
         }
     };
     let result = runtime.block_on(async move {
         match cli.command {
             Some(Command::Token(args)) => token::run(&cli.connection, args).await,
+            Some(Command::Doctor(args)) => doctor::run(&cli.connection, args).await,
             Some(Command::Demo(args)) => demo::run(args).await,
             Some(Command::Emulator(args)) => emulator::run(args).await,
             Some(Command::Redis(words)) => command::run(&cli.connection, words).await,
-            None => Err(anyhow::anyhow!(
-                "no command given: try `redis-entra PING`, `redis-entra token`, `redis-entra demo` or `redis-entra --help`"
-            )
-            .into()),
+            None => prompt::run(&cli.connection).await,
         }
     });
+    // Background tasks (token refresh, connection upkeep) must not hold the exit up.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {:#}", e.error);
+            match e.code {
+                exit::AUTH | exit::CONNECTION => eprintln!(
+                    "hint: `redis-entra doctor` checks each step (DNS, TCP, TLS, token, AUTH) and says what to change"
+                ),
+                _ => {}
+            }
             ExitCode::from(e.code)
         }
     }
 }
 
-/// An error with the exit code it maps to.
+/// An error with the exit code it maps to (see [`exit`]).
 #[derive(Debug)]
 pub struct Failure {
     pub error: anyhow::Error,
@@ -104,24 +132,27 @@ pub struct Failure {
 
 impl From<anyhow::Error> for Failure {
     fn from(error: anyhow::Error) -> Self {
-        Self { error, code: 1 }
+        let code = exit::of(&error);
+        Self { error, code }
     }
 }
 
 impl From<redis::RedisError> for Failure {
     fn from(error: redis::RedisError) -> Self {
+        let code = exit::of_redis(&error);
         Self {
             error: error.into(),
-            code: 1,
+            code,
         }
     }
 }
 
 impl From<redis_entra::Error> for Failure {
     fn from(error: redis_entra::Error) -> Self {
+        let code = exit::of_library(&error);
         Self {
             error: error.into(),
-            code: 1,
+            code,
         }
     }
 }

@@ -1,6 +1,8 @@
 //! The real Redis behind the gateway: a `redis-server` the emulator spawns (reached over a unix
-//! socket) or one it is given. Access policies become real ACL users there, so permission
-//! errors come from Redis itself.
+//! socket), one it is given, or one node of a [cluster](crate::cluster) the emulator spawns.
+//! Access policies become real ACL users there, so permission errors come from Redis itself.
+//! Every node of a cluster holds the same users with the same passwords, and each change
+//! ([`Backend::ensure_policy`]) is made on every node.
 //!
 //! The users, each with a random password only the gateway knows:
 //!
@@ -13,15 +15,16 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::Stdio;
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{
-    AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf,
+    AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader,
+    ReadBuf,
 };
 use tokio::net::{TcpStream, UnixStream};
 use tokio::process::{Child, Command};
@@ -138,17 +141,132 @@ struct CustomUser {
     pubsub: bool,
 }
 
-/// A backend Redis with one ACL user per access policy.
-pub struct Backend {
-    addr: BackendAddr,
+/// The ACL users of a backend and the passwords only the gateway knows, shared by every node
+/// of that backend: a standalone `redis-server` is one node, a cluster has several, each
+/// holding the same users with the same passwords.
+struct Users {
+    /// The administrator's user and password (`None`: the backend needs no `AUTH`).
     admin: Option<(String, String)>,
     policy_passwords: HashMap<AccessPolicy, String>,
     access_key_password: String,
     /// Custom policies' users, by policy name.
     custom: RwLock<HashMap<String, CustomUser>>,
-    /// Serialises `ACL SETUSER`s, so that concurrent updates of one policy agree on its
-    /// password.
+    /// Serialises ACL changes (and cluster node restarts), so that concurrent updates of one
+    /// policy agree on its password and every node gets every change.
     acl: tokio::sync::Mutex<()>,
+    /// Every node the users live on.
+    nodes: Vec<BackendAddr>,
+    /// Whether each change is written to the node's ACL file with `ACL SAVE` (cluster nodes,
+    /// which reload their users from it when they restart).
+    persist: bool,
+}
+
+impl Users {
+    fn new(admin: Option<(String, String)>, nodes: Vec<BackendAddr>, persist: bool) -> Self {
+        Self {
+            admin,
+            policy_passwords: AccessPolicy::all()
+                .into_iter()
+                .map(|p| (p, random_password()))
+                .collect(),
+            access_key_password: random_password(),
+            custom: RwLock::new(HashMap::new()),
+            acl: tokio::sync::Mutex::new(()),
+            nodes,
+            persist,
+        }
+    }
+
+    /// An administrator's connection to one node.
+    async fn admin_connection(&self, addr: &BackendAddr) -> Result<BackendStream, Error> {
+        let mut s = connect_to(addr)
+            .await
+            .map_err(|e| Error::Backend(format!("connecting to {addr}: {e}")))?;
+        if let Some((user, pw)) = &self.admin {
+            simple_command(&mut s, &["AUTH", user, pw]).await?;
+        }
+        Ok(s)
+    }
+
+    /// The ACL setup every node gets: the built-in policies' users and the access-key user
+    /// (`ACL SETUSER <user> reset on >password <rules>`), then `ACL SAVE` on a persisted node.
+    async fn install(&self, addr: &BackendAddr) -> Result<(), Error> {
+        let mut s = self.admin_connection(addr).await?;
+        for policy in AccessPolicy::all() {
+            let password = self.policy_passwords.get(&policy).ok_or_else(|| {
+                Error::Backend(format!("no password for the {} user", policy.name()))
+            })?;
+            let args = setuser_args(&policy.backend_user(), password, policy.acl_rules());
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            simple_command(&mut s, &refs).await?;
+        }
+        let args = setuser_args(ACCESS_KEY_USER, &self.access_key_password, ACCESS_KEY_RULES);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        simple_command(&mut s, &refs).await?;
+        if self.persist {
+            simple_command(&mut s, &["ACL", "SAVE"]).await?;
+        }
+        Ok(())
+    }
+}
+
+/// `ACL SETUSER <user> reset on >password <rules…>`.
+fn setuser_args(user: &str, password: &str, rules: &str) -> Vec<String> {
+    let mut args = vec![
+        "ACL".to_string(),
+        "SETUSER".into(),
+        user.to_string(),
+        "reset".into(),
+        "on".into(),
+        format!(">{password}"),
+    ];
+    args.extend(rules.split_whitespace().map(String::from));
+    args
+}
+
+/// The name of the emulator's administrator user on a spawned backend.
+pub(crate) const ADMIN_USER: &str = "emulator-admin";
+
+/// The users a spawned node starts with, as `redis.conf` or ACL-file lines: the default user
+/// disabled and the emulator's administrator. The policies' users come after
+/// (`Users::install`).
+pub(crate) fn base_acl(admin_password: &str) -> String {
+    format!("user default off\nuser {ADMIN_USER} on >{admin_password} ~* &* +@all\n")
+}
+
+/// Runs `redis-server <config>` from `PATH`, killed if dropped.
+pub(crate) fn spawn_redis_server(config: &Path) -> Result<Child, Error> {
+    Command::new("redis-server")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| {
+            Error::Backend(format!(
+                "could not run `redis-server` ({e}): install it (Debian: apt-get install redis-server) or pass --backend redis://HOST:PORT"
+            ))
+        })
+}
+
+/// Opens a new unauthenticated stream to `addr`.
+async fn connect_to(addr: &BackendAddr) -> io::Result<BackendStream> {
+    match addr {
+        BackendAddr::Tcp(h, p) => {
+            let s = TcpStream::connect((h.as_str(), *p)).await?;
+            s.set_nodelay(true)?;
+            Ok(BackendStream::Tcp(s))
+        }
+        BackendAddr::Unix(path) => Ok(BackendStream::Unix(UnixStream::connect(path).await?)),
+    }
+}
+
+/// A backend Redis with one ACL user per access policy: a standalone server, or one node of a
+/// [cluster](crate::cluster) (all the nodes of a cluster share their users).
+pub struct Backend {
+    addr: BackendAddr,
+    users: Arc<Users>,
     child: Option<Child>,
     _dir: Option<tempfile::TempDir>,
 }
@@ -158,6 +276,7 @@ impl std::fmt::Debug for Backend {
         f.debug_struct("Backend")
             .field("addr", &self.addr)
             .field("spawned", &self.child.is_some())
+            .field("nodes", &self.users.nodes.len())
             .finish_non_exhaustive()
     }
 }
@@ -178,38 +297,28 @@ impl Backend {
         let admin_password = random_password();
         let config = format!(
             "port 0\nunixsocket {sock}\nunixsocketperm 700\nsave \"\"\nappendonly no\ndir {dir}\n\
-             daemonize no\nloglevel warning\nlogfile \"\"\nmaxclients 20000\n\
-             user default off\nuser emulator-admin on >{admin_password} ~* &* +@all\n",
+             daemonize no\nloglevel warning\nlogfile \"\"\nmaxclients 20000\n{acl}",
             sock = socket.display(),
             dir = dir.path().display(),
+            acl = base_acl(&admin_password),
         );
         let config_path = dir.path().join("redis.conf");
         std::fs::write(&config_path, config)
             .map_err(|e| Error::io("writing the backend's configuration", e))?;
-        let child = Command::new("redis-server")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| {
-                Error::Backend(format!(
-                    "could not run `redis-server` ({e}): install it (Debian: apt-get install redis-server) or pass --backend redis://HOST:PORT"
-                ))
-            })?;
-        let mut backend = Self {
-            addr: BackendAddr::Unix(socket),
-            admin: Some(("emulator-admin".into(), admin_password)),
-            policy_passwords: HashMap::new(),
-            access_key_password: random_password(),
-            custom: RwLock::new(HashMap::new()),
-            acl: tokio::sync::Mutex::new(()),
+        let child = spawn_redis_server(&config_path)?;
+        let addr = BackendAddr::Unix(socket);
+        let backend = Self {
+            users: Arc::new(Users::new(
+                Some((ADMIN_USER.into(), admin_password)),
+                vec![addr.clone()],
+                false,
+            )),
+            addr,
             child: Some(child),
             _dir: Some(dir),
         };
         backend.wait_ready().await?;
-        backend.create_policy_users().await?;
+        backend.install_users().await?;
         Ok(backend)
     }
 
@@ -238,19 +347,49 @@ impl Backend {
             };
             (user, p.to_string())
         });
-        let mut backend = Self {
+        let backend = Self {
+            users: Arc::new(Users::new(admin, vec![addr.clone()], false)),
             addr,
-            admin,
-            policy_passwords: HashMap::new(),
-            access_key_password: random_password(),
-            custom: RwLock::new(HashMap::new()),
-            acl: tokio::sync::Mutex::new(()),
             child: None,
             _dir: None,
         };
         backend.wait_ready().await?;
-        backend.create_policy_users().await?;
+        backend.install_users().await?;
         Ok(backend)
+    }
+
+    /// The backends of a group of nodes that share their ACL users (a cluster), one per
+    /// address, in order; nothing is created on the nodes yet (see
+    /// [`install_users`](Self::install_users)). `persist`: `ACL SAVE` after each change.
+    pub(crate) fn group(
+        addrs: &[BackendAddr],
+        admin: (String, String),
+        persist: bool,
+    ) -> Vec<Backend> {
+        let users = Arc::new(Users::new(Some(admin), addrs.to_vec(), persist));
+        addrs
+            .iter()
+            .map(|addr| Backend {
+                addr: addr.clone(),
+                users: users.clone(),
+                child: None,
+                _dir: None,
+            })
+            .collect()
+    }
+
+    /// Creates the built-in policies' users and the access-key user on every node.
+    pub(crate) async fn install_users(&self) -> Result<(), Error> {
+        let _guard = self.users.acl.lock().await;
+        for addr in &self.users.nodes {
+            self.users.install(addr).await?;
+        }
+        Ok(())
+    }
+
+    /// Holds off ACL changes (e.g. while a cluster node restarts, so that it misses none).
+    pub(crate) async fn lock_acl(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.users.acl.lock().await
     }
 
     /// Where the backend listens.
@@ -258,16 +397,15 @@ impl Backend {
         &self.addr
     }
 
+    /// Every node that holds this backend's users: this backend alone, or each node of its
+    /// cluster.
+    pub fn nodes(&self) -> &[BackendAddr] {
+        &self.users.nodes
+    }
+
     /// Opens a new unauthenticated stream to the backend.
     pub async fn connect(&self) -> io::Result<BackendStream> {
-        match &self.addr {
-            BackendAddr::Tcp(h, p) => {
-                let s = TcpStream::connect((h.as_str(), *p)).await?;
-                s.set_nodelay(true)?;
-                Ok(BackendStream::Tcp(s))
-            }
-            BackendAddr::Unix(path) => Ok(BackendStream::Unix(UnixStream::connect(path).await?)),
-        }
+        connect_to(&self.addr).await
     }
 
     /// The backend ACL user and password that carry a built-in `policy` (`None` for a custom
@@ -279,7 +417,8 @@ impl Backend {
             AccessPolicy::DataReader => "entra-data-reader",
             _ => return None,
         };
-        self.policy_passwords
+        self.users
+            .policy_passwords
             .get(policy)
             .map(|pw| (user, pw.as_str()))
     }
@@ -289,12 +428,13 @@ impl Backend {
     pub fn user_for(&self, policy: &AccessPolicy) -> Option<BackendUser> {
         let password = match policy {
             AccessPolicy::Custom { name, .. } => self
+                .users
                 .custom
                 .read()
                 .unwrap_or_else(PoisonError::into_inner)
                 .get(name)
                 .map(|u| u.password.clone())?,
-            builtin => self.policy_passwords.get(builtin)?.clone(),
+            builtin => self.users.policy_passwords.get(builtin)?.clone(),
         };
         Some(BackendUser {
             name: policy.backend_user().into_owned(),
@@ -306,7 +446,7 @@ impl Backend {
     pub fn access_key_user(&self) -> BackendUser {
         BackendUser {
             name: ACCESS_KEY_USER.to_string(),
-            password: self.access_key_password.clone(),
+            password: self.users.access_key_password.clone(),
         }
     }
 
@@ -317,6 +457,7 @@ impl Backend {
         match policy {
             AccessPolicy::DataReader => false,
             AccessPolicy::Custom { name, .. } => self
+                .users
                 .custom
                 .read()
                 .unwrap_or_else(PoisonError::into_inner)
@@ -327,20 +468,22 @@ impl Backend {
     }
 
     /// Creates or updates the backend user of a custom policy (`ACL SETUSER
-    /// entra-custom-<name> reset on >password <rules>`); built-in policies' users exist from
-    /// the start, so for them this does nothing.
+    /// entra-custom-<name> reset on >password <rules>`) on every node (each node of a
+    /// cluster); built-in policies' users exist from the start, so for them this does nothing.
     ///
     /// An update keeps the user's password, so connections already in stay in and get the new
     /// rules at once. Rules Redis refuses leave the user as it was and give
-    /// [`Error::InvalidPolicy`] with Redis' own text.
+    /// [`Error::InvalidPolicy`] with Redis' own text (the first node is asked first, so a
+    /// refusal changes no node).
     pub async fn ensure_policy(&self, policy: &AccessPolicy) -> Result<(), Error> {
         let AccessPolicy::Custom { name, rules } = policy else {
             return Ok(());
         };
         // Built directly, the variant skipped the checks: run them.
         let _ = AccessPolicy::custom(name, rules)?;
-        let _guard = self.acl.lock().await;
+        let _guard = self.users.acl.lock().await;
         let existing = self
+            .users
             .custom
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -348,35 +491,42 @@ impl Backend {
             .map(|u| u.password.clone());
         let password = existing.unwrap_or_else(random_password);
         let user = policy.backend_user();
-        let mut s = self.admin_connection().await?;
-        let mut args = vec![
-            "ACL".to_string(),
-            "SETUSER".into(),
-            user.to_string(),
-            "reset".into(),
-            "on".into(),
-            format!(">{password}"),
-        ];
-        args.extend(rules.split_whitespace().map(String::from));
+        let args = setuser_args(&user, &password, rules);
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        match command(&mut s, &refs).await? {
-            Reply::Error(text) => return Err(Error::InvalidPolicy(text)),
-            Reply::Other(_) => {}
+        let mut pubsub = true;
+        for (i, addr) in self.users.nodes.iter().enumerate() {
+            let mut s = self.users.admin_connection(addr).await?;
+            match command(&mut s, &refs).await? {
+                Reply::Error(text) if i == 0 => return Err(Error::InvalidPolicy(text)),
+                Reply::Error(text) => {
+                    return Err(Error::Backend(format!(
+                        "node {addr} refused the rules the first node took: {text}"
+                    )))
+                }
+                Reply::Other(_) => {}
+            }
+            if self.users.persist {
+                simple_command(&mut s, &["ACL", "SAVE"]).await?;
+            }
+            if i == 0 {
+                // Can a client of this policy subscribe at all? (`ACL DRYRUN` exists since
+                // Redis 7.)
+                let probe = [
+                    "ACL",
+                    "DRYRUN",
+                    user.as_ref(),
+                    "SUBSCRIBE",
+                    "entra-emulator-probe",
+                ];
+                pubsub = match command(&mut s, &probe).await? {
+                    Reply::Other(text) => !text.contains("command"),
+                    // An older Redis: assume it can, as for the built-ins that allow pub/sub.
+                    Reply::Error(_) => true,
+                };
+            }
         }
-        // Can a client of this policy subscribe at all? (`ACL DRYRUN` exists since Redis 7.)
-        let probe = [
-            "ACL",
-            "DRYRUN",
-            user.as_ref(),
-            "SUBSCRIBE",
-            "entra-emulator-probe",
-        ];
-        let pubsub = match command(&mut s, &probe).await? {
-            Reply::Other(text) => !text.contains("command"),
-            // An older Redis: assume it can, as for the built-ins that allow pub/sub.
-            Reply::Error(_) => true,
-        };
-        self.custom
+        self.users
+            .custom
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(name.clone(), CustomUser { password, pubsub });
@@ -385,17 +535,11 @@ impl Backend {
 
     /// Opens a stream authenticated as the emulator's administrator.
     pub async fn admin_connection(&self) -> Result<BackendStream, Error> {
-        let mut s = self
-            .connect()
-            .await
-            .map_err(|e| Error::Backend(format!("connecting to {}: {e}", self.addr)))?;
-        if let Some((user, pw)) = &self.admin {
-            simple_command(&mut s, &["AUTH", user, pw]).await?;
-        }
-        Ok(s)
+        self.users.admin_connection(&self.addr).await
     }
 
-    async fn wait_ready(&self) -> Result<(), Error> {
+    /// Waits (up to 10 s) until the backend answers the administrator's `PING`.
+    pub(crate) async fn wait_ready(&self) -> Result<(), Error> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             let attempt = async {
@@ -415,38 +559,8 @@ impl Backend {
         }
     }
 
-    async fn create_policy_users(&mut self) -> Result<(), Error> {
-        let mut s = self.admin_connection().await?;
-        for policy in AccessPolicy::all() {
-            let password = random_password();
-            let mut args = vec![
-                "ACL".to_string(),
-                "SETUSER".into(),
-                policy.backend_user().into(),
-                "reset".into(),
-                "on".into(),
-                format!(">{password}"),
-            ];
-            args.extend(policy.acl_rules().split_whitespace().map(String::from));
-            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-            simple_command(&mut s, &refs).await?;
-            self.policy_passwords.insert(policy, password);
-        }
-        let mut args = vec![
-            "ACL".to_string(),
-            "SETUSER".into(),
-            ACCESS_KEY_USER.into(),
-            "reset".into(),
-            "on".into(),
-            format!(">{}", self.access_key_password),
-        ];
-        args.extend(ACCESS_KEY_RULES.split_whitespace().map(String::from));
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        simple_command(&mut s, &refs).await?;
-        Ok(())
-    }
-
-    /// Stops a spawned `redis-server` (a given backend is left running).
+    /// Stops a spawned `redis-server` (a given backend is left running; a cluster's nodes are
+    /// stopped by their [`Cluster`](crate::cluster::Cluster)).
     pub async fn shutdown(&mut self) {
         if let Some(mut child) = self.child.take() {
             if let Ok(mut s) = self.admin_connection().await {
@@ -466,44 +580,112 @@ enum Reply {
     Other(String),
 }
 
+/// A RESP2 reply, as administrative commands get them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Value {
+    /// `+…`
+    Status(String),
+    /// `-…`
+    Error(String),
+    /// `:…`
+    Int(i64),
+    /// `$…`
+    Bulk(Vec<u8>),
+    /// `$-1` or `*-1`.
+    Nil,
+    /// `*…`
+    Array(Vec<Value>),
+}
+
+impl Value {
+    /// A bulk or status reply as text.
+    pub(crate) fn text(&self) -> Option<String> {
+        match self {
+            Self::Status(s) => Some(s.clone()),
+            Self::Bulk(b) => Some(String::from_utf8_lossy(b).into_owned()),
+            _ => None,
+        }
+    }
+}
+
+/// Reads one RESP2 reply.
+fn read_value<'a, R>(
+    r: &'a mut R,
+) -> Pin<Box<dyn std::future::Future<Output = Result<Value, Error>> + Send + 'a>>
+where
+    R: AsyncBufRead + Unpin + Send,
+{
+    Box::pin(async move {
+        let read_err = |e: io::Error| Error::Backend(format!("reading from the backend: {e}"));
+        let mut line = String::new();
+        if r.read_line(&mut line).await.map_err(read_err)? == 0 {
+            return Err(Error::Backend("the backend closed the connection".into()));
+        }
+        let line = line.trim_end_matches(['\r', '\n']);
+        let bad = || Error::Backend(format!("the backend sent an unexpected reply: {line:?}"));
+        let (kind, rest) = line.split_at_checked(1).ok_or_else(bad)?;
+        match kind {
+            "+" => Ok(Value::Status(rest.to_string())),
+            "-" => Ok(Value::Error(rest.to_string())),
+            ":" => rest.parse().map(Value::Int).map_err(|_| bad()),
+            "$" => {
+                let len: i64 = rest.parse().map_err(|_| bad())?;
+                let Ok(len) = usize::try_from(len) else {
+                    return Ok(Value::Nil);
+                };
+                let mut body = vec![0u8; len + 2];
+                r.read_exact(&mut body).await.map_err(read_err)?;
+                body.truncate(len);
+                Ok(Value::Bulk(body))
+            }
+            "*" => {
+                let len: i64 = rest.parse().map_err(|_| bad())?;
+                let Ok(len) = usize::try_from(len) else {
+                    return Ok(Value::Nil);
+                };
+                let mut items = Vec::with_capacity(len.min(1024));
+                for _ in 0..len {
+                    items.push(read_value(r).await?);
+                }
+                Ok(Value::Array(items))
+            }
+            _ => Err(bad()),
+        }
+    })
+}
+
+/// Sends one command (binary-safe arguments) and reads its reply. The connection's own
+/// failures are `Err`; an error reply is `Ok(Value::Error(..))`.
+pub(crate) async fn request<A: AsRef<[u8]>>(
+    s: &mut BackendStream,
+    args: &[A],
+) -> Result<Value, Error> {
+    let mut frame = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        let a = a.as_ref();
+        frame.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        frame.extend_from_slice(a);
+        frame.extend_from_slice(b"\r\n");
+    }
+    s.write_all(&frame)
+        .await
+        .map_err(|e| Error::Backend(format!("writing to the backend: {e}")))?;
+    // Administrative connections have one request in flight, so the reader buffers nothing
+    // past its reply.
+    let mut reader = BufReader::new(s);
+    read_value(&mut reader).await
+}
+
 /// Sends one command and reads its reply: a simple string, an error, an integer or a bulk
 /// string (whose text is returned). The connection's own failures are `Err`.
 async fn command(s: &mut BackendStream, args: &[&str]) -> Result<Reply, Error> {
-    let mut frame = format!("*{}\r\n", args.len());
-    for a in args {
-        frame.push_str(&format!("${}\r\n{a}\r\n", a.len()));
-    }
-    s.write_all(frame.as_bytes())
-        .await
-        .map_err(|e| Error::Backend(format!("writing to the backend: {e}")))?;
-    let mut reader = BufReader::new(s);
-    let mut line = String::new();
-    reader
-        .read_line(&mut line)
-        .await
-        .map_err(|e| Error::Backend(format!("reading from the backend: {e}")))?;
-    let line = line.trim_end().to_string();
-    let mut chars = line.chars();
-    match chars.next() {
-        Some('-') => Ok(Reply::Error(chars.as_str().to_string())),
-        Some('$') => {
-            let len: i64 = chars.as_str().parse().map_err(|_| {
-                Error::Backend(format!("the backend sent a bad bulk length: {line:?}"))
-            })?;
-            let Ok(len) = usize::try_from(len) else {
-                return Ok(Reply::Other(String::new()));
-            };
-            let mut body = vec![0u8; len + 2];
-            reader
-                .read_exact(&mut body)
-                .await
-                .map_err(|e| Error::Backend(format!("reading from the backend: {e}")))?;
-            body.truncate(len);
-            Ok(Reply::Other(String::from_utf8_lossy(&body).into_owned()))
-        }
-        Some(_) => Ok(Reply::Other(line)),
-        None => Err(Error::Backend("the backend closed the connection".into())),
-    }
+    Ok(match request(s, args).await? {
+        Value::Error(text) => Reply::Error(text),
+        Value::Status(text) => Reply::Other(text),
+        Value::Int(n) => Reply::Other(n.to_string()),
+        Value::Bulk(b) => Reply::Other(String::from_utf8_lossy(&b).into_owned()),
+        Value::Nil | Value::Array(_) => Reply::Other(String::new()),
+    })
 }
 
 /// Sends one command and reads a one-line reply (`+…`, `-…`, `:…`); errors become `Err`.

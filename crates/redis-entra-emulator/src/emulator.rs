@@ -7,6 +7,12 @@
 //! ([`Emulator::create_custom_policy`], [`Emulator::assign_policy`],
 //! [`Emulator::remove_policy_assignment`]), and all of that and more over HTTP through the
 //! [`admin`](crate::admin) interface at [`Emulator::admin_url`].
+//!
+//! With [`EmulatorConfig::cluster`] set to `Some(n)` the backend is a [cluster](crate::cluster)
+//! of `n` `redis-server` nodes, each behind its own gateway ([`Emulator::cluster_nodes`]); the
+//! env file names node 0, and clients find the others with `CLUSTER SLOTS`, as with Azure
+//! Managed Redis' OSS cluster policy. [`Emulator::restart_node`] and
+//! [`Emulator::migrate_slot`] disturb it the ways a real cluster is disturbed.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -20,6 +26,7 @@ use tokio::task::JoinHandle;
 use crate::access_keys::{AccessKeys, KeyType};
 use crate::admin::{self, AdminState};
 use crate::backend::Backend;
+use crate::cluster::Cluster;
 use crate::directory::{AccessPolicy, Directory, Principal};
 use crate::faults::Faults;
 use crate::gateway::{validate::TokenValidator, Gateway, GatewayState};
@@ -83,6 +90,10 @@ pub struct EmulatorConfig {
     pub authority_port: u16,
     /// The clock skew the gateway allows on `exp` and `nbf` (default 2 s).
     pub clock_skew: Duration,
+    /// Cluster mode (`--cluster N`): `Some(n)` spawns `n` `redis-server` nodes in cluster mode
+    /// (no replicas), each behind its own gateway, the first on `gateway_port`; `None` (the
+    /// default) runs one standalone backend. Cannot be combined with `backend`.
+    pub cluster: Option<usize>,
 }
 
 impl Default for EmulatorConfig {
@@ -94,6 +105,7 @@ impl Default for EmulatorConfig {
             gateway_port: 0,
             authority_port: 0,
             clock_skew: Duration::from_secs(2),
+            cluster: None,
         }
     }
 }
@@ -107,7 +119,9 @@ pub struct Emulator {
     stats: Arc<Stats>,
     pki: Pki,
     backend: Arc<Backend>,
-    gateway: Option<Gateway>,
+    /// The gateways: one, or one per cluster node in node order.
+    gateways: Vec<Gateway>,
+    cluster: Option<Arc<Cluster>>,
     authority: String,
     msi_endpoint: String,
     identity_header: String,
@@ -126,6 +140,7 @@ impl std::fmt::Debug for Emulator {
             .field("authority", &self.authority)
             .field("gateway", &self.gateway_addr())
             .field("backend", &self.backend)
+            .field("cluster", &self.cluster)
             .field("admin", &self.admin_url)
             .finish_non_exhaustive()
     }
@@ -191,10 +206,8 @@ impl Emulator {
             ),
         ];
 
-        let backend = Arc::new(match &config.backend {
-            Some(url) => Backend::external(url).await?,
-            None => Backend::spawn().await?,
-        });
+        let pending = PendingBackend::start(&config).await?;
+        let backend = pending.first_backend()?;
 
         let admin_listener = bind(0, "admin interface").await?;
         let admin_url = format!("http://127.0.0.1:{}", local(&admin_listener)?.port());
@@ -207,25 +220,31 @@ impl Emulator {
                 issuer: issuer.clone(),
                 faults: faults.clone(),
                 backend: backend.clone(),
+                cluster: pending.cluster.clone(),
                 admin_key: admin_key.clone(),
             }),
             until_stopped(stop_rx.clone()),
         ));
-        let validator = TokenValidator::new(directory.clone())
-            .with_authority(&authority)
-            .with_skew(config.clock_skew);
+        let validator = Arc::new(
+            TokenValidator::new(directory.clone())
+                .with_authority(&authority)
+                .with_skew(config.clock_skew),
+        );
         validator.trust(&issuer)?;
-        let gateway = Gateway::bind(
-            SocketAddr::from(([127, 0, 0, 1], config.gateway_port)),
-            pki.server_config(),
-            GatewayState {
-                directory: directory.clone(),
-                validator: Arc::new(validator),
-                backend: backend.clone(),
-                stats: stats.clone(),
-            },
-        )
-        .await?;
+        let mut gateways = Vec::with_capacity(pending.listeners.len());
+        for (listener, node_backend) in pending.listeners.into_iter().zip(pending.backends) {
+            gateways.push(Gateway::serve(
+                listener,
+                pki.server_config(),
+                GatewayState {
+                    directory: directory.clone(),
+                    validator: validator.clone(),
+                    backend: node_backend,
+                    stats: stats.clone(),
+                },
+            )?);
+        }
+        let cluster = pending.cluster;
 
         let files = tempfile::Builder::new()
             .prefix("redis-entra-emulator-")
@@ -234,7 +253,11 @@ impl Emulator {
         let ca = files.path().join("ca.pem");
         std::fs::write(&ca, pki.ca_pem()).map_err(|e| Error::io("writing the CA file", e))?;
 
-        tracing::info!(%authority, gateway = %gateway.local_addr(), backend = %backend.addr(), admin = %admin_url, "emulator ready");
+        let gateway_addr = gateways
+            .first()
+            .map(Gateway::local_addr)
+            .ok_or_else(|| Error::Config("the emulator has no gateway".into()))?;
+        tracing::info!(%authority, gateway = %gateway_addr, backend = %backend.addr(), nodes = gateways.len(), admin = %admin_url, "emulator ready");
         Ok(Self {
             config,
             directory,
@@ -243,7 +266,8 @@ impl Emulator {
             stats,
             pki,
             backend,
-            gateway: Some(gateway),
+            gateways,
+            cluster,
             authority,
             msi_endpoint,
             identity_header,
@@ -257,12 +281,45 @@ impl Emulator {
         })
     }
 
-    /// The gateway's TLS address (host `localhost`, port as bound).
+    /// The gateway's TLS address (host `localhost`, port as bound); in cluster mode node 0's.
     pub fn gateway_addr(&self) -> SocketAddr {
-        self.gateway
-            .as_ref()
+        self.gateways
+            .first()
             .map(|g| g.local_addr())
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// In cluster mode, each node's gateway TLS address (host `localhost`), in node order: the
+    /// endpoints the nodes announce. Empty when not in cluster mode.
+    pub fn cluster_nodes(&self) -> Vec<SocketAddr> {
+        match &self.cluster {
+            Some(_) => self.gateways.iter().map(Gateway::local_addr).collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// The cluster, in cluster mode.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
+    }
+
+    fn require_cluster(&self) -> Result<&Arc<Cluster>, Error> {
+        self.cluster.as_ref().ok_or_else(|| {
+            Error::Config("the emulator is not in cluster mode (start it with --cluster N)".into())
+        })
+    }
+
+    /// Restarts cluster node `index`'s `redis-server` with the same ports, `nodes.conf`, users
+    /// and data (see [`Cluster::restart_node`]); returns once the cluster is healthy again.
+    pub async fn restart_node(&self, index: usize) -> Result<(), Error> {
+        self.require_cluster()?.restart_node(index).await
+    }
+
+    /// Moves `slot` and its keys from cluster node `from` to node `to` (see
+    /// [`Cluster::migrate_slot`]); clients see `-ASK` during the move and `-MOVED` after.
+    /// Returns how many keys moved.
+    pub async fn migrate_slot(&self, slot: u16, from: usize, to: usize) -> Result<usize, Error> {
+        self.require_cluster()?.migrate_slot(slot, from, to).await
     }
 
     /// `https://localhost:PORT`: the fake Entra ID's authority host.
@@ -325,7 +382,7 @@ impl Emulator {
         &self.stats
     }
 
-    /// The backend Redis.
+    /// The backend Redis (in cluster mode, node 0; every node shares its users).
     pub fn backend(&self) -> &Arc<Backend> {
         &self.backend
     }
@@ -482,14 +539,17 @@ impl Emulator {
         env_file::write_atomic(path, &env_file::render(&self.env()))
     }
 
-    /// Stops the servers and a spawned `redis-server`.
+    /// Stops the servers and a spawned `redis-server` (every node, in cluster mode).
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
-        if let Some(gateway) = self.gateway.take() {
+        for gateway in self.gateways.drain(..) {
             gateway.shutdown().await;
         }
         for server in self.servers.drain(..) {
             let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+        }
+        if let Some(cluster) = self.cluster.take() {
+            cluster.shutdown().await;
         }
         if let Some(backend) = Arc::get_mut(&mut self.backend) {
             backend.shutdown().await;
@@ -501,4 +561,70 @@ fn local(listener: &TcpListener) -> Result<SocketAddr, Error> {
     listener
         .local_addr()
         .map_err(|e| Error::io("reading a listener's address", e))
+}
+
+/// The backend side, started before the admin interface and the gateways: one backend and one
+/// bound gateway listener per node.
+struct PendingBackend {
+    listeners: Vec<TcpListener>,
+    backends: Vec<Arc<Backend>>,
+    cluster: Option<Arc<Cluster>>,
+}
+
+impl PendingBackend {
+    async fn start(config: &EmulatorConfig) -> Result<Self, Error> {
+        let Some(n) = config.cluster else {
+            let backend = Arc::new(match &config.backend {
+                Some(url) => Backend::external(url).await?,
+                None => Backend::spawn().await?,
+            });
+            let listener = bind(config.gateway_port, "Redis gateway").await?;
+            return Ok(Self {
+                listeners: vec![listener],
+                backends: vec![backend],
+                cluster: None,
+            });
+        };
+        if config.backend.is_some() {
+            return Err(Error::Config(
+                "cluster mode spawns its own redis-server nodes: it cannot front --backend".into(),
+            ));
+        }
+        if n == 0 || n > usize::from(crate::cluster::SLOTS) {
+            return Err(Error::Config(format!(
+                "--cluster needs between 1 and {} nodes, not {n}",
+                crate::cluster::SLOTS
+            )));
+        }
+        // The gateways' ports first: each node announces its gateway's.
+        let mut listeners = Vec::with_capacity(n);
+        let mut ports = Vec::with_capacity(n);
+        for i in 0..n {
+            let port = if i == 0 { config.gateway_port } else { 0 };
+            let listener = bind(port, "Redis gateway").await?;
+            ports.push(local(&listener)?.port());
+            listeners.push(listener);
+        }
+        let cluster = Arc::new(Cluster::start(&ports).await?);
+        let backends = (0..n)
+            .map(|i| {
+                cluster
+                    .backend(i)
+                    .cloned()
+                    .ok_or_else(|| Error::Backend(format!("cluster node {i} has no backend")))
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        Ok(Self {
+            listeners,
+            backends,
+            cluster: Some(cluster),
+        })
+    }
+
+    fn first_backend(&self) -> Result<Arc<Backend>, Error> {
+        self.backends
+            .first()
+            .cloned()
+            .ok_or_else(|| Error::Backend("no backend".into()))
+    }
 }

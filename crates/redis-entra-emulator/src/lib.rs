@@ -8,6 +8,8 @@
 //! - [`gateway`]: a TLS listener that speaks RESP2/RESP3, validates `AUTH <oid> <token>` against
 //!   the JWKS, closes connections whose token expired, and forwards everything else untouched.
 //! - [`backend`]: the `redis-server` behind the gateway, with one ACL user per access policy.
+//! - [`cluster`]: cluster mode, N `redis-server` nodes each behind its own gateway, announcing
+//!   the gateways' endpoints as Azure Managed Redis' OSS cluster policy does.
 //! - [`directory`]: the tenant's identities and the cache's access policies, assignments and
 //!   [`access_keys`].
 //! - [`admin`]: the control plane over HTTP (identities, policies, keys, token lifetime, minted
@@ -31,6 +33,7 @@
 pub mod access_keys;
 pub mod admin;
 pub mod backend;
+pub mod cluster;
 pub mod directory;
 mod emulator;
 pub mod env_file;

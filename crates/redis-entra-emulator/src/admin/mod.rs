@@ -28,6 +28,9 @@
 //! | `POST` | `/admin/access-keys/regenerate` | `{"key": "primary" \| "secondary"}` | as `GET` |
 //! | `GET`, `PUT` | `/admin/token-lifetime` | `{"lifetime_secs": n}` | `{"lifetime_secs"}` |
 //! | `POST` | `/admin/tokens` | `{"oid", "aud"?, "lifetime_secs"?, "claims"?}` | `{"access_token","token_type","expires_on","expires_in","claims"}` |
+//! | `GET` | `/admin/cluster/nodes` | | `[{"index","id","host","port","backend_port","bus_port"}]` (cluster mode; else 404) |
+//! | `POST` | `/admin/cluster/nodes/{index}/restart` | | the node, once it is back and the cluster healthy (its data kept: `SHUTDOWN SAVE`) |
+//! | `POST` | `/admin/cluster/slots/{slot}/migrate` | `{"to": index}` | `{"slot","from","to","keys"}`, once the slot and its keys moved |
 //! | `GET`, `PUT` | `/admin/faults/identity` | `{"fault": "none" \| "unavailable" \| "internal-error" \| "malformed-json"}`, `{"fault": "too-many-requests", "retry_after_secs"}`, `{"fault": "slow", "ms"}` | the fault in force |
 //!
 //! An identity is `{"display_name","kind","client_id","object_id","resource_id","assignment"}`,
@@ -47,6 +50,7 @@
 mod access_keys;
 mod api;
 mod assignments;
+mod cluster;
 mod faults;
 mod identities;
 mod policies;
@@ -60,6 +64,7 @@ use axum::Router;
 pub use api::{ApiError, JsonBody};
 
 use crate::backend::Backend;
+use crate::cluster::Cluster;
 use crate::directory::Directory;
 use crate::faults::Faults;
 use crate::signing::TokenIssuer;
@@ -75,6 +80,8 @@ pub struct AdminState {
     pub faults: Arc<Faults>,
     /// The backend, where custom policies become ACL users.
     pub backend: Arc<Backend>,
+    /// The cluster, in cluster mode.
+    pub cluster: Option<Arc<Cluster>>,
     /// The bearer key every request must present (a secret: `Debug` redacts it).
     pub admin_key: String,
 }
@@ -126,6 +133,15 @@ pub fn router(state: AdminState) -> Router {
             get(tokens::get_lifetime).put(tokens::set_lifetime),
         )
         .route("/admin/tokens", post(tokens::mint))
+        .route("/admin/cluster/nodes", get(cluster::nodes))
+        .route(
+            "/admin/cluster/nodes/{index}/restart",
+            post(cluster::restart),
+        )
+        .route(
+            "/admin/cluster/slots/{slot}/migrate",
+            post(cluster::migrate),
+        )
         .route(
             "/admin/faults/identity",
             get(faults::get_fault).put(faults::set_fault),

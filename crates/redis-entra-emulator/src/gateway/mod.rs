@@ -18,6 +18,10 @@
 //!   `AUTH` with a newer valid token first. In RESP2 subscribed mode Redis refuses `AUTH`, so
 //!   such connections are closed at every expiry, as on Azure.
 //!
+//! In [cluster mode](crate::cluster) each node has its own gateway, in front of that node only;
+//! the nodes announce their gateway's port, so `CLUSTER SLOTS`, `MOVED` and `ASK` already name
+//! gateway endpoints and the gateway rewrites no reply.
+//!
 //! The modules: [`validate`] checks tokens, [`resp`] frames requests exactly as Redis does, and
 //! a private `session` module runs each connection. The listener spawns one task per
 //! connection; a bad handshake, garbage bytes or a stalled client only ever end their own
@@ -85,7 +89,8 @@ pub struct GatewayState {
     pub directory: Arc<Directory>,
     /// Checks the tokens clients present.
     pub validator: Arc<TokenValidator>,
-    /// The `redis-server` behind the gateway.
+    /// The `redis-server` behind the gateway (in a cluster, the one node this gateway
+    /// fronts).
     pub backend: Arc<Backend>,
     /// Counters: connections accepted, authentications, closes at expiry.
     pub stats: Arc<Stats>,
@@ -111,6 +116,17 @@ impl Gateway {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|e| Error::io(format!("binding the Redis gateway to {addr}"), e))?;
+        Self::serve(listener, tls, state)
+    }
+
+    /// Serves connections on a listener already bound (a cluster node's gateway is bound
+    /// before its `redis-server` starts, which announces the gateway's port), as
+    /// [`bind`](Self::bind) does. Must be called within a Tokio runtime.
+    pub fn serve(
+        listener: TcpListener,
+        tls: Arc<rustls::ServerConfig>,
+        state: GatewayState,
+    ) -> Result<Gateway, Error> {
         let local_addr = listener
             .local_addr()
             .map_err(|e| Error::io("reading the Redis gateway's address", e))?;
