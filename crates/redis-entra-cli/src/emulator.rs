@@ -42,6 +42,10 @@ pub struct EmulatorArgs {
     /// The fake Entra ID's HTTPS port on 127.0.0.1 (0: a free one).
     #[arg(long, default_value_t = 0)]
     pub authority_port: u16,
+    /// Run an OSS-policy cluster of N redis-server nodes, each behind its own gateway listener
+    /// (CLUSTER SLOTS, MOVED and ASK name the gateways); the env file names the first node.
+    #[arg(long = "cluster", id = "cluster_nodes", value_name = "N")]
+    pub cluster_nodes: Option<usize>,
     /// Clock skew the gateway tolerates on exp/nbf.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub clock_skew: Duration,
@@ -78,7 +82,7 @@ pub async fn run(args: EmulatorArgs) -> Outcome {
         gateway_port: args.port,
         authority_port: args.authority_port,
         clock_skew: args.clock_skew,
-        cluster: None,
+        cluster: args.cluster_nodes,
     })
     .await
     .context("starting the emulator")?;
@@ -95,6 +99,15 @@ pub async fn run(args: EmulatorArgs) -> Outcome {
         args.token_lifetime,
         args.identity.name(),
     );
+    let nodes = emulator.cluster_nodes();
+    if !nodes.is_empty() {
+        let ports: Vec<String> = nodes.iter().map(|a| a.port().to_string()).collect();
+        eprintln!(
+            "redis-entra emulator: cluster of {} nodes at localhost ports {}",
+            nodes.len(),
+            ports.join(", ")
+        );
+    }
     println!("ready");
     let _ = std::io::stdout().flush();
     terminated().await;

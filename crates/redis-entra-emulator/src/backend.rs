@@ -267,7 +267,8 @@ async fn connect_to(addr: &BackendAddr) -> io::Result<BackendStream> {
 pub struct Backend {
     addr: BackendAddr,
     users: Arc<Users>,
-    child: Option<Child>,
+    child: tokio::sync::Mutex<Option<Child>>,
+    spawned: bool,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -275,7 +276,7 @@ impl std::fmt::Debug for Backend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Backend")
             .field("addr", &self.addr)
-            .field("spawned", &self.child.is_some())
+            .field("spawned", &self.spawned)
             .field("nodes", &self.users.nodes.len())
             .finish_non_exhaustive()
     }
@@ -314,7 +315,8 @@ impl Backend {
                 false,
             )),
             addr,
-            child: Some(child),
+            child: tokio::sync::Mutex::new(Some(child)),
+            spawned: true,
             _dir: Some(dir),
         };
         backend.wait_ready().await?;
@@ -350,7 +352,8 @@ impl Backend {
         let backend = Self {
             users: Arc::new(Users::new(admin, vec![addr.clone()], false)),
             addr,
-            child: None,
+            child: tokio::sync::Mutex::new(None),
+            spawned: false,
             _dir: None,
         };
         backend.wait_ready().await?;
@@ -372,7 +375,8 @@ impl Backend {
             .map(|addr| Backend {
                 addr: addr.clone(),
                 users: users.clone(),
-                child: None,
+                child: tokio::sync::Mutex::new(None),
+                spawned: false,
                 _dir: None,
             })
             .collect()
@@ -561,8 +565,11 @@ impl Backend {
 
     /// Stops a spawned `redis-server` (a given backend is left running; a cluster's nodes are
     /// stopped by their [`Cluster`](crate::cluster::Cluster)).
-    pub async fn shutdown(&mut self) {
-        if let Some(mut child) = self.child.take() {
+    /// Works through a shared reference, so it stops the server even while sessions still hold
+    /// the backend.
+    pub async fn shutdown(&self) {
+        let taken = self.child.lock().await.take();
+        if let Some(mut child) = taken {
             if let Ok(mut s) = self.admin_connection().await {
                 let _ = simple_command(&mut s, &["SHUTDOWN", "NOSAVE"]).await;
             }

@@ -551,9 +551,7 @@ impl Emulator {
         if let Some(cluster) = self.cluster.take() {
             cluster.shutdown().await;
         }
-        if let Some(backend) = Arc::get_mut(&mut self.backend) {
-            backend.shutdown().await;
-        }
+        self.backend.shutdown().await;
     }
 }
 
