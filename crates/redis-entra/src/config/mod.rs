@@ -467,8 +467,13 @@ fn entra_auth<F: Fn(&str) -> Option<String>>(vars: &Vars<F>) -> Result<Auth> {
             "AZURE_CLIENT_CERTIFICATE_PATH is set, but certificate credentials are not supported yet: use a client secret, a managed identity or workload identity",
         ));
     } else if vars.get("AZURE_USERNAME")?.is_some() {
+        if vars.get("AZURE_PASSWORD")?.is_none() {
+            return Err(config_error(
+                "AZURE_USERNAME is set without AZURE_PASSWORD: set both for a user's sign-in, or neither",
+            ));
+        }
         return Err(config_error(
-            "AZURE_USERNAME is set, but username/password sign-in is not supported yet: use a service principal or a managed identity",
+            "AZURE_USERNAME and AZURE_PASSWORD are set, but username/password sign-in is not supported by RedisConfig: use a service principal or a managed identity",
         ));
     } else {
         Auth::ManagedIdentity {
