@@ -11,7 +11,6 @@ use crate::{subscribe, Outcome};
 pub async fn run(args: &ConnectionArgs, words: Vec<String>) -> Outcome {
     let config = args.config()?;
     let options = config.connect_options();
-    args.note_cluster();
     let words: Vec<Vec<u8>> = words.into_iter().map(String::into_bytes).collect();
     if words.is_empty() {
         return Err(session::refusal("no command given".into()).into());
@@ -20,9 +19,6 @@ pub async fn run(args: &ConnectionArgs, words: Vec<String>) -> Outcome {
     match session::route(&words) {
         Route::Refuse(message) => return Err(session::refusal(message).into()),
         Route::Subscribe(kind, channels) => {
-            if args.resp2 {
-                eprintln!("note: subscriptions use RESP3 (-2 ignored), so that the token can be renewed on the subscribed connection");
-            }
             let manager = session::manager(&config)?;
             let code = subscribe::run(
                 &options,
@@ -38,7 +34,7 @@ pub async fn run(args: &ConnectionArgs, words: Vec<String>) -> Outcome {
         Route::Select(_) | Route::Send => {}
     }
     let manager = session::manager(&config)?;
-    let mut conn = session::connect(&options, &manager).await?;
+    let mut conn = session::connect(&options, &manager, args.cluster).await?;
     let result = session::execute(&mut conn, &words).await;
     let code = session::print_result(result, &words, output)?;
     Ok(ExitCode::from(code))

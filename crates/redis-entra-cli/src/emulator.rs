@@ -26,7 +26,8 @@ pub struct EmulatorArgs {
     /// How long tokens live (e.g. 5s, 20s, 1h).
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     pub token_lifetime: Duration,
-    /// The identity the env file describes: service-principal or managed-identity.
+    /// The identity the env file describes: service-principal, managed-identity,
+    /// user-assigned-identity, workload-identity, certificate or access-key.
     #[arg(long, default_value = "service-principal")]
     pub identity: IdentityKind,
     /// Write `export NAME=VALUE` lines here once ready (atomically).
@@ -46,6 +47,10 @@ pub struct EmulatorArgs {
     /// (CLUSTER SLOTS, MOVED and ASK name the gateways); the env file names the first node.
     #[arg(long = "cluster", id = "cluster_nodes", value_name = "N")]
     pub cluster_nodes: Option<usize>,
+    /// How long the workload identity's service-account tokens live; the emulator rewrites
+    /// AZURE_FEDERATED_TOKEN_FILE at 80 % of it.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub federated_token_lifetime: Duration,
     /// Clock skew the gateway tolerates on exp/nbf.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub clock_skew: Duration,
@@ -83,6 +88,7 @@ pub async fn run(args: EmulatorArgs) -> Outcome {
         authority_port: args.authority_port,
         clock_skew: args.clock_skew,
         cluster: args.cluster_nodes,
+        federated_token_lifetime: args.federated_token_lifetime,
     })
     .await
     .context("starting the emulator")?;

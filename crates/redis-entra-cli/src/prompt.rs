@@ -4,8 +4,9 @@
 //! `$HOME/.redis-entra_history` or `$REDIS_ENTRA_HISTFILE`, never recording `AUTH`, `HELLO` or
 //! other lines that carry a password); when stdin is not a terminal it reads commands line by line
 //! without a prompt, as redis-cli does. Lines are split into arguments as redis-cli splits them
-//! ([`crate::split`]) and replies printed as in one-shot mode. The connection is an
-//! [`EntraConnection`], so it stays authenticated across token expiry while the prompt is idle.
+//! ([`crate::split`]) and replies printed as in one-shot mode. The connection is a
+//! [`Connection`]: an `EntraConnection`, or with `-c` an `EntraClusterConnection` that follows
+//! redirections; either stays authenticated across token expiry while the prompt is idle.
 //!
 //! Handled here rather than sent: `help [command]`, `quit`/`exit`, `clear`, `SELECT n` (reconnects
 //! to database n so that reconnections keep it), the subscriptions (stream until Ctrl-C, then back
@@ -19,10 +20,10 @@ use std::process::ExitCode;
 
 use clap::CommandFactory;
 use redis::Value;
-use redis_entra::{ConnectOptions, EntraConnection, TokenManager};
+use redis_entra::{ConnectOptions, TokenManager};
 use tokio::io::AsyncBufReadExt;
 
-use crate::session::{self, print_stdout, Route};
+use crate::session::{self, print_stdout, Connection, Route};
 use crate::settings::{ConnectionArgs, Output};
 use crate::{format, split, subscribe, Outcome};
 
@@ -128,7 +129,7 @@ pub fn command_url(words: &[Vec<u8>]) -> String {
 }
 
 /// The summary `COMMAND DOCS` gives for a command, if the server answers.
-async fn command_summary(conn: &mut EntraConnection, words: &[Vec<u8>]) -> Option<String> {
+async fn command_summary(conn: &mut Connection, words: &[Vec<u8>]) -> Option<String> {
     let name = words.first()?;
     let docs = redis::cmd("COMMAND")
         .arg("DOCS")
@@ -302,7 +303,9 @@ impl Input {
 struct Prompt {
     options: ConnectOptions,
     manager: TokenManager,
-    conn: EntraConnection,
+    conn: Connection,
+    /// `-c`: the connection follows cluster redirections.
+    cluster: bool,
     output: Output,
 }
 
@@ -348,7 +351,7 @@ impl Prompt {
             Route::Select(db) => {
                 let mut options = self.options.clone();
                 options.db = db;
-                match session::connect(&options, &self.manager).await {
+                match session::connect(&options, &self.manager, self.cluster).await {
                     Ok(conn) => {
                         self.conn = conn;
                         self.options = options;
@@ -384,7 +387,7 @@ impl Prompt {
                     }
                     None => {
                         eprintln!("(interrupted: opening a fresh connection)");
-                        match session::connect(&self.options, &self.manager).await {
+                        match session::connect(&self.options, &self.manager, self.cluster).await {
                             Ok(conn) => self.conn = conn,
                             Err(e) => self.print_error(&describe(&e)),
                         }
@@ -413,9 +416,8 @@ fn describe(e: &anyhow::Error) -> String {
 pub async fn run(args: &ConnectionArgs) -> Outcome {
     let config = args.config()?;
     let options = config.connect_options();
-    args.note_cluster();
     let manager = session::manager(&config)?;
-    let conn = session::connect(&options, &manager).await?;
+    let conn = session::connect(&options, &manager, args.cluster).await?;
     let interactive = std::io::stdin().is_terminal();
     let mut input = if interactive {
         Input::Editor(Editor::start(history_file())?)
@@ -426,6 +428,7 @@ pub async fn run(args: &ConnectionArgs) -> Outcome {
         options,
         manager,
         conn,
+        cluster: args.cluster,
         output: args.output(),
     };
     loop {

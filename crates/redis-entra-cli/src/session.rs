@@ -4,14 +4,17 @@
 use std::io::Write as _;
 
 use anyhow::Context;
-use redis::Value;
+use redis::aio::ConnectionLike;
+use redis::{Cmd, Pipeline, RedisFuture, Value};
 use redis_entra::config::RedisConfig;
-use redis_entra::{ConnectOptions, EntraConnection, TokenManager, TokenManagerOptions};
+use redis_entra::{
+    ConnectOptions, EntraClusterConnection, EntraConnection, SubscriptionKind, TokenManager,
+    TokenManagerOptions,
+};
 
 use crate::exit::{self, UsageError};
 use crate::format;
 use crate::settings::{self, Output};
-use crate::subscribe::Kind;
 
 /// A token manager over the Entra credential the configuration describes.
 pub fn manager(config: &RedisConfig) -> anyhow::Result<TokenManager> {
@@ -22,14 +25,69 @@ pub fn manager(config: &RedisConfig) -> anyhow::Result<TokenManager> {
     ))
 }
 
-/// Connects to `options` with the manager's token, naming the target in the error.
+/// A connection to one node, or (`-c`) to a cluster, following its redirections.
+#[derive(Clone)]
+pub enum Connection {
+    /// One node: redirections are printed as replies, as redis-cli does without `-c`.
+    Single(EntraConnection),
+    /// A cluster: `-MOVED` and `-ASK` are followed, every node is signed in.
+    Cluster(EntraClusterConnection),
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Connection::Single(c) => c.req_packed_command(cmd),
+            Connection::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Connection::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Connection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Single(c) => c.get_db(),
+            Connection::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Connects to `options` with the manager's token (to the cluster `options` is a node of, when
+/// `cluster`), naming the target in the error.
 pub async fn connect(
     options: &ConnectOptions,
     manager: &TokenManager,
-) -> anyhow::Result<EntraConnection> {
-    EntraConnection::connect(options.clone(), manager.clone())
-        .await
-        .with_context(|| format!("connecting to {}:{}", options.host, options.port))
+    cluster: bool,
+) -> anyhow::Result<Connection> {
+    let target = || format!("connecting to {}:{}", options.host, options.port);
+    if cluster {
+        match EntraClusterConnection::connect(options.clone(), manager.clone()).await {
+            Ok(conn) => return Ok(Connection::Cluster(conn)),
+            // As redis-cli: -c against a cache without clustering talks to that one node.
+            Err(redis_entra::Error::Redis(e))
+                if e.to_string().contains("cluster support disabled") =>
+            {
+                tracing::debug!("-c: the server is not a cluster, using a single connection");
+            }
+            Err(e) => return Err(e).with_context(|| format!("{} (cluster mode, -c)", target())),
+        }
+    }
+    {
+        EntraConnection::connect(options.clone(), manager.clone())
+            .await
+            .map(Connection::Single)
+            .with_context(target)
+    }
 }
 
 /// What to do with a command before sending it.
@@ -40,7 +98,7 @@ pub enum Route {
     /// Refuse it with this message.
     Refuse(String),
     /// Stream a subscription.
-    Subscribe(Kind, Vec<Vec<u8>>),
+    Subscribe(SubscriptionKind, Vec<Vec<u8>>),
     /// `SELECT n`: reconnect to database `n` (so that reconnections keep it).
     Select(i64),
 }
@@ -70,9 +128,9 @@ pub fn route(words: &[Vec<u8>]) -> Route {
             upper(first)
         )),
         "SUBSCRIBE" | "PSUBSCRIBE" | "SSUBSCRIBE" if args.is_empty() => Route::Send,
-        "SUBSCRIBE" => Route::Subscribe(Kind::Channel, args),
-        "PSUBSCRIBE" => Route::Subscribe(Kind::Pattern, args),
-        "SSUBSCRIBE" => Route::Subscribe(Kind::Shard, args),
+        "SUBSCRIBE" => Route::Subscribe(SubscriptionKind::Channel, args),
+        "PSUBSCRIBE" => Route::Subscribe(SubscriptionKind::Pattern, args),
+        "SSUBSCRIBE" => Route::Subscribe(SubscriptionKind::Shard, args),
         "SELECT" if args.len() == 1 => {
             match String::from_utf8_lossy(&args[0]).trim().parse::<i64>() {
                 Ok(n) if n >= 0 => Route::Select(n),
@@ -89,7 +147,7 @@ pub fn refusal(message: String) -> anyhow::Error {
 }
 
 /// Runs `words` on `conn`.
-pub async fn execute(conn: &mut EntraConnection, words: &[Vec<u8>]) -> redis::RedisResult<Value> {
+pub async fn execute(conn: &mut Connection, words: &[Vec<u8>]) -> redis::RedisResult<Value> {
     let Some((name, args)) = words.split_first() else {
         return Ok(Value::Nil);
     };
@@ -155,7 +213,10 @@ mod tests {
         assert_eq!(route(&w("select x")), Route::Send);
         assert_eq!(
             route(&w("psubscribe a* b")),
-            Route::Subscribe(Kind::Pattern, vec![b"a*".to_vec(), b"b".to_vec()])
+            Route::Subscribe(
+                SubscriptionKind::Pattern,
+                vec![b"a*".to_vec(), b"b".to_vec()]
+            )
         );
         assert_eq!(route(&w("subscribe")), Route::Send);
     }

@@ -42,7 +42,7 @@ pub struct ConnectionArgs {
     /// Database number (default: AZURE_REDIS_DATABASE, else 0).
     #[arg(short = 'n', global = true)]
     pub db: Option<i64>,
-    /// Cluster mode: accepted, but -MOVED/-ASK redirections are not followed yet.
+    /// Cluster mode: follow -MOVED/-ASK redirections (every node signs in with the token).
     #[arg(short = 'c', global = true)]
     pub cluster: bool,
     /// Use TLS (always on: Azure accepts Entra tokens over TLS only).
@@ -104,7 +104,7 @@ fn usage(message: String) -> anyhow::Error {
 }
 
 impl ConnectionArgs {
-    /// Refuses the redis-cli flags that make no sense with Entra ID, and notes `-c`.
+    /// Refuses the redis-cli flags that make no sense with Entra ID.
     pub fn check_supported(&self) -> anyhow::Result<()> {
         let given: Vec<&str> = [
             (self.password.is_some(), "-a/--pass"),
@@ -122,13 +122,6 @@ impl ConnectionArgs {
             )));
         }
         Ok(())
-    }
-
-    /// Prints the note about `-c` if it was given (for commands that talk to Redis).
-    pub fn note_cluster(&self) {
-        if self.cluster {
-            eprintln!("note: -c accepted, but cluster redirections (-MOVED/-ASK) are not followed yet: commands go to {} only", self.host.as_deref().unwrap_or("the host given"));
-        }
     }
 
     /// How to print replies: `--json`, `--raw`, `--no-raw`, else raw unless stdout is a

@@ -1,45 +1,36 @@
 //! `SUBSCRIBE`, `PSUBSCRIBE` and `SSUBSCRIBE`: stream messages until interrupted, printed as
 //! redis-cli prints them (`1) "message" 2) "chan" 3) "payload"`).
 //!
-//! The subscription runs on a RESP3 connection (`HELLO 3 AUTH <oid> <token>`), where messages
-//! arrive as pushes and Redis accepts `AUTH` even in subscribed mode, so each new token is sent
-//! on the live connection before the old one expires. If the connection is lost anyway, a new
-//! one is opened with a fresh token and every channel subscribed again (best effort: messages
-//! published while disconnected are not received; the reconnection is reported on stderr).
+//! The subscription is the library's [`EntraPubSub`], on the protocol asked for (`-2`, `-3`,
+//! or the cache's default). It keeps streaming across token expiry with nothing lost: on RESP3
+//! it re-authenticates the subscribed connection in place; on RESP2, where Redis refuses `AUTH`
+//! in subscribed mode, it hands over to a new connection before the token expires, delivering
+//! every message once. Only a connection lost outright (network, server restart) can miss the
+//! messages published while no connection was subscribed; that is reported on stderr.
+//! `SSUBSCRIBE` always uses RESP3 (the library's RESP2 pub/sub does not parse sharded
+//! messages).
 
+use std::collections::BTreeSet;
 use std::future::Future;
-use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, PushInfo, PushKind, Value};
-use redis_entra::{ConnectOptions, Protocol, RedisCredentials, TokenManager};
-use tokio::sync::mpsc;
+use redis::Value;
+use redis_entra::{
+    ConnectOptions, EntraPubSub, Message, Protocol, SubscriptionKind, TokenEvent, TokenManager,
+};
+use tokio::sync::broadcast;
 
 use crate::exit;
 use crate::format;
 use crate::session::print_stdout;
 use crate::settings::Output;
 
-/// Which kind of subscription.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// `SUBSCRIBE channel…`
-    Channel,
-    /// `PSUBSCRIBE pattern…`
-    Pattern,
-    /// `SSUBSCRIBE shard-channel…`
-    Shard,
-}
-
-impl Kind {
-    fn command(self) -> &'static str {
-        match self {
-            Self::Channel => "SUBSCRIBE",
-            Self::Pattern => "PSUBSCRIBE",
-            Self::Shard => "SSUBSCRIBE",
-        }
+/// The command that subscribes to `kind`, and the names of its confirmation and its messages.
+fn names(kind: SubscriptionKind) -> (&'static str, &'static str, &'static str) {
+    match kind {
+        SubscriptionKind::Channel => ("SUBSCRIBE", "subscribe", "message"),
+        SubscriptionKind::Pattern => ("PSUBSCRIBE", "psubscribe", "pmessage"),
+        SubscriptionKind::Shard => ("SSUBSCRIBE", "ssubscribe", "smessage"),
     }
 }
 
@@ -50,178 +41,124 @@ pub async fn ctrl_c() {
     }
 }
 
-/// One subscribed connection and the pushes it delivers.
-struct Subscriber {
-    conn: MultiplexedConnection,
-    pushes: mpsc::UnboundedReceiver<PushInfo>,
-    /// The token generation it authenticated with last.
-    generation: u64,
+fn bulk(bytes: &[u8]) -> Value {
+    Value::BulkString(bytes.to_vec())
 }
 
-impl Subscriber {
-    /// Connects with the manager's token and subscribes to every channel (one command per
-    /// channel, so that each has exactly one confirmation).
-    async fn open(
-        options: &ConnectOptions,
-        manager: &TokenManager,
-        kind: Kind,
-        channels: &[Vec<u8>],
-    ) -> anyhow::Result<Self> {
-        let creds = manager.credentials().await?;
-        let client = options.client(&creds)?;
-        let (tx, pushes) = mpsc::unbounded_channel();
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(options.connect_timeout))
-            .set_push_sender(tx);
-        let mut conn = client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .with_context(|| format!("connecting to {}:{}", options.host, options.port))?;
-        for channel in channels {
-            redis::cmd(kind.command())
-                .arg(channel.as_slice())
-                .exec_async(&mut conn)
-                .await?;
-        }
-        Ok(Self {
-            conn,
-            pushes,
-            generation: creds.generation(),
-        })
-    }
-
-    /// Sends `AUTH <oid> <token>` on the subscribed connection (RESP3 allows it).
-    async fn reauthenticate(&mut self, creds: &Arc<RedisCredentials>) -> anyhow::Result<()> {
-        let auth = redis::cmd("AUTH")
-            .arg(creds.username())
-            .arg(creds.token())
-            .to_owned();
-        tokio::time::timeout(Duration::from_secs(10), auth.exec_async(&mut self.conn))
-            .await
-            .map_err(|_| anyhow::anyhow!("AUTH timed out after 10 s"))??;
-        self.generation = creds.generation();
-        Ok(())
-    }
-}
-
-fn kind_name(kind: &PushKind) -> String {
-    match kind {
-        PushKind::Message => "message".into(),
-        PushKind::PMessage => "pmessage".into(),
-        PushKind::SMessage => "smessage".into(),
-        PushKind::Subscribe => "subscribe".into(),
-        PushKind::PSubscribe => "psubscribe".into(),
-        PushKind::SSubscribe => "ssubscribe".into(),
-        PushKind::Unsubscribe => "unsubscribe".into(),
-        PushKind::PUnsubscribe => "punsubscribe".into(),
-        PushKind::SUnsubscribe => "sunsubscribe".into(),
-        PushKind::Invalidate => "invalidate".into(),
-        PushKind::Other(name) => name.clone(),
-        other => format!("{other:?}").to_ascii_lowercase(),
-    }
-}
-
-fn is_confirmation(kind: &PushKind) -> bool {
-    matches!(
-        kind,
-        PushKind::Subscribe | PushKind::PSubscribe | PushKind::SSubscribe
+/// A subscription's confirmation as redis-cli prints it: `subscribe`, the name, the count.
+fn format_confirmation(
+    kind: SubscriptionKind,
+    name: &[u8],
+    count: usize,
+    output: Output,
+) -> String {
+    let (_, confirmation, _) = names(kind);
+    let count = i64::try_from(count).unwrap_or(i64::MAX);
+    format::reply(
+        &Value::Array(vec![
+            bulk(confirmation.as_bytes()),
+            bulk(name),
+            Value::Int(count),
+        ]),
+        output,
     )
 }
 
-/// Formats a push as redis-cli prints a message: its kind first, then its data.
-pub fn format_push(push: &PushInfo, output: Output) -> String {
-    let mut items = vec![Value::BulkString(kind_name(&push.kind).into_bytes())];
-    items.extend(push.data.iter().cloned());
+/// A message as redis-cli prints it: its kind, the pattern (for `pmessage`), the channel and
+/// the payload.
+pub fn format_message(message: &Message, output: Output) -> String {
+    let (_, _, kind) = names(message.kind());
+    let mut items = vec![bulk(kind.as_bytes())];
+    if let Some(pattern) = message.pattern() {
+        items.push(bulk(pattern));
+    }
+    items.push(bulk(message.channel()));
+    items.push(bulk(message.payload()));
     format::reply(&Value::Array(items), output)
 }
 
+/// Connects and subscribes to every name, one at a time, printing each confirmation.
+async fn open(
+    options: &ConnectOptions,
+    manager: &TokenManager,
+    kind: SubscriptionKind,
+    channels: &[Vec<u8>],
+    output: Output,
+) -> anyhow::Result<EntraPubSub> {
+    let pubsub = EntraPubSub::connect(options.clone(), manager.clone())
+        .await
+        .with_context(|| format!("connecting to {}:{}", options.host, options.port))?;
+    if output != Output::Raw {
+        print_stdout("Reading messages... (press Ctrl-C to quit)\n");
+    }
+    let mut subscribed = BTreeSet::new();
+    for name in channels {
+        match kind {
+            SubscriptionKind::Channel => pubsub.subscribe(name.as_slice()).await,
+            SubscriptionKind::Pattern => pubsub.psubscribe(name.as_slice()).await,
+            SubscriptionKind::Shard => pubsub.ssubscribe(name.as_slice()).await,
+        }
+        .with_context(|| format!("{} {}", names(kind).0, String::from_utf8_lossy(name)))?;
+        subscribed.insert(name.as_slice());
+        print_stdout(&format_confirmation(kind, name, subscribed.len(), output));
+    }
+    Ok(pubsub)
+}
+
+/// The next event, or never once the manager has stopped sending them.
+async fn next_event(events: &mut Option<broadcast::Receiver<TokenEvent>>) -> TokenEvent {
+    loop {
+        let Some(rx) = events.as_mut() else {
+            return std::future::pending().await;
+        };
+        match rx.recv().await {
+            Ok(event) => return event,
+            Err(broadcast::error::RecvError::Lagged(_)) => {}
+            Err(broadcast::error::RecvError::Closed) => *events = None,
+        }
+    }
+}
+
 /// Subscribes and prints messages until `interrupt` resolves; returns the exit code (0).
-/// Fails only if the first connection cannot be made.
+/// Fails if the first connection or a subscription cannot be made.
 pub async fn run(
     options: &ConnectOptions,
     manager: &TokenManager,
-    kind: Kind,
+    kind: SubscriptionKind,
     channels: &[Vec<u8>],
     output: Output,
     interrupt: impl Future<Output = ()>,
 ) -> anyhow::Result<u8> {
     let mut options = options.clone();
-    options.protocol = Protocol::Resp3;
+    if kind == SubscriptionKind::Shard && options.protocol != Protocol::Resp3 {
+        options.protocol = Protocol::Resp3;
+    }
     tokio::pin!(interrupt);
-    let mut sub = tokio::select! {
-        s = Subscriber::open(&options, manager, kind, channels) => s?,
+    let mut events = Some(manager.events());
+    let mut pubsub = tokio::select! {
+        p = open(&options, manager, kind, channels, output) => p?,
         _ = &mut interrupt => return Ok(exit::SUCCESS),
     };
-    if output != Output::Raw {
-        print_stdout("Reading messages... (press Ctrl-C to quit)\n");
-    }
-    let mut tokens = manager.watch();
-    // Confirmations of a re-subscription are not printed again.
-    let mut skip = 0usize;
     loop {
-        let lost = tokio::select! {
+        tokio::select! {
             _ = &mut interrupt => return Ok(exit::SUCCESS),
-            push = sub.pushes.recv() => match push {
-                Some(push) if push.kind == PushKind::Disconnection => true,
-                Some(push) => {
-                    if skip > 0 && is_confirmation(&push.kind) {
-                        skip -= 1;
-                    } else {
-                        print_stdout(&format_push(&push, output));
-                    }
-                    false
-                }
-                None => true,
-            },
-            creds = tokens.next() => match creds {
-                Some(creds) if creds.generation() > sub.generation => {
-                    match sub.reauthenticate(&creds).await {
-                        Ok(()) => {
-                            tracing::debug!(generation = creds.generation(), "subscription re-authenticated");
-                            false
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "re-authenticating the subscription failed; it will reconnect if the server closes it");
-                            e.downcast_ref::<redis::RedisError>()
-                                .is_some_and(|r| r.is_io_error() || r.is_connection_dropped())
-                        }
+            message = pubsub.next_message() => match message {
+                Some(message) => {
+                    print_stdout(&format_message(&message, output));
+                    if message.possible_duplicate() {
+                        eprintln!("(the message above may repeat one printed before a reconnection)");
                     }
                 }
-                Some(_) => false,
-                None => return Err(anyhow::anyhow!("the token manager stopped")),
+                None => anyhow::bail!("the subscription stopped"),
             },
-        };
-        if !lost {
-            continue;
-        }
-        eprintln!("(connection lost: reconnecting with a fresh token)");
-        let mut attempt = 0u32;
-        sub = loop {
-            attempt += 1;
-            let opened = tokio::select! {
-                _ = &mut interrupt => return Ok(exit::SUCCESS),
-                s = Subscriber::open(&options, manager, kind, channels) => s,
-            };
-            match opened {
-                Ok(s) => break s,
-                Err(e) => {
-                    let delay = Duration::from_millis(200u64 << attempt.min(5));
-                    eprintln!(
-                        "(reconnecting failed: {e:#}; trying again in {:.1}s)",
-                        delay.as_secs_f64()
-                    );
-                    tokio::select! {
-                        _ = &mut interrupt => return Ok(exit::SUCCESS),
-                        _ = tokio::time::sleep(delay) => {}
+            event = next_event(&mut events) => {
+                if let TokenEvent::Reconnected { connection_id, reason } = event {
+                    if connection_id == pubsub.id() {
+                        eprintln!("(connection lost: {reason}; reconnected with a fresh token and subscribed again; messages published meanwhile were missed)");
                     }
                 }
             }
-        };
-        skip = channels.len();
-        eprintln!(
-            "(reconnected: subscribed again to {} channel(s); messages published meanwhile were missed)",
-            channels.len()
-        );
+        }
     }
 }
 
@@ -230,22 +167,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn prints_messages_like_redis_cli() {
-        let push = PushInfo {
-            kind: PushKind::Message,
-            data: vec![
-                Value::BulkString(b"chan".to_vec()),
-                Value::BulkString(b"payload".to_vec()),
-            ],
-        };
+    fn prints_confirmations_like_redis_cli() {
         assert_eq!(
-            format_push(&push, Output::Typed),
-            "1) \"message\"\n2) \"chan\"\n3) \"payload\"\n"
+            format_confirmation(SubscriptionKind::Channel, b"news", 1, Output::Raw),
+            "subscribe\nnews\n1\n"
         );
-        assert_eq!(format_push(&push, Output::Raw), "message\nchan\npayload\n");
         assert_eq!(
-            format_push(&push, Output::Json),
-            "[\"message\",\"chan\",\"payload\"]\n"
+            format_confirmation(SubscriptionKind::Pattern, b"n*", 2, Output::Typed),
+            "1) \"psubscribe\"\n2) \"n*\"\n3) (integer) 2\n"
         );
     }
 }

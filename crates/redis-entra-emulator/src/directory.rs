@@ -50,6 +50,29 @@ pub enum PrincipalKind {
     SystemAssignedIdentity,
     /// A user-assigned managed identity.
     UserAssignedIdentity,
+    /// A person: signs in with a username and password (device code, browser, password grant).
+    User,
+}
+
+/// A user's sign-in details (see [`Directory::create_user`]). `Debug` never shows the password.
+#[derive(Clone)]
+pub struct UserAccount {
+    /// The sign-in name (`upn`), e.g. `developer@emulator.localhost`.
+    pub username: String,
+    /// The password.
+    pub password: String,
+    /// The object id: `oid` in tokens, and the Redis username.
+    pub object_id: String,
+}
+
+impl std::fmt::Debug for UserAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserAccount")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("object_id", &self.object_id)
+            .finish()
+    }
 }
 
 /// One identity of the tenant.
@@ -81,6 +104,62 @@ impl std::fmt::Debug for Principal {
             .finish()
     }
 }
+
+/// A certificate uploaded to an application: its thumbprints and public key (never a private
+/// key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UploadedCertificate {
+    /// SHA-1 of the certificate's DER (`x5t`).
+    pub sha1: Vec<u8>,
+    /// SHA-256 of the certificate's DER (`x5t#S256`).
+    pub sha256: Vec<u8>,
+    /// The RSA public key, PKCS#1 `RSAPublicKey` DER.
+    pub rsa_public_key: Vec<u8>,
+}
+
+impl UploadedCertificate {
+    /// A certificate from its DER and its RSA public key (PKCS#1 DER).
+    pub fn new(certificate_der: &[u8], rsa_public_key: Vec<u8>) -> Self {
+        use aws_lc_rs::digest;
+        Self {
+            sha1: digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, certificate_der)
+                .as_ref()
+                .to_vec(),
+            sha256: digest::digest(&digest::SHA256, certificate_der)
+                .as_ref()
+                .to_vec(),
+            rsa_public_key,
+        }
+    }
+}
+
+/// A federated identity credential: which external tokens an application accepts as
+/// assertions (AKS workload identity: the cluster's OIDC issuer, the service account).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FederatedCredential {
+    /// The external issuer (`iss`), e.g. the cluster's OIDC issuer URL.
+    pub issuer: String,
+    /// The subject (`sub`): `system:serviceaccount:<namespace>:<service account>`.
+    pub subject: String,
+    /// The audience (`aud`): `api://AzureADTokenExchange`.
+    pub audience: String,
+}
+
+impl FederatedCredential {
+    /// A federated credential for `issuer` and `subject` with the standard audience.
+    pub fn new(issuer: &str, subject: &str) -> Self {
+        Self {
+            issuer: issuer.to_string(),
+            subject: subject.to_string(),
+            audience: TOKEN_EXCHANGE_AUDIENCE.to_string(),
+        }
+    }
+}
+
+/// The audience of a token exchanged through a federated credential.
+pub const TOKEN_EXCHANGE_AUDIENCE: &str = "api://AzureADTokenExchange";
 
 /// A Redis data-access policy: one of Azure Cache for Redis' three built-ins, or a custom one
 /// with its own Redis ACL rules.
@@ -240,6 +319,16 @@ pub struct Directory {
     assignments: RwLock<HashMap<String, Assignment>>,
     custom_policies: RwLock<BTreeMap<String, AccessPolicy>>,
     access_keys: AccessKeys,
+    /// Users' sign-in names and passwords.
+    users: RwLock<Vec<UserAccount>>,
+    /// Pending user sign-ins (device codes, authorization codes).
+    sign_in: crate::identity::SignInState,
+    /// Certificates uploaded to applications, by lower-case client id.
+    certificates: RwLock<HashMap<String, Vec<UploadedCertificate>>>,
+    /// Federated identity credentials of applications, by lower-case client id.
+    federated: RwLock<HashMap<String, Vec<FederatedCredential>>>,
+    /// The OIDC issuers Entra can fetch signing keys from, by issuer URL.
+    oidc_issuers: RwLock<HashMap<String, Vec<jsonwebtoken::jwk::Jwk>>>,
 }
 
 fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -260,6 +349,11 @@ impl Directory {
             assignments: RwLock::new(HashMap::new()),
             custom_policies: RwLock::new(BTreeMap::new()),
             access_keys: AccessKeys::new(),
+            users: RwLock::new(Vec::new()),
+            sign_in: crate::identity::SignInState::default(),
+            certificates: RwLock::new(HashMap::new()),
+            federated: RwLock::new(HashMap::new()),
+            oidc_issuers: RwLock::new(HashMap::new()),
         }
     }
 
@@ -289,6 +383,64 @@ impl Directory {
         })
     }
 
+    /// Creates an application's service principal with no secret: it signs in with a
+    /// certificate ([`Directory::add_certificate`]) or a federated credential
+    /// ([`Directory::add_federated_credential`]).
+    pub fn create_application(&self, display_name: &str) -> Principal {
+        self.add(Principal {
+            display_name: display_name.to_string(),
+            client_id: Uuid::new_v4().to_string(),
+            object_id: Uuid::new_v4().to_string(),
+            kind: PrincipalKind::ServicePrincipal,
+            secret: None,
+            resource_id: None,
+        })
+    }
+
+    /// Uploads a certificate (its public part) to the application `client_id`.
+    pub fn add_certificate(&self, client_id: &str, certificate: UploadedCertificate) {
+        write(&self.certificates)
+            .entry(client_id.to_ascii_lowercase())
+            .or_default()
+            .push(certificate);
+    }
+
+    /// The certificates uploaded to the application `client_id`.
+    pub fn certificates_of(&self, client_id: &str) -> Vec<UploadedCertificate> {
+        read(&self.certificates)
+            .get(&client_id.to_ascii_lowercase())
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Adds a federated identity credential to the application (or user-assigned identity)
+    /// `client_id`.
+    pub fn add_federated_credential(&self, client_id: &str, credential: FederatedCredential) {
+        write(&self.federated)
+            .entry(client_id.to_ascii_lowercase())
+            .or_default()
+            .push(credential);
+    }
+
+    /// The federated identity credentials of `client_id`.
+    pub fn federated_credentials_of(&self, client_id: &str) -> Vec<FederatedCredential> {
+        read(&self.federated)
+            .get(&client_id.to_ascii_lowercase())
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Publishes an OIDC issuer's signing keys (what Entra would fetch from its JWKS), so that
+    /// assertions it signs can be verified.
+    pub fn trust_oidc_issuer(&self, issuer: &str, keys: Vec<jsonwebtoken::jwk::Jwk>) {
+        write(&self.oidc_issuers).insert(issuer.to_string(), keys);
+    }
+
+    /// The signing keys of the OIDC issuer `issuer`, if it is known.
+    pub fn oidc_issuer_keys(&self, issuer: &str) -> Option<Vec<jsonwebtoken::jwk::Jwk>> {
+        read(&self.oidc_issuers).get(issuer).cloned()
+    }
+
     /// Creates a managed identity (system- or user-assigned).
     pub fn create_managed_identity(&self, display_name: &str, user_assigned: bool) -> Principal {
         let (kind, resource_id) = if user_assigned {
@@ -314,6 +466,49 @@ impl Directory {
             secret: None,
             resource_id: Some(resource_id),
         })
+    }
+
+    /// Creates a user (a person who signs in with `username` and `password`); with an empty
+    /// password, a fresh random one.
+    pub fn create_user(&self, username: &str, password: &str) -> UserAccount {
+        let password = if password.is_empty() {
+            format!("Emu!{}", Uuid::new_v4().simple())
+        } else {
+            password.to_string()
+        };
+        let principal = self.add(Principal {
+            display_name: username.split('@').next().unwrap_or(username).to_string(),
+            client_id: Uuid::new_v4().to_string(),
+            object_id: Uuid::new_v4().to_string(),
+            kind: PrincipalKind::User,
+            secret: None,
+            resource_id: None,
+        });
+        let account = UserAccount {
+            username: username.to_string(),
+            password,
+            object_id: principal.object_id,
+        };
+        write(&self.users).push(account.clone());
+        account
+    }
+
+    /// The user with this sign-in name (case-insensitive).
+    pub fn user_by_name(&self, username: &str) -> Option<UserAccount> {
+        read(&self.users)
+            .iter()
+            .find(|u| u.username.eq_ignore_ascii_case(username))
+            .cloned()
+    }
+
+    /// Every user, in the order they were created.
+    pub fn users(&self) -> Vec<UserAccount> {
+        read(&self.users).clone()
+    }
+
+    /// Pending device codes and authorization codes, and how users' sign-ins are approved.
+    pub fn sign_in(&self) -> &crate::identity::SignInState {
+        &self.sign_in
     }
 
     fn add(&self, principal: Principal) -> Principal {

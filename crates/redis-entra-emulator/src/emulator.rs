@@ -25,15 +25,17 @@ use tokio::task::JoinHandle;
 
 use crate::access_keys::{AccessKeys, KeyType};
 use crate::admin::{self, AdminState};
+use crate::app_certificate::{AppCertificate, CertificateFiles};
 use crate::backend::Backend;
 use crate::cluster::Cluster;
-use crate::directory::{AccessPolicy, Directory, Principal};
+use crate::directory::{AccessPolicy, Directory, FederatedCredential, Principal};
 use crate::faults::Faults;
 use crate::gateway::{validate::TokenValidator, Gateway, GatewayState};
 use crate::identity::{self, IdentityState};
 use crate::signing::TokenIssuer;
 use crate::stats::Stats;
 use crate::tls::Pki;
+use crate::workload::{self, ServiceAccountIssuer};
 use crate::{env_file, Error};
 
 /// Which identity the env file describes (`--identity`).
@@ -48,6 +50,15 @@ pub enum IdentityKind {
     /// The cache's primary access key (`AZURE_REDIS_PASSWORD`, `AZURE_REDIS_CONNECTIONSTRING`),
     /// as Service Connector's "secret" authentication sets it.
     AccessKey,
+    /// A user-assigned managed identity (App Service protocol plus `AZURE_CLIENT_ID` and
+    /// `AZURE_REDIS_CLIENTID` naming it).
+    UserAssignedIdentity,
+    /// AKS workload identity: `AZURE_CLIENT_ID`, `AZURE_TENANT_ID`, `AZURE_FEDERATED_TOKEN_FILE`
+    /// (a service-account token the emulator rotates) and `AZURE_REDIS_CLIENTID`.
+    WorkloadIdentity,
+    /// An application with a certificate: `AZURE_CLIENT_ID`, `AZURE_TENANT_ID` and
+    /// `AZURE_CLIENT_CERTIFICATE_PATH` (PEM with the certificate and its key).
+    Certificate,
 }
 
 impl IdentityKind {
@@ -57,6 +68,9 @@ impl IdentityKind {
             Self::ServicePrincipal => "service-principal",
             Self::ManagedIdentity => "managed-identity",
             Self::AccessKey => "access-key",
+            Self::UserAssignedIdentity => "user-assigned-identity",
+            Self::WorkloadIdentity => "workload-identity",
+            Self::Certificate => "certificate",
         }
     }
 }
@@ -68,8 +82,11 @@ impl std::str::FromStr for IdentityKind {
             "service-principal" => Ok(Self::ServicePrincipal),
             "managed-identity" | "system-assigned-identity" => Ok(Self::ManagedIdentity),
             "access-key" => Ok(Self::AccessKey),
+            "user-assigned-identity" => Ok(Self::UserAssignedIdentity),
+            "workload-identity" => Ok(Self::WorkloadIdentity),
+            "certificate" | "client-certificate" => Ok(Self::Certificate),
             other => Err(Error::Config(format!(
-                "unknown identity kind {other:?}: use service-principal, managed-identity or access-key"
+                "unknown identity kind {other:?}: use service-principal, managed-identity, user-assigned-identity, workload-identity, certificate or access-key"
             ))),
         }
     }
@@ -94,6 +111,9 @@ pub struct EmulatorConfig {
     /// (no replicas), each behind its own gateway, the first on `gateway_port`; `None` (the
     /// default) runs one standalone backend. Cannot be combined with `backend`.
     pub cluster: Option<usize>,
+    /// How long the projected service-account tokens of the workload identity live (default
+    /// 1 hour); the emulator rewrites `AZURE_FEDERATED_TOKEN_FILE` at 80 % of it.
+    pub federated_token_lifetime: Duration,
 }
 
 impl Default for EmulatorConfig {
@@ -106,6 +126,7 @@ impl Default for EmulatorConfig {
             authority_port: 0,
             clock_skew: Duration::from_secs(2),
             cluster: None,
+            federated_token_lifetime: Duration::from_secs(3600),
         }
     }
 }
@@ -124,11 +145,19 @@ pub struct Emulator {
     cluster: Option<Arc<Cluster>>,
     authority: String,
     msi_endpoint: String,
+    arc_endpoint: String,
     identity_header: String,
     admin_url: String,
     admin_key: String,
     service_principal: Principal,
     managed_identity: Principal,
+    user_assigned_identity: Principal,
+    certificate_app: Principal,
+    app_certificate: AppCertificate,
+    certificate_files: Option<CertificateFiles>,
+    workload_app: Principal,
+    service_account_issuer: Arc<ServiceAccountIssuer>,
+    federated_token_file: PathBuf,
     files: tempfile::TempDir,
     stop: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
@@ -168,6 +197,17 @@ impl Emulator {
         directory.assign(&service_principal.object_id, AccessPolicy::DataOwner);
         let managed_identity = directory.create_managed_identity("redis-entra-site", false);
         directory.assign(&managed_identity.object_id, AccessPolicy::DataOwner);
+        let user = directory.create_user("developer@emulator.localhost", "");
+        directory.assign(&user.object_id, AccessPolicy::DataOwner);
+        let user_assigned_identity =
+            directory.create_managed_identity("redis-entra-identity", true);
+        directory.assign(&user_assigned_identity.object_id, AccessPolicy::DataOwner);
+        let certificate_app = directory.create_application("redis-entra-cert-app");
+        let app_certificate = AppCertificate::generate("redis-entra-cert-app")?;
+        directory.add_certificate(&certificate_app.client_id, app_certificate.uploaded.clone());
+        directory.assign(&certificate_app.object_id, AccessPolicy::DataOwner);
+        let workload_app = directory.create_application("redis-entra-workload-app");
+        directory.assign(&workload_app.object_id, AccessPolicy::DataOwner);
 
         let authority_listener = bind(config.authority_port, "fake Entra ID").await?;
         let authority_addr = local(&authority_listener)?;
@@ -178,6 +218,20 @@ impl Emulator {
             local(&msi_listener)?.port()
         );
         let identity_header = uuid::Uuid::new_v4().simple().to_string();
+        let service_account_issuer = Arc::new(ServiceAccountIssuer::new(
+            &identity::oidc_issuer_url(&authority, "aks-emulator"),
+        )?);
+        directory.trust_oidc_issuer(
+            service_account_issuer.issuer(),
+            vec![service_account_issuer.jwk().clone()],
+        );
+        directory.add_federated_credential(
+            &workload_app.client_id,
+            FederatedCredential::new(
+                service_account_issuer.issuer(),
+                &workload::service_account_subject(workload::NAMESPACE, workload::SERVICE_ACCOUNT),
+            ),
+        );
 
         let state = IdentityState {
             directory: directory.clone(),
@@ -201,7 +255,7 @@ impl Emulator {
             identity::serve(
                 msi_listener,
                 None,
-                identity::managed_identity_router(state),
+                identity::managed_identity_router(state.clone()),
                 until_stopped(stop_rx.clone()),
             ),
         ];
@@ -252,6 +306,33 @@ impl Emulator {
             .map_err(|e| Error::io("creating the emulator's folder", e))?;
         let ca = files.path().join("ca.pem");
         std::fs::write(&ca, pki.ca_pem()).map_err(|e| Error::io("writing the CA file", e))?;
+        let certificate_files = Some(app_certificate.write_files(files.path())?);
+        let arc_listener = bind(0, "Azure Arc identity endpoint").await?;
+        let arc_endpoint = format!(
+            "http://127.0.0.1:{}/metadata/identity/oauth2/token",
+            local(&arc_listener)?.port()
+        );
+        let arc_keys = files.path().join("azcmagent-tokens");
+        std::fs::create_dir_all(&arc_keys)
+            .map_err(|e| Error::io("creating the Arc key folder", e))?;
+        servers.push(identity::serve(
+            arc_listener,
+            None,
+            identity::arc_router(state, arc_keys),
+            until_stopped(stop_rx.clone()),
+        ));
+        let federated_token_file = files.path().join("azure-identity-token");
+        workload::write_token(
+            &service_account_issuer,
+            &federated_token_file,
+            config.federated_token_lifetime,
+        )?;
+        servers.push(workload::spawn_rotation(
+            service_account_issuer.clone(),
+            federated_token_file.clone(),
+            config.federated_token_lifetime,
+            stop_rx.clone(),
+        ));
 
         let gateway_addr = gateways
             .first()
@@ -270,11 +351,19 @@ impl Emulator {
             cluster,
             authority,
             msi_endpoint,
+            arc_endpoint,
             identity_header,
             admin_url,
             admin_key,
             service_principal,
             managed_identity,
+            user_assigned_identity,
+            certificate_app,
+            app_certificate,
+            certificate_files,
+            workload_app,
+            service_account_issuer,
+            federated_token_file,
             files,
             stop,
             servers,
@@ -327,6 +416,12 @@ impl Emulator {
         &self.authority
     }
 
+    /// The Azure Arc managed-identity endpoint (himds' shape: a 401 challenge naming a key
+    /// file, then IMDS's reply), `http://127.0.0.1:PORT/metadata/identity/oauth2/token`.
+    pub fn arc_endpoint(&self) -> &str {
+        &self.arc_endpoint
+    }
+
     /// The App Service managed-identity endpoint (`IDENTITY_ENDPOINT`).
     pub fn managed_identity_endpoint(&self) -> &str {
         &self.msi_endpoint
@@ -352,6 +447,20 @@ impl Emulator {
         self.files.path().join("ca.pem")
     }
 
+    /// The user created at start (`developer@emulator.localhost`, a random password, Data
+    /// Owner), who signs in with the device code, username/password and browser flows.
+    pub fn user(&self) -> crate::directory::UserAccount {
+        self.directory
+            .users()
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| crate::directory::UserAccount {
+                username: String::new(),
+                password: String::new(),
+                object_id: String::new(),
+            })
+    }
+
     /// The service principal created at start (Data Owner).
     pub fn service_principal(&self) -> &Principal {
         &self.service_principal
@@ -360,6 +469,45 @@ impl Emulator {
     /// The system-assigned managed identity created at start (Data Owner).
     pub fn managed_identity(&self) -> &Principal {
         &self.managed_identity
+    }
+
+    /// The user-assigned managed identity created at start (Data Owner).
+    pub fn user_assigned_identity(&self) -> &Principal {
+        &self.user_assigned_identity
+    }
+
+    /// The application that signs in with a certificate, created at start (Data Owner).
+    pub fn certificate_app(&self) -> &Principal {
+        &self.certificate_app
+    }
+
+    /// The certificate uploaded to [`Self::certificate_app`] (with its private key).
+    pub fn app_certificate(&self) -> &AppCertificate {
+        &self.app_certificate
+    }
+
+    /// Where the certificate and key of [`Self::certificate_app`] were written: PEM and
+    /// password-protected PKCS#12, in the emulator's folder.
+    pub fn certificate_files(&self) -> Option<&CertificateFiles> {
+        self.certificate_files.as_ref()
+    }
+
+    /// The application of the workload identity, created at start with a federated
+    /// credential for the emulator's cluster issuer and service account (Data Owner).
+    pub fn workload_app(&self) -> &Principal {
+        &self.workload_app
+    }
+
+    /// The cluster OIDC issuer that signs the service-account tokens (to mint tokens with
+    /// other subjects or lifetimes).
+    pub fn service_account_issuer(&self) -> &Arc<ServiceAccountIssuer> {
+        &self.service_account_issuer
+    }
+
+    /// The projected service-account token file (`AZURE_FEDERATED_TOKEN_FILE`), rewritten at
+    /// 80 % of [`EmulatorConfig::federated_token_lifetime`].
+    pub fn federated_token_file(&self) -> &Path {
+        &self.federated_token_file
     }
 
     /// The tenant's identities and access policies.
@@ -509,6 +657,38 @@ impl Emulator {
                     ("AZURE_REDIS_CLIENTSECRET".into(), secret),
                     ("AZURE_REDIS_TENANTID".into(), self.tenant_id().to_string()),
                 ]);
+            }
+            IdentityKind::UserAssignedIdentity => {
+                let id = &self.user_assigned_identity.client_id;
+                vars.extend([
+                    ("IDENTITY_ENDPOINT".into(), self.msi_endpoint.clone()),
+                    ("IDENTITY_HEADER".into(), self.identity_header.clone()),
+                    ("AZURE_CLIENT_ID".into(), id.clone()),
+                    ("AZURE_REDIS_CLIENTID".into(), id.clone()),
+                ]);
+            }
+            IdentityKind::WorkloadIdentity => {
+                let id = &self.workload_app.client_id;
+                vars.extend([
+                    ("AZURE_CLIENT_ID".into(), id.clone()),
+                    (
+                        "AZURE_FEDERATED_TOKEN_FILE".into(),
+                        self.federated_token_file.display().to_string(),
+                    ),
+                    ("AZURE_REDIS_CLIENTID".into(), id.clone()),
+                ]);
+            }
+            IdentityKind::Certificate => {
+                vars.push((
+                    "AZURE_CLIENT_ID".into(),
+                    self.certificate_app.client_id.clone(),
+                ));
+                if let Some(files) = &self.certificate_files {
+                    vars.push((
+                        "AZURE_CLIENT_CERTIFICATE_PATH".into(),
+                        files.pem.display().to_string(),
+                    ));
+                }
             }
             IdentityKind::ManagedIdentity => {
                 vars.extend([

@@ -23,6 +23,14 @@ pub enum IdentityFault {
     MalformedJson,
     /// Wait this long before answering normally.
     Slow(Duration),
+    /// Answer with this HTTP status (e.g. IMDS' 404 and 410 while it updates, 429, 502,
+    /// 504), shaped as the endpoint shapes errors, with `Retry-After` when given.
+    Status {
+        /// The HTTP status code (400-599; anything else is served as 500).
+        code: u16,
+        /// The `Retry-After` value in seconds, if any.
+        retry_after_secs: Option<u64>,
+    },
 }
 
 /// The faults in force.

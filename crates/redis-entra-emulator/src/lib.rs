@@ -10,6 +10,10 @@
 //! - [`backend`]: the `redis-server` behind the gateway, with one ACL user per access policy.
 //! - [`cluster`]: cluster mode, N `redis-server` nodes each behind its own gateway, announcing
 //!   the gateways' endpoints as Azure Managed Redis' OSS cluster policy does.
+//! - [`app_certificate`]: the client certificate of "an application with a certificate"
+//!   (PEM and PKCS#12 files, and the public part the directory keeps).
+//! - [`workload`]: the cluster OIDC issuer of AKS workload identity, which signs the projected
+//!   service-account token the emulator keeps fresh in `AZURE_FEDERATED_TOKEN_FILE`.
 //! - [`directory`]: the tenant's identities and the cache's access policies, assignments and
 //!   [`access_keys`].
 //! - [`admin`]: the control plane over HTTP (identities, policies, keys, token lifetime, minted
@@ -32,6 +36,7 @@
 
 pub mod access_keys;
 pub mod admin;
+pub mod app_certificate;
 pub mod backend;
 pub mod cluster;
 pub mod directory;
@@ -44,6 +49,7 @@ pub mod identity;
 pub mod signing;
 pub mod stats;
 pub mod tls;
+pub mod workload;
 
 pub use access_keys::KeyType;
 pub use emulator::{Emulator, EmulatorConfig, IdentityKind};

@@ -483,7 +483,10 @@ async fn each_mistake_gets_its_aadsts_code() -> Result<()> {
 
     let (s, b) = h
         .post_token(&[
-            ("grant_type", "password"),
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:saml1_1-bearer",
+            ),
             ("client_id", id),
             ("scope", REDIS_SCOPE),
         ])
@@ -511,7 +514,8 @@ async fn each_mistake_gets_its_aadsts_code() -> Result<()> {
             ("client_assertion", "a.b.c"),
         ])
         .await?;
-    assert_entra_error(s, &b, 401, "invalid_client", 700027);
+    // Assertions are verified now (tests/client_assertions.rs): this one is not a JWT.
+    assert_entra_error(s, &b, 401, "invalid_client", 50027);
 
     let params = secret_params(id, secret, REDIS_SCOPE);
     let unknown = uuid::Uuid::new_v4().to_string();

@@ -43,8 +43,17 @@ pub mod tls;
 pub mod token;
 
 pub use claims::{ClaimsError, TokenClaims};
+pub use connect::cluster::{EntraClusterConnection, EntraCredentialsProvider};
 pub use connect::multiplexed::EntraConnection;
 pub use connect::options::{ConnectOptions, Protocol};
+#[cfg(feature = "r2d2")]
+pub use connect::pool::EntraConnectionManager;
+#[cfg(feature = "bb8")]
+pub use connect::pool::{EntraAsyncConnectionManager, EntraPooledConnection};
+pub use connect::pubsub::{
+    EntraPubSub, EntraPubSubSink, EntraPubSubStream, Message, SubscriptionKind,
+};
+pub use connect::sync::{BlockingTokenManager, EntraSyncConnection};
 pub use error::{Error, Result};
 pub use tls::TlsOptions;
 pub use token::credentials::RedisCredentials;

@@ -31,6 +31,13 @@ pub(crate) enum FaultBody {
     /// Wait this long, then answer normally.
     #[serde(alias = "Slow")]
     Slow { ms: u64 },
+    /// Any HTTP status, with an optional `Retry-After`: `{"fault":"status","code":410}`.
+    #[serde(alias = "Status")]
+    Status {
+        code: u16,
+        #[serde(default)]
+        retry_after_secs: Option<u64>,
+    },
 }
 
 impl From<FaultBody> for IdentityFault {
@@ -44,6 +51,13 @@ impl From<FaultBody> for IdentityFault {
             FaultBody::InternalError => Self::InternalError,
             FaultBody::MalformedJson => Self::MalformedJson,
             FaultBody::Slow { ms } => Self::Slow(Duration::from_millis(ms)),
+            FaultBody::Status {
+                code,
+                retry_after_secs,
+            } => Self::Status {
+                code,
+                retry_after_secs,
+            },
         }
     }
 }
@@ -59,6 +73,13 @@ impl From<IdentityFault> for FaultBody {
             IdentityFault::MalformedJson => Self::MalformedJson,
             IdentityFault::Slow(d) => Self::Slow {
                 ms: u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+            },
+            IdentityFault::Status {
+                code,
+                retry_after_secs,
+            } => Self::Status {
+                code,
+                retry_after_secs,
             },
             // `None`, and any fault added later that the admin interface does not name yet.
             _ => Self::None,

@@ -25,6 +25,7 @@ fn kind_name(kind: &PrincipalKind) -> &'static str {
         PrincipalKind::ServicePrincipal => "service-principal",
         PrincipalKind::SystemAssignedIdentity => "system-assigned-identity",
         PrincipalKind::UserAssignedIdentity => "user-assigned-identity",
+        PrincipalKind::User => "user",
     }
 }
 

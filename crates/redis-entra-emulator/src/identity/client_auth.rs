@@ -6,8 +6,10 @@
 //! urlencode(secret))`, RFC 6749 §2.3.1), or a signed JWT (`private_key_jwt`:
 //! `client_assertion_type` + `client_assertion`). Using two methods at once is refused.
 //!
-//! Client assertions (certificates and federated credentials) are recognised here but not yet
-//! verified: [`authenticate`] refuses them with AADSTS700027 until that grant is implemented.
+//! Client assertions (certificates and federated credentials) are verified by
+//! [`authenticate_at`] (see [`super::assertion`]), which needs the token endpoint's authority
+//! for the assertion's `aud`; [`authenticate`], which does not know it, refuses them with
+//! AADSTS700027.
 
 use axum::http::{header, HeaderMap, StatusCode};
 use base64::Engine;
@@ -134,23 +136,7 @@ pub(crate) fn authenticate(
             assertion_type,
             assertion,
         } => {
-            match assertion_type.as_deref() {
-                None => return Err(EntraError::missing_parameter("client_assertion_type")),
-                Some(JWT_BEARER) => {}
-                Some(_) => {
-                    return Err(EntraError::invalid_client_assertion(&format!(
-                        "client_assertion_type must be '{JWT_BEARER}'."
-                    )))
-                }
-            }
-            if assertion.split('.').count() != 3 {
-                return Err(EntraError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "invalid_client",
-                    50027,
-                    "JWT token is invalid or malformed.",
-                ));
-            }
+            check_assertion_shape(assertion_type.as_deref(), assertion)?;
             Err(EntraError::invalid_client_assertion(
                 "This emulator does not yet accept client assertions (certificates or \
                  federated credentials); use a client secret.",
@@ -158,6 +144,54 @@ pub(crate) fn authenticate(
         }
         ClientCredential::Missing => Err(EntraError::missing_client_credential()),
     }
+}
+
+/// Checks `client_assertion_type` and that the assertion looks like a JWT.
+fn check_assertion_shape(assertion_type: Option<&str>, assertion: &str) -> Result<(), EntraError> {
+    match assertion_type {
+        None => return Err(EntraError::missing_parameter("client_assertion_type")),
+        Some(JWT_BEARER) => {}
+        Some(_) => {
+            return Err(EntraError::invalid_client_assertion(&format!(
+                "client_assertion_type must be '{JWT_BEARER}'."
+            )))
+        }
+    }
+    if assertion.split('.').count() != 3 {
+        return Err(EntraError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            50027,
+            "JWT token is invalid or malformed.",
+        ));
+    }
+    Ok(())
+}
+
+/// As [`authenticate`], and verifies client assertions (certificate and federated
+/// credentials) for the token endpoint of `authority`.
+pub(crate) fn authenticate_at(
+    directory: &Directory,
+    authority: &str,
+    client_id: &str,
+    credential: &ClientCredential,
+) -> Result<Principal, EntraError> {
+    let ClientCredential::Assertion {
+        assertion_type,
+        assertion,
+    } = credential
+    else {
+        return authenticate(directory, client_id, credential);
+    };
+    let Some(principal) = directory.by_client_id(client_id) else {
+        return Err(EntraError::application_not_found(
+            client_id,
+            directory.tenant_id(),
+        ));
+    };
+    check_assertion_shape(assertion_type.as_deref(), assertion)?;
+    super::assertion::verify(directory, authority, &principal, assertion)?;
+    Ok(principal)
 }
 
 /// The `(client_id, secret)` of an `Authorization: Basic` header, `None` without one (or with

@@ -50,6 +50,16 @@ pub(crate) async fn apply(
             set_json_no_store(response.headers_mut());
             return Some(response);
         }
+        IdentityFault::Status {
+            code,
+            retry_after_secs,
+        } => (
+            StatusCode::from_u16(code)
+                .ok()
+                .filter(|s| s.is_client_error() || s.is_server_error())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            retry_after_secs,
+        ),
         IdentityFault::None => return None,
     };
     let mut response = match flavor {
@@ -68,6 +78,8 @@ pub(crate) async fn apply(
             let error = match status {
                 StatusCode::TOO_MANY_REQUESTS => "too_many_requests",
                 StatusCode::SERVICE_UNAVAILABLE => "service_unavailable",
+                StatusCode::NOT_FOUND => "not_found",
+                StatusCode::GONE => "gone",
                 _ => "unknown",
             };
             let body = json!({
@@ -121,6 +133,14 @@ fn plain_message(status: StatusCode, retry_after: Option<u64>) -> String {
         (StatusCode::SERVICE_UNAVAILABLE, _) => {
             "The token service is temporarily unavailable. Please try again.".to_string()
         }
+        (StatusCode::NOT_FOUND, _) => {
+            "The identity endpoint is being updated (404). Please try again.".to_string()
+        }
+        (StatusCode::GONE, _) => {
+            "The identity endpoint is being updated and will be back within 70 seconds (410)."
+                .to_string()
+        }
+        (s, _) if s.is_client_error() => format!("The request failed with HTTP {}.", s.as_u16()),
         _ => "The token service had an internal error.".to_string(),
     }
 }

@@ -22,7 +22,7 @@ use super::IdentityState;
 use crate::stats::Stats;
 
 /// An IMDS error: status, `error`, `error_description`.
-type ImdsError = (StatusCode, &'static str, String);
+pub(crate) type ImdsError = (StatusCode, &'static str, String);
 
 /// `GET /metadata/identity/oauth2/token`.
 pub(crate) async fn imds_token(
@@ -53,8 +53,9 @@ pub(crate) async fn imds_token(
     }
 }
 
-/// IMDS's checks and reply; returns the chosen identity's client id for the log.
-fn serve_imds(
+/// IMDS's checks and reply; returns the chosen identity's client id for the log. (Azure
+/// Arc's endpoint serves the same shape once its challenge is answered.)
+pub(crate) fn serve_imds(
     state: &IdentityState,
     params: &FormParams,
     headers: &HeaderMap,

@@ -57,7 +57,11 @@ use crate::faults::Faults;
 use crate::signing::TokenIssuer;
 use crate::stats::Stats;
 
+mod arc;
+mod assertion;
+mod authorize;
 mod client_auth;
+mod device_code;
 mod errors;
 mod fault_injection;
 mod form;
@@ -65,12 +69,18 @@ mod imds;
 mod logging;
 mod managed_identity;
 mod metadata;
+mod oidc_issuer;
 mod resource;
 mod server;
+mod sign_in;
 mod tenant;
 mod token_endpoint;
+mod user_grants;
 
+pub use arc::arc_router;
+pub use oidc_issuer::issuer_url as oidc_issuer_url;
 pub use server::serve;
+pub use sign_in::SignInState;
 
 /// Everything the identity endpoints share: the tenant, the signing key, the faults in force,
 /// the counters, and where the emulator is reachable.
@@ -117,7 +127,17 @@ impl std::fmt::Debug for IdentityState {
 ///   `GET /{tenant}/.well-known/openid-configuration` (v1);
 /// - `GET /{tenant}/discovery/v2.0/keys` and `GET /{tenant}/discovery/keys` (the JWKS; `common`
 ///   and `organizations` are accepted as the tenant);
-/// - `POST /{tenant}/oauth2/v2.0/token` (client credentials).
+/// - `POST /{tenant}/oauth2/v2.0/token` (client credentials; for users: `password`,
+///   device code and `authorization_code` grants);
+/// - `POST /{tenant}/oauth2/v2.0/devicecode`, `POST …/devicecode/approve` and
+///   `GET …/devicecode/verify` (the device code flow);
+/// - `GET` and `POST /{tenant}/oauth2/v2.0/authorize` (the sign-in page of the authorization
+///   code flow with PKCE);
+/// - `GET /oidc/{id}/.well-known/openid-configuration` and `GET /oidc/{id}/openid/v1/jwks`
+///   (the cluster OIDC issuers registered in the directory, for workload identity).
+///
+/// Client credentials accept a secret or a client assertion (a certificate's, or a federated
+/// credential's), verified as Entra verifies them.
 pub fn authority_router(state: IdentityState) -> Router {
     Router::new()
         .route(
@@ -131,6 +151,24 @@ pub fn authority_router(state: IdentityState) -> Router {
         .route("/{tenant}/discovery/v2.0/keys", get(metadata::jwks))
         .route("/{tenant}/discovery/keys", get(metadata::jwks))
         .route("/{tenant}/oauth2/v2.0/token", post(token_endpoint::token))
+        .route(
+            "/{tenant}/oauth2/v2.0/authorize",
+            get(authorize::page).post(authorize::submit),
+        )
+        .route("/{tenant}/oauth2/v2.0/devicecode", post(device_code::start))
+        .route(
+            "/{tenant}/oauth2/v2.0/devicecode/approve",
+            post(device_code::approve),
+        )
+        .route(
+            "/{tenant}/oauth2/v2.0/devicecode/verify",
+            get(device_code::verify_page),
+        )
+        .route(
+            "/oidc/{id}/.well-known/openid-configuration",
+            get(oidc_issuer::openid_configuration),
+        )
+        .route("/oidc/{id}/openid/v1/jwks", get(oidc_issuer::jwks))
         .layer(axum::middleware::from_fn(logging::log_request))
         .with_state(state)
 }

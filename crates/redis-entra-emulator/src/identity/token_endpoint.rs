@@ -17,7 +17,7 @@ use axum::response::Response;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::client_auth::{authenticate, ClientAuth};
+use super::client_auth::{authenticate_at, ClientAuth};
 use super::errors::{correlation_id, json_reply, set_request_ids, EntraError};
 use super::fault_injection::{self, Flavor};
 use super::form::read_form;
@@ -105,6 +105,10 @@ async fn client_credentials(
         let grant_type = form
             .get("grant_type")
             .ok_or_else(|| EntraError::missing_parameter("grant_type"))?;
+        if super::user_grants::handles(grant_type) {
+            client_id = form.get("client_id").map(str::to_string);
+            return super::user_grants::token(state, grant_type, &form).await;
+        }
         if grant_type != CLIENT_CREDENTIALS {
             return Err(EntraError::unsupported_grant_type(grant_type));
         }
@@ -123,7 +127,7 @@ async fn client_credentials(
             Err(ScopeError::NotDefault) => return Err(EntraError::scope_without_default(scope)),
             Err(ScopeError::UnknownResource(resource)) => Err(resource),
         };
-        let principal = authenticate(&state.directory, id, &auth.credential)?;
+        let principal = authenticate_at(&state.directory, state.authority(), id, &auth.credential)?;
         let audience = audience.map_err(|resource| {
             EntraError::resource_not_found(&resource, state.directory.tenant_id())
         })?;

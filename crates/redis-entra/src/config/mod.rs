@@ -8,7 +8,7 @@
 //! | `AZURE_REDIS_HOST`, `AZURE_REDIS_PORT`, `AZURE_REDIS_DATABASE`, `AZURE_REDIS_SSL` | where |
 //! | `AZURE_REDIS_CLIENTID`, `AZURE_REDIS_CLIENTSECRET`, `AZURE_REDIS_TENANTID` | service principal, or (client id alone) user-assigned managed identity |
 //! | `AZURE_REDIS_CONNECTIONSTRING`, `AZURE_REDIS_PASSWORD` | an access key |
-//! | `AZURE_CLIENT_ID`, `AZURE_CLIENT_SECRET`, `AZURE_TENANT_ID`, `AZURE_FEDERATED_TOKEN_FILE`, `AZURE_AUTHORITY_HOST`, `IDENTITY_ENDPOINT`/`IDENTITY_HEADER` | the Azure SDK's |
+//! | `AZURE_CLIENT_ID`, `AZURE_CLIENT_SECRET`, `AZURE_TENANT_ID`, `AZURE_CLIENT_CERTIFICATE_PATH` (+ `_PASSWORD`, `AZURE_CLIENT_SEND_CERTIFICATE_CHAIN`), `AZURE_FEDERATED_TOKEN_FILE`, `AZURE_AUTHORITY_HOST`, `IDENTITY_ENDPOINT`/`IDENTITY_HEADER` | the Azure SDK's |
 //!
 //! With no secret and no key, it is a managed identity (system-assigned unless a client id is
 //! set). A combination that cannot be right is an error naming the variables, never a guess.
@@ -28,8 +28,9 @@ pub use profile::{AzureCloud, AzureProfile, AzureService, SCOPE, SCOPE_APP_ID};
 
 use crate::connect::options::{ConnectOptions, Protocol};
 use crate::credential::{
-    client_options, client_secret, managed_identity, ClientSecretOptions, ManagedIdentityOptions,
-    UserAssignedId,
+    client_certificate, client_secret, managed_identity, workload_identity, CertificateSource,
+    ClientCertificateOptions, ClientSecretOptions, ManagedIdentityOptions, UserAssignedId,
+    WorkloadIdentityOptions,
 };
 use crate::error::{Error, Result};
 use crate::tls::TlsOptions;
@@ -53,6 +54,22 @@ pub enum Auth {
     ManagedIdentity {
         /// The user-assigned identity's client id, if any.
         client_id: Option<String>,
+    },
+    /// A service principal with a certificate (`AZURE_CLIENT_CERTIFICATE_PATH`): PEM or
+    /// PKCS#12, signed assertions in pure Rust (see
+    /// [`ClientCertificateCredential`](crate::credential::ClientCertificateCredential)).
+    ClientCertificate {
+        /// Tenant id.
+        tenant_id: String,
+        /// Application (client) id.
+        client_id: String,
+        /// The PEM or PKCS#12 file.
+        path: PathBuf,
+        /// The password of the PKCS#12 file or encrypted PEM key
+        /// (`AZURE_CLIENT_CERTIFICATE_PASSWORD`).
+        password: Option<String>,
+        /// Send the chain as `x5c` (`AZURE_CLIENT_SEND_CERTIFICATE_CHAIN`).
+        send_certificate_chain: bool,
     },
     /// AKS workload identity: a federated service-account token exchanged for an Entra token.
     WorkloadIdentity {
@@ -83,6 +100,20 @@ impl std::fmt::Debug for Auth {
                 .field("client_id", client_id)
                 .field("secret", &"<redacted>")
                 .finish(),
+            Self::ClientCertificate {
+                tenant_id,
+                client_id,
+                path,
+                password,
+                send_certificate_chain,
+            } => f
+                .debug_struct("ClientCertificate")
+                .field("tenant_id", tenant_id)
+                .field("client_id", client_id)
+                .field("path", path)
+                .field("password", &password.as_ref().map(|_| "<redacted>"))
+                .field("send_certificate_chain", send_certificate_chain)
+                .finish(),
             Self::ManagedIdentity { client_id } => f
                 .debug_struct("ManagedIdentity")
                 .field("client_id", client_id)
@@ -111,6 +142,9 @@ impl Auth {
         match self {
             Self::ClientSecret { client_id, .. } => {
                 format!("service principal {client_id} with a client secret")
+            }
+            Self::ClientCertificate { client_id, .. } => {
+                format!("service principal {client_id} with a certificate")
             }
             Self::ManagedIdentity { client_id: None } => "system-assigned managed identity".into(),
             Self::ManagedIdentity {
@@ -462,10 +496,32 @@ fn entra_auth<F: Fn(&str) -> Option<String>>(vars: &Vars<F>) -> Result<Auth> {
             client_id,
             token_file: PathBuf::from(file),
         }
-    } else if vars.get("AZURE_CLIENT_CERTIFICATE_PATH")?.is_some() {
-        return Err(config_error(
-            "AZURE_CLIENT_CERTIFICATE_PATH is set, but certificate credentials are not supported yet: use a client secret, a managed identity or workload identity",
-        ));
+    } else if let Some(path) = vars.get("AZURE_CLIENT_CERTIFICATE_PATH")? {
+        let client_id = sdk_client.ok_or_else(|| {
+            config_error("AZURE_CLIENT_CERTIFICATE_PATH is set but AZURE_CLIENT_ID is not: set it to the application (client) id")
+        })?;
+        let tenant_id = sdk_tenant.ok_or_else(|| {
+            config_error("AZURE_CLIENT_CERTIFICATE_PATH is set but AZURE_TENANT_ID is not: set it to the tenant (directory) id")
+        })?;
+        let send_certificate_chain = match vars.get("AZURE_CLIENT_SEND_CERTIFICATE_CHAIN")? {
+            None => false,
+            Some(v) => match v.to_ascii_lowercase().as_str() {
+                "1" | "true" => true,
+                "0" | "false" => false,
+                _ => {
+                    return Err(config_error(format!(
+                        "AZURE_CLIENT_SEND_CERTIFICATE_CHAIN={v:?} is not true/false (or 1/0)"
+                    )))
+                }
+            },
+        };
+        Auth::ClientCertificate {
+            tenant_id,
+            client_id,
+            path: PathBuf::from(path),
+            password: (vars.0)("AZURE_CLIENT_CERTIFICATE_PASSWORD").filter(|p| !p.is_empty()),
+            send_certificate_chain,
+        }
     } else if vars.get("AZURE_USERNAME")?.is_some() {
         if vars.get("AZURE_PASSWORD")?.is_none() {
             return Err(config_error(
@@ -473,7 +529,7 @@ fn entra_auth<F: Fn(&str) -> Option<String>>(vars: &Vars<F>) -> Result<Auth> {
             ));
         }
         return Err(config_error(
-            "AZURE_USERNAME and AZURE_PASSWORD are set, but username/password sign-in is not supported by RedisConfig: use a service principal or a managed identity",
+            "AZURE_USERNAME and AZURE_PASSWORD are set, but RedisConfig does not sign users in: use redis_entra::credential::default_azure_credential (its EnvironmentCredential reads them) or credential::username_password with EntraConnection, or use a service principal or a managed identity",
         ));
     } else {
         Auth::ManagedIdentity {
@@ -518,14 +574,29 @@ impl Auth {
                 tenant_id,
                 client_id,
                 token_file,
-            } => {
-                let mut options = azure_identity::WorkloadIdentityCredentialOptions::default();
-                options.credential_options.client_options = client_options(tls)?;
-                options.client_id = Some(client_id.clone());
-                options.tenant_id = Some(tenant_id.clone());
-                options.token_file_path = Some(token_file.clone());
-                azure_identity::WorkloadIdentityCredential::new(Some(options))?
-            }
+            } => workload_identity(WorkloadIdentityOptions {
+                tenant_id: tenant_id.clone(),
+                client_id: client_id.clone(),
+                token_file: token_file.clone(),
+                authority_host,
+                tls: tls.clone(),
+            })?,
+            Self::ClientCertificate {
+                tenant_id,
+                client_id,
+                path,
+                password,
+                send_certificate_chain,
+            } => client_certificate(ClientCertificateOptions {
+                tenant_id: tenant_id.clone(),
+                client_id: client_id.clone(),
+                certificate: CertificateSource::Path(path.clone()),
+                password: password.clone(),
+                send_certificate_chain: *send_certificate_chain,
+                authority_host,
+                tls: tls.clone(),
+                ..Default::default()
+            })?,
         };
         Ok(Some(credential))
     }

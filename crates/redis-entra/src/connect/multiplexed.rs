@@ -98,11 +98,11 @@ impl std::fmt::Debug for EntraConnection {
     }
 }
 
-fn is_connection_error(e: &RedisError) -> bool {
+pub(super) fn is_connection_error(e: &RedisError) -> bool {
     e.is_unrecoverable_error() || e.is_connection_dropped() || e.is_io_error()
 }
 
-fn is_auth_error(e: &RedisError) -> bool {
+pub(super) fn is_auth_error(e: &RedisError) -> bool {
     e.kind() == redis::ErrorKind::AuthenticationFailed
         || e.code().is_some_and(|c| c == "WRONGPASS" || c == "NOAUTH")
 }

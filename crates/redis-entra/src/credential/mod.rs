@@ -2,17 +2,55 @@
 //! compose with every Azure SDK crate, and [`from_env`] to choose one from the environment the
 //! way Service Connector sets it up.
 
+mod azure_cli;
+mod azure_developer_cli;
+pub mod chain;
+mod client_assertion;
+mod client_certificate;
 mod client_secret;
+mod default;
+mod device_code;
+mod environment;
 mod http;
+mod interactive_browser;
 mod managed_identity;
+mod oauth;
+mod username_password;
+mod workload_identity;
 
 use std::sync::Arc;
 
 use azure_core::credentials::TokenCredential;
 
+pub use azure_cli::{azure_cli, AzureCliCredential, AzureCliOptions};
+pub use azure_developer_cli::{
+    azure_developer_cli, AzureDeveloperCliCredential, AzureDeveloperCliOptions,
+};
+pub use chain::{ChainOptions, ChainedCredential, CredentialUnavailable};
+pub use client_certificate::{
+    client_certificate, AssertionAlgorithm, CertificateSource, ClientCertificateCredential,
+    ClientCertificateOptions,
+};
 pub use client_secret::{client_secret, ClientSecretOptions};
+pub use default::{default_azure_credential, selected_links, DefaultAzureCredentialOptions};
+pub use device_code::{
+    device_code, DeviceCodeCallback, DeviceCodeCredential, DeviceCodeOptions, DeviceCodePrompt,
+};
+pub use environment::{
+    environment, process_env, EnvLookup, EnvironmentCredential, EnvironmentOptions,
+};
 pub use http::client_options;
+pub use interactive_browser::{
+    interactive_browser, InteractiveBrowserCredential, InteractiveBrowserOptions, OpenUrl,
+};
 pub use managed_identity::{managed_identity, ManagedIdentityOptions, UserAssignedId};
+pub use oauth::DEVELOPER_SIGN_IN_CLIENT_ID;
+pub use username_password::{
+    username_password, UsernamePasswordCredential, UsernamePasswordOptions,
+};
+pub use workload_identity::{
+    workload_identity, WorkloadIdentityCredential, WorkloadIdentityOptions,
+};
 
 use crate::error::{Error, Result};
 use crate::tls::TlsOptions;

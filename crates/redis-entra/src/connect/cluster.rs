@@ -1,0 +1,427 @@
+//! Redis Cluster (Azure Managed Redis with the OSS cluster policy, or a clustered Azure Cache
+//! for Redis) with Entra ID tokens.
+//!
+//! [`EntraClusterConnection`] is redis-rs' cluster-async client (it follows `MOVED` and `ASK`,
+//! refreshes the slot map, reconnects lost nodes) with two additions: an
+//! [`EntraCredentialsProvider`], redis-rs' `StreamingCredentialsProvider` hook fed by our
+//! [`TokenManager`], and a task that re-authenticates every node and retries where redis-rs
+//! gives up.
+//!
+//! # How every node connection stays authenticated
+//!
+//! redis-rs opens one multiplexed connection per node, at bootstrap, after a `MOVED`/`ASK` to a
+//! node it did not know, after a topology change, and after a lost connection. Two mechanisms
+//! keep them authenticated:
+//!
+//! 1. **redis-rs' credentials provider hook.** For each node connection redis-rs asks the
+//!    provider for a stream of credentials. The **first** item authenticates the new connection
+//!    (`AUTH <oid> <token>`, or `HELLO 3 AUTH` on RESP3); our stream yields
+//!    [`TokenManager::credentials`] first, a token that has not expired (waiting for the
+//!    manager's next one if the current one has), so a node connection opened at any moment
+//!    starts with the current token. Every **later** item is a new token from the manager,
+//!    which a redis-rs task per node connection sends as `AUTH` in place, in order with the
+//!    application's commands. (The first item of that re-authentication stream is the token
+//!    the connection was just opened with, so each new node connection sends one redundant
+//!    `AUTH` right after connecting.)
+//! 2. **Our own task per [`EntraClusterConnection`]**, because of a redis-rs (1.8) weakness:
+//!    when a node connection's re-`AUTH` fails once (the server refused the token, the reply
+//!    timed out), redis-rs logs "Failed to re-authenticate async connection" and never
+//!    re-authenticates that connection again, nor closes it. So on each new token our task
+//!    also sends `AUTH` to every node connection the client holds (redis-rs' `route_command`
+//!    to all nodes), checks each node's reply, and retries with backoff (100 ms doubling to
+//!    6.4 s) until every node accepted it, a newer token arrives, or the token expires. It
+//!    emits [`TokenEvent::ConnectionReauthenticated`] / [`TokenEvent::ReauthenticationFailed`]
+//!    with [`EntraClusterConnection::id`]. Each rotation therefore costs two `AUTH`s per node;
+//!    both are cheap and in order with the traffic.
+//!
+//! # Limits
+//!
+//! - If every retry fails until the token expires (the identity lost its access policy), the
+//!   server closes the node connection at expiry (Azure does, and so does the emulator's
+//!   gateway). redis-rs then reconnects that node with the provider's current token and retries
+//!   the commands that were in flight, up to its retry limit; a command caught by the close
+//!   may still fail once the retries run out, and must then be retried by the caller. We
+//!   cannot close a node connection earlier: redis-rs does not expose them.
+//! - Cluster mode has one database, 0: [`ConnectOptions::db`] must be 0.
+//! - `ConnectOptions::health_check_interval` does not apply: redis-rs notices a lost node
+//!   connection when a command on it fails, and reconnects then.
+//! - A hand-written `MULTI` ... `EXEC` sent as separate commands is not supported on a cluster
+//!   connection (redis-rs may route them to different nodes); use an atomic pipeline, which is
+//!   written as one unit, so no `AUTH` lands inside it.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::Stream;
+use redis::aio::ConnectionLike;
+use redis::auth::{BasicAuth, StreamingCredentialsProvider};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
+use redis::{
+    Cmd, Pipeline, ProtocolVersion, RedisError, RedisFuture, RedisResult, TlsCertificates, Value,
+};
+
+use super::options::{ConnectOptions, Protocol};
+use super::to_redis_error;
+use crate::error::{Error, Result};
+use crate::token::credentials::RedisCredentials;
+use crate::token::events::TokenEvent;
+use crate::token::manager::{CredentialsWatch, TokenManager};
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(4_000_000);
+
+/// How long one re-`AUTH` round (every node) may take.
+const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// redis-rs' `StreamingCredentialsProvider` over a [`TokenManager`]: each subscriber gets valid
+/// credentials first, then every new token the manager acquires.
+///
+/// [`EntraClusterConnection`] uses it for every node connection; it also works with redis-rs'
+/// own `AsyncConnectionConfig::set_credentials_provider` and
+/// `ConnectionManagerConfig::set_credentials_provider`, where it has redis-rs' limit (a
+/// connection whose re-`AUTH` fails once is not re-authenticated again; see the
+/// [module docs](self)). Prefer [`EntraConnection`](crate::EntraConnection) there.
+#[derive(Debug, Clone)]
+pub struct EntraCredentialsProvider {
+    manager: TokenManager,
+}
+
+impl EntraCredentialsProvider {
+    /// A provider over `manager`.
+    pub fn new(manager: TokenManager) -> Self {
+        Self { manager }
+    }
+}
+
+/// Where a subscriber's stream is.
+enum Feed {
+    /// Nothing yielded yet.
+    Start(TokenManager),
+    /// Yielded the token of this generation; the next one comes from the watch.
+    Following(CredentialsWatch, u64),
+}
+
+impl StreamingCredentialsProvider for EntraCredentialsProvider {
+    fn subscribe(&self) -> Pin<Box<dyn Stream<Item = RedisResult<BasicAuth>> + Send + 'static>> {
+        let start = Feed::Start(self.manager.clone());
+        Box::pin(futures::stream::unfold(start, |feed| async move {
+            match feed {
+                Feed::Start(manager) => {
+                    let watch = manager.watch();
+                    match manager.credentials().await {
+                        Ok(creds) => Some((
+                            Ok(BasicAuth::new(
+                                creds.username().to_string(),
+                                creds.token().to_string(),
+                            )),
+                            Feed::Following(watch, creds.generation()),
+                        )),
+                        // Yielded as an error (redis-rs fails that connect and may retry it);
+                        // the stream carries on from the manager's next token.
+                        Err(e) => Some((
+                            Err(to_redis_error("no Entra ID token", e)),
+                            Feed::Following(watch, 0),
+                        )),
+                    }
+                }
+                Feed::Following(mut watch, seen) => loop {
+                    let creds = watch.next().await?;
+                    if creds.generation() > seen {
+                        let generation = creds.generation();
+                        return Some((
+                            Ok(BasicAuth::new(
+                                creds.username().to_string(),
+                                creds.token().to_string(),
+                            )),
+                            Feed::Following(watch, generation),
+                        ));
+                    }
+                },
+            }
+        }))
+    }
+}
+
+/// A Redis Cluster connection authenticated with Entra ID on every node, that stays
+/// authenticated: redis-rs' cluster-async client (redirections, slot map refreshes,
+/// reconnection) with an [`EntraCredentialsProvider`] and a re-authentication task that
+/// retries. See the [module docs](self) for how and within which limits.
+///
+/// Use it wherever redis-rs takes an async connection. Clones share the node connections.
+///
+/// ```no_run
+/// # async fn run() -> redis_entra::Result<()> {
+/// use redis::AsyncCommands;
+/// use redis_entra::{ConnectOptions, EntraClusterConnection, TokenManager, TokenManagerOptions};
+/// let credential = redis_entra::credential::from_env(&Default::default())?;
+/// let manager = TokenManager::new(credential, TokenManagerOptions::default());
+/// // Any node, as a seed: the client learns the others from CLUSTER SLOTS.
+/// let options = ConnectOptions::new("mycache.westeurope.redis.azure.net", 10000);
+/// let mut conn = EntraClusterConnection::connect(options, manager).await?;
+/// let _: () = conn.set("Az:key1", "value1").await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct EntraClusterConnection {
+    conn: ClusterConnection,
+    options: ConnectOptions,
+    manager: TokenManager,
+    id: u64,
+    /// Stops the re-authentication task with the last clone.
+    _task: Arc<AbortOnDrop>,
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl std::fmt::Debug for EntraClusterConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EntraClusterConnection")
+            .field("seed_host", &self.options.host)
+            .field("seed_port", &self.options.port)
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EntraClusterConnection {
+    /// Connects to the cluster through the seed node `options.host:options.port`, with the
+    /// manager's current token on every node.
+    pub async fn connect(options: ConnectOptions, manager: TokenManager) -> Result<Self> {
+        Self::connect_with_seeds(options, &[], manager).await
+    }
+
+    /// As [`connect`](Self::connect), with more seed nodes (`host`, `port`) tried after the one
+    /// in `options`.
+    pub async fn connect_with_seeds(
+        options: ConnectOptions,
+        more_seeds: &[(String, u16)],
+        manager: TokenManager,
+    ) -> Result<Self> {
+        if options.host.is_empty() {
+            return Err(Error::Config(
+                "no Redis host: set AZURE_REDIS_HOST (any node of the cluster)".into(),
+            ));
+        }
+        if options.db != 0 {
+            return Err(Error::Config(format!(
+                "database {} was asked for, but a Redis cluster has only database 0",
+                options.db
+            )));
+        }
+        // Fail early, with our error, if no token can be had.
+        let first = manager.credentials().await?;
+        let seeds: Vec<String> = std::iter::once((options.host.clone(), options.port))
+            .chain(more_seeds.iter().cloned())
+            .map(|(host, port)| seed_url(&host, port))
+            .collect();
+        let mut builder = ClusterClientBuilder::new(seeds)
+            .certs(TlsCertificates {
+                client_tls: None,
+                root_cert: options.tls.pem_bundle()?,
+            })
+            .use_protocol(match options.protocol {
+                Protocol::Resp2 => ProtocolVersion::RESP2,
+                Protocol::Resp3 => ProtocolVersion::RESP3,
+            })
+            .connection_timeout(options.connect_timeout)
+            .set_credentials_provider(EntraCredentialsProvider::new(manager.clone()));
+        if let Some(timeout) = options.response_timeout {
+            builder = builder.response_timeout(timeout);
+        }
+        if options.tls.danger_accept_invalid_certs {
+            builder = builder.tls(redis::TlsMode::Insecure);
+        }
+        let client = builder.build()?;
+        let conn = client.get_async_connection().await?;
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let task = tokio::spawn(reauthenticate(
+            id,
+            conn.clone(),
+            manager.clone(),
+            manager.watch(),
+            first.generation(),
+        ));
+        tracing::debug!(
+            connection = id,
+            seed_host = %options.host,
+            seed_port = options.port,
+            "connected to the cluster with an Entra ID token"
+        );
+        Ok(Self {
+            conn,
+            options,
+            manager,
+            id,
+            _task: Arc::new(AbortOnDrop(task.abort_handle())),
+        })
+    }
+
+    /// This connection's id within the process (as [`TokenEvent`]s name it).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The token manager the connection takes its tokens from.
+    pub fn manager(&self) -> &TokenManager {
+        &self.manager
+    }
+
+    /// redis-rs' cluster connection underneath (its node connections re-authenticate as
+    /// described in the [module docs](self)).
+    pub fn inner(&self) -> &ClusterConnection {
+        &self.conn
+    }
+}
+
+/// Our own re-authentication, alongside redis-rs': on each new token, `AUTH` on every node
+/// connection the cluster client holds, retried (with backoff) until it succeeds on all of
+/// them, a newer token arrives, or the token expires. This covers the node connections whose
+/// redis-rs re-authentication task gave up after one failure.
+async fn reauthenticate(
+    id: u64,
+    mut conn: ClusterConnection,
+    manager: TokenManager,
+    mut tokens: CredentialsWatch,
+    mut seen: u64,
+) {
+    while let Some(creds) = tokens.next().await {
+        if creds.generation() <= seen {
+            continue;
+        }
+        seen = creds.generation();
+        let mut attempt = 0u32;
+        loop {
+            let newer = manager
+                .current()
+                .is_some_and(|c| c.generation() > creds.generation());
+            if newer || creds.is_expired() {
+                break;
+            }
+            let started = Instant::now();
+            match auth_all_nodes(&mut conn, &creds).await {
+                Ok(()) => {
+                    tracing::debug!(connection = id, "cluster nodes re-authenticated");
+                    manager.emit(TokenEvent::ConnectionReauthenticated {
+                        connection_id: id,
+                        expires_on: creds.expires_on(),
+                        took: started.elapsed(),
+                    });
+                    break;
+                }
+                Err(error) => {
+                    tracing::warn!(connection = id, attempt, %error, "re-authenticating cluster nodes failed; retrying");
+                    manager.emit(TokenEvent::ReauthenticationFailed {
+                        connection_id: id,
+                        error,
+                    });
+                    let delay = Duration::from_millis(100u64 << attempt.min(6));
+                    attempt = attempt.saturating_add(1);
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+}
+
+/// `AUTH <oid> <token>` on every node connection; the errors (never the token) if any failed.
+async fn auth_all_nodes(
+    conn: &mut ClusterConnection,
+    creds: &RedisCredentials,
+) -> std::result::Result<(), String> {
+    let mut auth = redis::cmd("AUTH");
+    auth.arg(creds.username()).arg(creds.token());
+    // No response policy: one reply per node, keyed by its address, errors included.
+    let routing = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllNodes, None));
+    let replies = match tokio::time::timeout(AUTH_TIMEOUT, conn.route_command(auth, routing)).await
+    {
+        Ok(Ok(replies)) => replies,
+        Ok(Err(e)) => return Err(e.to_string()),
+        Err(_) => return Err(format!("no reply within {AUTH_TIMEOUT:?}")),
+    };
+    let Value::Map(replies) = replies else {
+        return Err(format!("unexpected reply to AUTH: {:?}", kind_of(&replies)));
+    };
+    let failed: Vec<String> = replies
+        .into_iter()
+        .filter_map(|(node, reply)| {
+            let node = match &node {
+                Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+                _ => "a node".to_string(),
+            };
+            match reply {
+                Value::Okay => None,
+                Value::SimpleString(s) if s == "OK" => None,
+                Value::ServerError(e) => Some(format!("{node}: {}", RedisError::from(e))),
+                other => Some(format!("{node}: unexpected reply {}", kind_of(&other))),
+            }
+        })
+        .collect();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(failed.join("; "))
+    }
+}
+
+/// A reply's type, for messages (a reply to `AUTH` is never printed: it could echo anything).
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Nil => "nil",
+        Value::Int(_) => "integer",
+        Value::BulkString(_) => "bulk string",
+        Value::Array(_) => "array",
+        Value::Map(_) => "map",
+        Value::SimpleString(_) => "simple string",
+        _ => "other",
+    }
+}
+
+/// `rediss://host:port`, with brackets around an IPv6 address.
+fn seed_url(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("rediss://[{host}]:{port}")
+    } else {
+        format!("rediss://{host}:{port}")
+    }
+}
+
+impl ConnectionLike for EntraClusterConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        self.conn.req_packed_command(cmd)
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        self.conn.req_packed_commands(pipeline, offset, count)
+    }
+
+    fn get_db(&self) -> i64 {
+        0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_urls_bracket_ipv6() {
+        assert_eq!(seed_url("localhost", 6380), "rediss://localhost:6380");
+        assert_eq!(seed_url("::1", 10000), "rediss://[::1]:10000");
+        assert_eq!(seed_url("[::1]", 10000), "rediss://[::1]:10000");
+    }
+}

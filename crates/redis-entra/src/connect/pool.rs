@@ -1,0 +1,668 @@
+//! Connection pools that stay authenticated: [r2d2] (sync) and [bb8] (async).
+//!
+//! A pooled connection belongs to one borrower at a time, who may send a `MULTI`, some commands
+//! and an `EXEC` as separate round trips. An `AUTH` sent in the middle would be queued inside the
+//! transaction, so a pooled connection is re-authenticated only where no borrower is in the
+//! middle of something:
+//!
+//! - **at checkout** (`is_valid`, which r2d2 and bb8 call before handing a connection out unless
+//!   `test_on_check_out` is turned off): `AUTH` if a newer token exists, a reconnect if the
+//!   connection died or its token expired, then `PING`;
+//! - **while idle**: a worker, woken by every new token and by every connection returned with an
+//!   old token, sends `AUTH` on the connections that sit idle in the pool, so that an idle
+//!   connection is never closed by the server at expiry;
+//! - **lazily, before a borrower's command**, only if the borrow outlives the token's refresh
+//!   point, and never between a `MULTI` and its `EXEC`/`DISCARD`.
+//!
+//! A connection that failed on the wire is reported broken when returned (`has_broken`), so the
+//! pool drops it and opens a new one with a fresh token.
+//!
+//! For async code the pool's connection is [`EntraPooledConnection`], a redis-rs
+//! `MultiplexedConnection` re-authenticated by those rules, rather than an
+//! [`EntraConnection`](crate::EntraConnection): the latter re-authenticates from a background task
+//! as soon as a token arrives, which is right for a shared connection but could land between a
+//! borrower's `MULTI` and `EXEC`.
+//!
+//! [r2d2]: https://docs.rs/r2d2
+//! [bb8]: https://docs.rs/bb8
+
+use std::sync::{Arc, Mutex, Weak};
+
+use tokio::sync::Notify;
+
+/// The connections a pool created, for its idle-connection worker.
+struct Registry<T> {
+    conns: Mutex<Vec<Weak<T>>>,
+    wake: Arc<Notify>,
+}
+
+impl<T> Registry<T> {
+    fn new() -> Self {
+        Self {
+            conns: Mutex::new(Vec::new()),
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    fn add(&self, conn: &Arc<T>) {
+        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        conns.retain(|w| w.strong_count() > 0);
+        conns.push(Arc::downgrade(conn));
+    }
+
+    fn live(&self) -> Vec<Arc<T>> {
+        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        conns.retain(|w| w.strong_count() > 0);
+        conns.iter().filter_map(Weak::upgrade).collect()
+    }
+}
+
+#[cfg(feature = "r2d2")]
+pub use self::r2d2_impl::EntraConnectionManager;
+
+#[cfg(feature = "r2d2")]
+mod r2d2_impl {
+    use super::*;
+    use crate::connect::sync::{BlockingTokenManager, EntraSyncConnection, SyncShared};
+    use crate::connect::to_redis_error;
+    use crate::ConnectOptions;
+
+    /// An [r2d2](https://docs.rs/r2d2) manager of [`EntraSyncConnection`]s that stay
+    /// authenticated (see [the module docs](super) for when they send `AUTH`).
+    ///
+    /// ```no_run
+    /// use redis::Commands;
+    /// use redis_entra::connect::pool::EntraConnectionManager;
+    /// use redis_entra::{BlockingTokenManager, ConnectOptions, TokenManagerOptions};
+    ///
+    /// fn main() -> Result<(), Box<dyn std::error::Error>> {
+    ///     let credential = redis_entra::credential::from_env(&Default::default())?;
+    ///     let tokens = BlockingTokenManager::new(credential, TokenManagerOptions::default())?;
+    ///     let options = ConnectOptions::new("mycache.redis.cache.windows.net", 6380);
+    ///     let pool = r2d2::Pool::builder()
+    ///         .max_size(8)
+    ///         .build(EntraConnectionManager::new(options, tokens))?;
+    ///     let mut conn = pool.get()?;
+    ///     let _: () = conn.set("Az:key1", "value1")?;
+    ///     Ok(())
+    /// }
+    /// ```
+    pub struct EntraConnectionManager {
+        options: ConnectOptions,
+        tokens: BlockingTokenManager,
+        registry: Arc<Registry<SyncShared>>,
+        worker: tokio::task::AbortHandle,
+    }
+
+    impl std::fmt::Debug for EntraConnectionManager {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("EntraConnectionManager")
+                .field("host", &self.options.host)
+                .field("port", &self.options.port)
+                .finish_non_exhaustive()
+        }
+    }
+
+    impl Drop for EntraConnectionManager {
+        fn drop(&mut self) {
+            self.worker.abort();
+        }
+    }
+
+    impl EntraConnectionManager {
+        /// A manager connecting to `options` with tokens from `tokens`. Starts the worker that
+        /// re-authenticates idle connections (on the token manager's runtime thread).
+        pub fn new(options: ConnectOptions, tokens: BlockingTokenManager) -> Self {
+            let registry = Arc::new(Registry::new());
+            let worker = tokens
+                .handle()
+                .spawn(worker(
+                    Arc::downgrade(&registry),
+                    registry.wake.clone(),
+                    tokens.manager().watch(),
+                ))
+                .abort_handle();
+            Self {
+                options,
+                tokens,
+                registry,
+                worker,
+            }
+        }
+
+        /// The token manager behind the pool.
+        pub fn tokens(&self) -> &BlockingTokenManager {
+            &self.tokens
+        }
+    }
+
+    async fn worker(
+        registry: Weak<Registry<SyncShared>>,
+        wake: Arc<Notify>,
+        mut tokens: crate::CredentialsWatch,
+    ) {
+        loop {
+            tokio::select! {
+                creds = tokens.next() => if creds.is_none() { return },
+                _ = wake.notified() => {}
+            }
+            let Some(registry) = registry.upgrade() else {
+                return;
+            };
+            let conns = registry.live();
+            drop(registry);
+            if conns.is_empty() {
+                continue;
+            }
+            let _ = tokio::task::spawn_blocking(move || {
+                for conn in conns {
+                    conn.reauthenticate_if_idle();
+                }
+            })
+            .await;
+        }
+    }
+
+    impl r2d2::ManageConnection for EntraConnectionManager {
+        type Connection = EntraSyncConnection;
+        type Error = redis::RedisError;
+
+        fn connect(&self) -> Result<EntraSyncConnection, redis::RedisError> {
+            let conn = EntraSyncConnection::connect(self.options.clone(), self.tokens.clone())
+                .map_err(|e| to_redis_error("connecting with an Entra ID token failed", e))?;
+            // A new connection goes to the idle list until it is checked out.
+            conn.shared().set_idle(true);
+            self.registry.add(conn.shared());
+            Ok(conn)
+        }
+
+        fn is_valid(&self, conn: &mut EntraSyncConnection) -> Result<(), redis::RedisError> {
+            let shared = conn.shared();
+            let mut state = shared.lock();
+            shared.set_idle(false);
+            shared.validate(&mut state)
+        }
+
+        fn has_broken(&self, conn: &mut EntraSyncConnection) -> bool {
+            let shared = conn.shared();
+            shared.set_idle(true);
+            let state = shared.lock();
+            if !SyncShared::is_open(&state) {
+                return true;
+            }
+            if shared.is_stale(&state) {
+                // Returned with an old token: the worker re-authenticates it while it is idle.
+                self.registry.wake.notify_one();
+            }
+            false
+        }
+    }
+}
+
+#[cfg(feature = "bb8")]
+pub use self::bb8_impl::{EntraAsyncConnectionManager, EntraPooledConnection};
+
+#[cfg(feature = "bb8")]
+mod bb8_impl {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    use std::time::{Instant, SystemTime};
+
+    use redis::aio::{ConnectionLike, MultiplexedConnection};
+    use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisFuture, RedisResult, Value};
+
+    use super::*;
+    use crate::connect::multiplexed::{is_auth_error, is_connection_error};
+    use crate::connect::{to_redis_error, MultiTracker};
+    use crate::token::credentials::RedisCredentials;
+    use crate::{ConnectOptions, Result, TokenEvent, TokenManager};
+
+    static NEXT_ID: AtomicU64 = AtomicU64::new(2_000_000);
+
+    struct State {
+        conn: Option<MultiplexedConnection>,
+        token_generation: u64,
+        expires_on: SystemTime,
+        multi: MultiTracker,
+        last_used: Instant,
+    }
+
+    struct Shared {
+        id: u64,
+        options: ConnectOptions,
+        manager: TokenManager,
+        state: tokio::sync::Mutex<State>,
+        idle: AtomicBool,
+    }
+
+    /// An async connection for exclusive use (one borrower at a time, as in a pool) that stays
+    /// authenticated without ever sending `AUTH` in the middle of a borrower's transaction.
+    ///
+    /// It wraps a redis-rs `MultiplexedConnection` and implements `redis::aio::ConnectionLike`.
+    /// Before each command it sends `AUTH` if a newer token exists (never between `MULTI` and
+    /// `EXEC`), and reconnects with a fresh token if the connection died or its token expired.
+    /// [`EntraAsyncConnectionManager`] adds `AUTH` at checkout and while idle.
+    ///
+    /// ```no_run
+    /// # async fn run(manager: redis_entra::TokenManager) -> redis_entra::Result<()> {
+    /// use redis::AsyncCommands;
+    /// use redis_entra::connect::pool::EntraPooledConnection;
+    /// use redis_entra::ConnectOptions;
+    /// let options = ConnectOptions::new("mycache.redis.cache.windows.net", 6380);
+    /// let mut conn = EntraPooledConnection::connect(options, manager).await?;
+    /// let _: () = conn.set("Az:key1", "value1").await?;
+    /// # Ok(()) }
+    /// ```
+    pub struct EntraPooledConnection {
+        shared: Arc<Shared>,
+    }
+
+    impl std::fmt::Debug for EntraPooledConnection {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("EntraPooledConnection")
+                .field("id", &self.shared.id)
+                .field("host", &self.shared.options.host)
+                .field("port", &self.shared.options.port)
+                .finish_non_exhaustive()
+        }
+    }
+
+    async fn open(
+        options: &ConnectOptions,
+        creds: &RedisCredentials,
+    ) -> Result<MultiplexedConnection> {
+        let client = options.client(creds)?;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(options.connect_timeout))
+            .set_response_timeout(options.response_timeout);
+        Ok(client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?)
+    }
+
+    impl EntraPooledConnection {
+        /// Connects with the manager's current token.
+        pub async fn connect(options: ConnectOptions, manager: TokenManager) -> Result<Self> {
+            let creds = manager.credentials().await?;
+            let conn = open(&options, &creds).await?;
+            let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(connection = id, "connected (pooled) with an Entra ID token");
+            Ok(Self {
+                shared: Arc::new(Shared {
+                    id,
+                    options,
+                    manager,
+                    state: tokio::sync::Mutex::new(State {
+                        conn: Some(conn),
+                        token_generation: creds.generation(),
+                        expires_on: creds.expires_on(),
+                        multi: MultiTracker::default(),
+                        last_used: Instant::now(),
+                    }),
+                    idle: AtomicBool::new(false),
+                }),
+            })
+        }
+
+        /// This connection's id (as events name it).
+        pub fn id(&self) -> u64 {
+            self.shared.id
+        }
+
+        /// When the token this connection last authenticated with expires.
+        pub async fn token_expires_on(&self) -> SystemTime {
+            self.shared.state.lock().await.expires_on
+        }
+
+        /// Brings the connection up to date now (see [`EntraPooledConnection`]).
+        pub async fn refresh_authentication(&mut self) -> RedisResult<()> {
+            let mut state = self.shared.state.lock().await;
+            self.shared.prepare(&mut state, false).await
+        }
+    }
+
+    impl Shared {
+        fn is_stale(&self, state: &State) -> bool {
+            self.manager
+                .current()
+                .is_some_and(|c| c.generation() > state.token_generation)
+        }
+
+        async fn reconnect(&self, state: &mut State, reason: &str) -> RedisResult<()> {
+            state.conn = None;
+            state.multi.reset();
+            let creds = self
+                .manager
+                .credentials()
+                .await
+                .map_err(|e| to_redis_error("no token to reconnect with", e))?;
+            let conn = open(&self.options, &creds).await.map_err(|e| {
+                if let crate::Error::Redis(re) = &e {
+                    if is_auth_error(re) {
+                        self.manager.refresh_now();
+                    }
+                }
+                to_redis_error("reconnecting with a fresh token failed", e)
+            })?;
+            state.conn = Some(conn);
+            state.token_generation = creds.generation();
+            state.expires_on = creds.expires_on();
+            state.last_used = Instant::now();
+            tracing::info!(
+                connection = self.id,
+                reason,
+                "reconnected with a fresh token"
+            );
+            self.manager.emit(TokenEvent::Reconnected {
+                connection_id: self.id,
+                reason: reason.to_string(),
+            });
+            Ok(())
+        }
+
+        async fn reauthenticate(
+            &self,
+            state: &mut State,
+            creds: &RedisCredentials,
+        ) -> RedisResult<()> {
+            let Some(conn) = state.conn.as_mut() else {
+                return self.reconnect(state, "the connection was lost").await;
+            };
+            let started = Instant::now();
+            let result = redis::cmd("AUTH")
+                .arg(creds.username())
+                .arg(creds.token())
+                .query_async::<()>(conn)
+                .await;
+            match result {
+                Ok(()) => {
+                    let took = started.elapsed();
+                    state.token_generation = creds.generation();
+                    state.expires_on = creds.expires_on();
+                    state.last_used = Instant::now();
+                    tracing::debug!(connection = self.id, ?took, "re-authenticated (pooled)");
+                    self.manager.emit(TokenEvent::ConnectionReauthenticated {
+                        connection_id: self.id,
+                        expires_on: creds.expires_on(),
+                        took,
+                    });
+                    Ok(())
+                }
+                Err(e) if is_connection_error(&e) => {
+                    self.reconnect(state, "the connection was lost during re-authentication")
+                        .await
+                }
+                Err(e) => {
+                    if is_auth_error(&e) {
+                        self.manager.refresh_now();
+                    }
+                    tracing::warn!(connection = self.id, error = %e, "re-authentication failed");
+                    self.manager.emit(TokenEvent::ReauthenticationFailed {
+                        connection_id: self.id,
+                        error: e.to_string(),
+                    });
+                    Ok(())
+                }
+            }
+        }
+
+        async fn ping(&self, state: &mut State) -> bool {
+            let Some(conn) = state.conn.as_mut() else {
+                return false;
+            };
+            let ok = redis::cmd("PING").query_async::<Value>(conn).await.is_ok();
+            if ok {
+                state.last_used = Instant::now();
+            }
+            ok
+        }
+
+        async fn prepare(&self, state: &mut State, probe: bool) -> RedisResult<()> {
+            if state.conn.is_none() {
+                return self.reconnect(state, "the connection was lost").await;
+            }
+            if state.expires_on <= SystemTime::now() {
+                return self.reconnect(state, "its token expired").await;
+            }
+            if !state.multi.in_multi() {
+                if let Some(creds) = self.manager.current() {
+                    if creds.generation() > state.token_generation && !creds.is_expired() {
+                        self.reauthenticate(state, &creds).await?;
+                    }
+                }
+            }
+            if probe && !state.multi.in_multi() {
+                if let Some(every) = self.options.health_check_interval {
+                    if state.last_used.elapsed() >= every && !self.ping(state).await {
+                        return self
+                            .reconnect(state, "the connection stopped answering")
+                            .await;
+                    }
+                }
+            }
+            Ok(())
+        }
+
+        async fn validate(&self, state: &mut State) -> RedisResult<()> {
+            self.prepare(state, false).await?;
+            if !self.ping(state).await {
+                self.reconnect(state, "the connection stopped answering")
+                    .await?;
+            }
+            Ok(())
+        }
+
+        async fn reauthenticate_if_idle(&self) {
+            if !self.idle.load(Ordering::SeqCst) {
+                return;
+            }
+            let Ok(mut state) = self.state.try_lock() else {
+                return;
+            };
+            if !self.idle.load(Ordering::SeqCst)
+                || !(self.is_stale(&state) || state.expires_on <= SystemTime::now())
+            {
+                return;
+            }
+            if let Err(e) = self.prepare(&mut state, false).await {
+                tracing::warn!(connection = self.id, error = %e, "could not refresh an idle connection");
+            }
+        }
+
+        /// Locks the connection for a command and makes it ready.
+        async fn begin(&self) -> RedisResult<tokio::sync::MutexGuard<'_, State>> {
+            let mut state = self.state.lock().await;
+            self.idle.store(false, Ordering::SeqCst);
+            self.prepare(&mut state, true).await?;
+            Ok(state)
+        }
+    }
+
+    impl State {
+        fn conn(&mut self) -> RedisResult<&mut MultiplexedConnection> {
+            self.conn.as_mut().ok_or_else(|| {
+                redis::RedisError::from((
+                    redis::ErrorKind::Io,
+                    "the connection is being replaced with a fresh token",
+                ))
+            })
+        }
+
+        /// Notes the outcome of a command.
+        fn finish<T>(&mut self, result: &RedisResult<T>) {
+            self.last_used = Instant::now();
+            if let Err(e) = result {
+                if is_connection_error(e) {
+                    // The next command reconnects; this one may or may not have run, so it is
+                    // not retried: the caller decides.
+                    self.conn = None;
+                    self.multi.reset();
+                }
+            }
+        }
+    }
+
+    impl ConnectionLike for EntraPooledConnection {
+        fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+            Box::pin(async move {
+                let mut state = self.shared.begin().await?;
+                let result = state.conn()?.req_packed_command(cmd).await;
+                state.multi.saw_cmd(cmd);
+                state.finish(&result);
+                result
+            })
+        }
+
+        fn req_packed_commands<'a>(
+            &'a mut self,
+            pipeline: &'a Pipeline,
+            offset: usize,
+            count: usize,
+        ) -> RedisFuture<'a, Vec<Value>> {
+            Box::pin(async move {
+                let mut state = self.shared.begin().await?;
+                let result = state
+                    .conn()?
+                    .req_packed_commands(pipeline, offset, count)
+                    .await;
+                pipeline.cmd_iter().for_each(|c| state.multi.saw_cmd(c));
+                state.finish(&result);
+                result
+            })
+        }
+
+        fn get_db(&self) -> i64 {
+            self.shared.options.db
+        }
+    }
+
+    /// A [bb8](https://docs.rs/bb8) manager of [`EntraPooledConnection`]s that stay
+    /// authenticated (see [the module docs](super) for when they send `AUTH`).
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use redis::AsyncCommands;
+    /// use redis_entra::connect::pool::EntraAsyncConnectionManager;
+    /// use redis_entra::{ConnectOptions, TokenManager, TokenManagerOptions};
+    /// let credential = redis_entra::credential::from_env(&Default::default())?;
+    /// let manager = TokenManager::new(credential, TokenManagerOptions::default());
+    /// let options = ConnectOptions::new("mycache.redis.cache.windows.net", 6380);
+    /// let pool = bb8::Pool::builder()
+    ///     .max_size(8)
+    ///     .build(EntraAsyncConnectionManager::new(options, manager))
+    ///     .await?;
+    /// let mut conn = pool.get().await?;
+    /// let _: () = conn.set("Az:key1", "value1").await?;
+    /// # Ok(()) }
+    /// ```
+    pub struct EntraAsyncConnectionManager {
+        options: ConnectOptions,
+        manager: TokenManager,
+        registry: Arc<Registry<Shared>>,
+        worker: OnceLock<tokio::task::AbortHandle>,
+    }
+
+    impl std::fmt::Debug for EntraAsyncConnectionManager {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("EntraAsyncConnectionManager")
+                .field("host", &self.options.host)
+                .field("port", &self.options.port)
+                .finish_non_exhaustive()
+        }
+    }
+
+    impl Drop for EntraAsyncConnectionManager {
+        fn drop(&mut self) {
+            if let Some(worker) = self.worker.get() {
+                worker.abort();
+            }
+        }
+    }
+
+    impl EntraAsyncConnectionManager {
+        /// A manager connecting to `options` with tokens from `manager`. The worker that
+        /// re-authenticates idle connections starts with the first connection (on the runtime
+        /// the pool runs on).
+        pub fn new(options: ConnectOptions, manager: TokenManager) -> Self {
+            Self {
+                options,
+                manager,
+                registry: Arc::new(Registry::new()),
+                worker: OnceLock::new(),
+            }
+        }
+
+        /// The token manager behind the pool.
+        pub fn manager(&self) -> &TokenManager {
+            &self.manager
+        }
+    }
+
+    async fn worker(
+        registry: Weak<Registry<Shared>>,
+        wake: Arc<Notify>,
+        mut tokens: crate::CredentialsWatch,
+    ) {
+        loop {
+            tokio::select! {
+                creds = tokens.next() => if creds.is_none() { return },
+                _ = wake.notified() => {}
+            }
+            let Some(registry) = registry.upgrade() else {
+                return;
+            };
+            let conns = registry.live();
+            drop(registry);
+            futures::future::join_all(conns.iter().map(|c| c.reauthenticate_if_idle())).await;
+        }
+    }
+
+    impl bb8::ManageConnection for EntraAsyncConnectionManager {
+        type Connection = EntraPooledConnection;
+        type Error = redis::RedisError;
+
+        async fn connect(&self) -> Result<EntraPooledConnection, redis::RedisError> {
+            self.worker.get_or_init(|| {
+                tokio::spawn(worker(
+                    Arc::downgrade(&self.registry),
+                    self.registry.wake.clone(),
+                    self.manager.watch(),
+                ))
+                .abort_handle()
+            });
+            let conn = EntraPooledConnection::connect(self.options.clone(), self.manager.clone())
+                .await
+                .map_err(|e| to_redis_error("connecting with an Entra ID token failed", e))?;
+            // A new connection goes to the idle list until it is checked out.
+            conn.shared.idle.store(true, Ordering::SeqCst);
+            self.registry.add(&conn.shared);
+            Ok(conn)
+        }
+
+        async fn is_valid(
+            &self,
+            conn: &mut EntraPooledConnection,
+        ) -> Result<(), redis::RedisError> {
+            let shared = &conn.shared;
+            let mut state = shared.state.lock().await;
+            shared.idle.store(false, Ordering::SeqCst);
+            shared.validate(&mut state).await
+        }
+
+        fn has_broken(&self, conn: &mut EntraPooledConnection) -> bool {
+            let shared = &conn.shared;
+            shared.idle.store(true, Ordering::SeqCst);
+            // The borrower is done, so the lock is free unless the worker holds it.
+            let Ok(state) = shared.state.try_lock() else {
+                return false;
+            };
+            if state.conn.is_none() {
+                return true;
+            }
+            if shared.is_stale(&state) {
+                self.registry.wake.notify_one();
+            }
+            false
+        }
+    }
+}
