@@ -6,10 +6,13 @@ use std::io::Write as _;
 use anyhow::Context;
 use redis::aio::ConnectionLike;
 use redis::{Cmd, Pipeline, RedisFuture, Value};
-use redis_entra::config::RedisConfig;
+use std::sync::Arc;
+
+use redis_entra::config::{Auth, RedisConfig};
+use redis_entra::credential::AccessKeyCredential;
 use redis_entra::{
     ConnectOptions, EntraClusterConnection, EntraConnection, SubscriptionKind, TokenManager,
-    TokenManagerOptions,
+    TokenManagerOptions, Username,
 };
 
 use crate::exit::{self, UsageError};
@@ -17,7 +20,19 @@ use crate::format;
 use crate::settings::{self, Output};
 
 /// A token manager over the Entra credential the configuration describes.
+///
+/// An access key goes through the same machinery: a credential that hands out the key, and the
+/// fixed username `default` (`AUTH default <key>`).
 pub fn manager(config: &RedisConfig) -> anyhow::Result<TokenManager> {
+    if let Auth::AccessKey { key } = &config.auth {
+        return Ok(TokenManager::new(
+            Arc::new(AccessKeyCredential::new(key.clone())),
+            TokenManagerOptions {
+                username: Username::Fixed("default".into()),
+                ..TokenManagerOptions::default()
+            },
+        ));
+    }
     let credential = settings::entra_credential(config)?;
     Ok(TokenManager::new(
         credential,

@@ -12,6 +12,9 @@ use std::sync::Arc;
 use azure_core::credentials::TokenCredential;
 use clap::Args;
 use redis_entra::config::RedisConfig;
+use redis_entra::credential::{
+    default_azure_credential, prefers_default_chain, DefaultAzureCredentialOptions,
+};
 use redis_entra::{ConnectOptions, Protocol, TlsOptions};
 
 use crate::exit::UsageError;
@@ -205,7 +208,21 @@ impl ConnectionArgs {
 
 /// The Entra credential of a configuration; an access key is a usage error (this command signs
 /// in with Entra ID only).
+///
+/// When the variables name no identity at all (a system-assigned managed identity by Service
+/// Connector's rules) and no managed-identity endpoint is set, or when `AZURE_TOKEN_CREDENTIALS`
+/// is set, the command uses the `DefaultAzureCredential` chain instead (environment, workload
+/// identity, managed identity, Azure CLI, Azure Developer CLI), so `az login` on a laptop works.
 pub fn entra_credential(config: &RedisConfig) -> anyhow::Result<Arc<dyn TokenCredential>> {
+    if prefers_default_chain(&config.auth) {
+        let chain = default_azure_credential(DefaultAzureCredentialOptions {
+            tls: config.tls.clone(),
+            authority_host: config.authority_host.clone(),
+            ..DefaultAzureCredentialOptions::default()
+        })
+        .map_err(|e| usage(e.to_string()))?;
+        return Ok(chain);
+    }
     match config.credential()? {
         Some(credential) => Ok(credential),
         None => Err(usage(

@@ -2,123 +2,9 @@
 //! setups made with the emulator are named by the right check, with the right cause and exit
 //! code.
 
-use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+mod common;
 
-use redis_entra_emulator::{Emulator, EmulatorConfig};
-
-/// A local Azure in this process, with its own runtime.
-struct Cache {
-    rt: tokio::runtime::Runtime,
-    emulator: Option<Emulator>,
-}
-
-impl Cache {
-    fn start() -> Self {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("a tokio runtime");
-        let emulator = rt
-            .block_on(Emulator::start(EmulatorConfig::default()))
-            .expect("the emulator starts (is redis-server installed? scripts/setup installs it)");
-        Self {
-            rt,
-            emulator: Some(emulator),
-        }
-    }
-
-    fn emulator(&self) -> &Emulator {
-        self.emulator.as_ref().expect("running")
-    }
-
-    /// The emulator's variables, with `changes` applied (`None` removes a variable).
-    fn env_with(&self, changes: &[(&str, Option<&str>)]) -> Vec<(String, String)> {
-        let mut vars = self.emulator().env();
-        for (name, value) in changes {
-            vars.retain(|(k, _)| k != name);
-            if let Some(v) = value {
-                vars.push((name.to_string(), v.to_string()));
-            }
-        }
-        vars
-    }
-
-    fn secret(&self) -> String {
-        self.emulator()
-            .service_principal()
-            .secret
-            .clone()
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for Cache {
-    fn drop(&mut self) {
-        if let Some(emulator) = self.emulator.take() {
-            self.rt.block_on(emulator.shutdown());
-        }
-    }
-}
-
-/// What `redis-entra ARGS` did, with exactly `vars` (plus PATH and HOME) in its environment.
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-fn redis_entra(args: &[&str], vars: &[(String, String)]) -> Run {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_redis-entra"));
-    cmd.env_clear();
-    for name in ["PATH", "HOME"] {
-        if let Some(v) = std::env::var_os(name) {
-            cmd.env(name, v);
-        }
-    }
-    cmd.envs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = cmd.spawn().expect("redis-entra runs");
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel::<std::io::Result<Output>>();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(Ok(out)) => Run {
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        },
-        Ok(Err(e)) => panic!("waiting for redis-entra {args:?}: {e}"),
-        Err(_) => {
-            let _ = Command::new("kill")
-                .arg("-KILL")
-                .arg(pid.to_string())
-                .status();
-            panic!("redis-entra {args:?} did not finish within 60 s");
-        }
-    }
-}
-
-#[allow(dead_code)]
-impl Run {
-    fn ok(self, what: &str) -> Self {
-        assert_eq!(
-            self.code,
-            Some(0),
-            "{what} failed:\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.stdout,
-            self.stderr
-        );
-        self
-    }
-}
+use common::{redis_entra, Cache, Run};
 
 /// The doctor's line for a check (`ok    TLS: …`), and the lines under it.
 fn check_block<'a>(stdout: &'a str, name: &str) -> (&'a str, String) {
@@ -172,7 +58,7 @@ fn assert_no_secrets(run: &Run, cache: &Cache) {
 fn a_healthy_setup_passes_every_check() {
     let cache = Cache::start();
     let run = redis_entra(&["doctor"], &cache.env_with(&[]));
-    assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(run.code(), Some(0), "{}\n{}", run.stdout, run.stderr);
     for name in CHECKS {
         assert_status(&run.stdout, name, "ok");
     }
@@ -196,7 +82,7 @@ fn a_healthy_setup_passes_every_check() {
     assert_no_secrets(&run, &cache);
 
     let run = redis_entra(&["doctor", "--read-only"], &cache.env_with(&[]));
-    assert_eq!(run.code, Some(0), "{}", run.stdout);
+    assert_eq!(run.code(), Some(0), "{}", run.stdout);
     assert_status(&run.stdout, "write", "skip");
 }
 
@@ -208,7 +94,7 @@ fn a_wrong_secret_fails_the_token_check() {
         ("AZURE_REDIS_CLIENTSECRET", Some("Xyz8Q~not.the.secret")),
     ]);
     let run = redis_entra(&["doctor"], &vars);
-    assert_eq!(run.code, Some(3), "{}", run.stdout);
+    assert_eq!(run.code(), Some(3), "{}", run.stdout);
     for name in ["configuration", "DNS", "TCP", "TLS"] {
         assert_status(&run.stdout, name, "ok");
     }
@@ -237,7 +123,7 @@ fn an_untrusted_ca_fails_the_tls_check() {
         ("NODE_EXTRA_CA_CERTS", None),
     ]);
     let run = redis_entra(&["doctor"], &vars);
-    assert_eq!(run.code, Some(4), "{}", run.stdout);
+    assert_eq!(run.code(), Some(4), "{}", run.stdout);
     assert_status(&run.stdout, "TCP", "ok");
     let tls = assert_status(&run.stdout, "TLS", "FAIL");
     assert!(tls.contains("does not trust"), "{tls}");
@@ -251,7 +137,7 @@ fn an_untrusted_ca_fails_the_tls_check() {
         &["--cacert", ca.to_str().expect("utf-8 path"), "doctor"],
         &vars,
     );
-    assert_eq!(run.code, Some(0), "{}", run.stdout);
+    assert_eq!(run.code(), Some(0), "{}", run.stdout);
 }
 
 #[test]
@@ -263,7 +149,7 @@ fn a_closed_port_fails_the_tcp_check() {
     };
     let vars = cache.env_with(&[("AZURE_REDIS_PORT", Some(&closed.to_string()))]);
     let run = redis_entra(&["doctor"], &vars);
-    assert_eq!(run.code, Some(4), "{}", run.stdout);
+    assert_eq!(run.code(), Some(4), "{}", run.stdout);
     assert_status(&run.stdout, "DNS", "ok");
     let tcp = assert_status(&run.stdout, "TCP", "FAIL");
     assert!(tcp.contains(&closed.to_string()), "{tcp}");
@@ -286,7 +172,7 @@ fn no_secret_and_no_managed_identity_explains_managed_identity() {
         ("IDENTITY_HEADER", None),
     ]);
     let run = redis_entra(&["doctor"], &vars);
-    assert_eq!(run.code, Some(3), "{}", run.stdout);
+    assert_eq!(run.code(), Some(3), "{}", run.stdout);
     let config = assert_status(&run.stdout, "configuration", "ok");
     assert!(config.contains("managed identity"), "{config}");
     let token = assert_status(&run.stdout, "token", "FAIL");
@@ -303,7 +189,7 @@ fn no_access_policy_fails_auth_and_names_the_policy() {
     let oid = cache.emulator().service_principal().object_id.clone();
     cache.emulator().directory().unassign(&oid);
     let run = redis_entra(&["doctor"], &cache.env_with(&[]));
-    assert_eq!(run.code, Some(3), "{}", run.stdout);
+    assert_eq!(run.code(), Some(3), "{}", run.stdout);
     for name in ["TLS", "token", "claims"] {
         assert_status(&run.stdout, name, "ok");
     }
@@ -327,7 +213,7 @@ fn a_bad_variable_fails_the_configuration_check() {
         &["doctor"],
         &cache.env_with(&[("AZURE_REDIS_PORT", Some("abc"))]),
     );
-    assert_eq!(run.code, Some(2), "{}", run.stdout);
+    assert_eq!(run.code(), Some(2), "{}", run.stdout);
     let config = assert_status(&run.stdout, "configuration", "FAIL");
     assert!(config.contains("AZURE_REDIS_PORT"), "{config}");
     assert_status(&run.stdout, "DNS", "skip");

@@ -391,3 +391,28 @@ fn bad_flag_values_are_clear_errors() {
     rejects("--token-lifetime", "soon");
     rejects("--identity", "somebody");
 }
+
+#[test]
+fn every_env_file_kind_alone_drives_the_command() {
+    for kind in [
+        "service-principal",
+        "managed-identity",
+        "user-assigned-identity",
+        "workload-identity",
+        "certificate",
+        "access-key",
+    ] {
+        let emulator = EmulatorProcess::start(&["--token-lifetime", "30s", "--identity", kind]);
+        let key = format!("kind:{kind}");
+        assert_eq!(cli(&emulator, &["PING"]), "PONG", "{kind}");
+        assert_eq!(cli(&emulator, &["SET", &key, kind]), "OK", "{kind}");
+        assert_eq!(cli(&emulator, &["GET", &key]), kind, "{kind}");
+        let whoami = cli(&emulator, &["ACL", "WHOAMI"]);
+        let expected = if kind == "access-key" {
+            "entra-access-key"
+        } else {
+            "entra-data-owner"
+        };
+        assert_eq!(whoami, expected, "{kind}");
+    }
+}

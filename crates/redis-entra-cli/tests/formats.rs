@@ -2,129 +2,13 @@
 //! piped, `--no-raw`, `--json`) and the exit codes a script relies on (1 error reply, 2 usage,
 //! 3 authentication, 4 connection).
 
+mod common;
+
+use common::{redis_entra, Cache, Run};
+
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
-
-use redis_entra_emulator::{Emulator, EmulatorConfig};
-
-/// A local Azure in this process, with its own runtime.
-struct Cache {
-    rt: tokio::runtime::Runtime,
-    emulator: Option<Emulator>,
-}
-
-impl Cache {
-    fn start() -> Self {
-        Self::with_tokens_living(Duration::from_secs(3600))
-    }
-
-    fn with_tokens_living(lifetime: Duration) -> Self {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("a tokio runtime");
-        let emulator = rt
-            .block_on(Emulator::start(EmulatorConfig {
-                token_lifetime: lifetime,
-                ..EmulatorConfig::default()
-            }))
-            .expect("the emulator starts (is redis-server installed? scripts/setup installs it)");
-        Self {
-            rt,
-            emulator: Some(emulator),
-        }
-    }
-
-    fn emulator(&self) -> &Emulator {
-        self.emulator.as_ref().expect("running")
-    }
-
-    /// The emulator's variables, with `changes` applied (`None` removes a variable).
-    fn env_with(&self, changes: &[(&str, Option<&str>)]) -> Vec<(String, String)> {
-        let mut vars = self.emulator().env();
-        for (name, value) in changes {
-            vars.retain(|(k, _)| k != name);
-            if let Some(v) = value {
-                vars.push((name.to_string(), v.to_string()));
-            }
-        }
-        vars
-    }
-
-    fn secret(&self) -> String {
-        self.emulator()
-            .service_principal()
-            .secret
-            .clone()
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for Cache {
-    fn drop(&mut self) {
-        if let Some(emulator) = self.emulator.take() {
-            self.rt.block_on(emulator.shutdown());
-        }
-    }
-}
-
-/// What `redis-entra ARGS` did, with exactly `vars` (plus PATH and HOME) in its environment.
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-fn redis_entra(args: &[&str], vars: &[(String, String)]) -> Run {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_redis-entra"));
-    cmd.env_clear();
-    for name in ["PATH", "HOME"] {
-        if let Some(v) = std::env::var_os(name) {
-            cmd.env(name, v);
-        }
-    }
-    cmd.envs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = cmd.spawn().expect("redis-entra runs");
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel::<std::io::Result<Output>>();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(Ok(out)) => Run {
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        },
-        Ok(Err(e)) => panic!("waiting for redis-entra {args:?}: {e}"),
-        Err(_) => {
-            let _ = Command::new("kill")
-                .arg("-KILL")
-                .arg(pid.to_string())
-                .status();
-            panic!("redis-entra {args:?} did not finish within 60 s");
-        }
-    }
-}
-
-impl Run {
-    fn ok(self, what: &str) -> Self {
-        assert_eq!(
-            self.code,
-            Some(0),
-            "{what} failed:\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.stdout,
-            self.stderr
-        );
-        self
-    }
-}
 
 #[test]
 fn replies_are_raw_when_piped_typed_with_no_raw_and_json_with_json() {
@@ -210,10 +94,10 @@ fn exit_codes_tell_a_script_what_went_wrong() {
     // 1: an error reply, printed as redis-cli prints it.
     redis_entra(&["RPUSH", "alist", "x"], &vars).ok("RPUSH");
     let run = redis_entra(&["INCR", "alist"], &vars);
-    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert_eq!(run.code(), Some(1), "{}", run.stderr);
     assert!(run.stdout.starts_with("WRONGTYPE "), "{:?}", run.stdout);
     let run = redis_entra(&["--no-raw", "INCR", "alist"], &vars);
-    assert_eq!(run.code, Some(1));
+    assert_eq!(run.code(), Some(1));
     assert!(
         run.stdout.starts_with("(error) WRONGTYPE "),
         "{:?}",
@@ -221,14 +105,14 @@ fn exit_codes_tell_a_script_what_went_wrong() {
     );
     // With --json, stdout stays parseable: the error goes to stderr.
     let run = redis_entra(&["--json", "INCR", "alist"], &vars);
-    assert_eq!(run.code, Some(1));
+    assert_eq!(run.code(), Some(1));
     assert_eq!(run.stdout, "");
     assert!(run.stderr.contains("(error) WRONGTYPE"), "{}", run.stderr);
 
     // 2: a bad variable, named in the message.
     let bad_port = cache.env_with(&[("AZURE_REDIS_PORT", Some("abc"))]);
     let run = redis_entra(&["GET", "k"], &bad_port);
-    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert_eq!(run.code(), Some(2), "{}", run.stderr);
     assert!(run.stderr.contains("AZURE_REDIS_PORT"), "{}", run.stderr);
     // 2: redis-cli's password flags are refused, with the reason, without echoing the value.
     for flags in [
@@ -239,18 +123,18 @@ fn exit_codes_tell_a_script_what_went_wrong() {
         let mut args = flags.to_vec();
         args.extend(["GET", "k"]);
         let run = redis_entra(&args, &vars);
-        assert_eq!(run.code, Some(2), "{args:?}: {}", run.stderr);
+        assert_eq!(run.code(), Some(2), "{args:?}: {}", run.stderr);
         assert!(run.stderr.contains("not supported"), "{}", run.stderr);
         assert!(run.stderr.contains("token"), "{}", run.stderr);
         assert!(!run.stderr.contains("hunter2-pw"), "{}", run.stderr);
     }
     // 2: AUTH typed as the command.
     let run = redis_entra(&["AUTH", "someone", "something"], &vars);
-    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert_eq!(run.code(), Some(2), "{}", run.stderr);
     assert!(run.stderr.contains("AUTH is not needed"), "{}", run.stderr);
     // 2: a bad flag.
     assert_eq!(
-        redis_entra(&["--no-such-flag", "GET", "k"], &vars).code,
+        redis_entra(&["--no-such-flag", "GET", "k"], &vars).code(),
         Some(2)
     );
 
@@ -260,7 +144,7 @@ fn exit_codes_tell_a_script_what_went_wrong() {
         ("AZURE_REDIS_CLIENTSECRET", Some("not-the-secret")),
     ]);
     let run = redis_entra(&["GET", "k"], &wrong_secret);
-    assert_eq!(run.code, Some(3), "{}", run.stderr);
+    assert_eq!(run.code(), Some(3), "{}", run.stderr);
     assert!(run.stderr.contains("AADSTS7000215"), "{}", run.stderr);
     assert!(run.stderr.contains("redis-entra doctor"), "{}", run.stderr);
     no_secret(&run, "a wrong secret");
@@ -271,7 +155,7 @@ fn exit_codes_tell_a_script_what_went_wrong() {
         l.local_addr().expect("an address").port()
     };
     let run = redis_entra(&["-p", &closed.to_string(), "GET", "k"], &vars);
-    assert_eq!(run.code, Some(4), "{}", run.stderr);
+    assert_eq!(run.code(), Some(4), "{}", run.stderr);
     no_secret(&run, "a closed port");
 
     // -c against a cache without clustering talks to that node, as redis-cli does (the

@@ -2,53 +2,13 @@
 //! no command, the test types lines with `send-keys` and reads the screen with `capture-pane`.
 //! Needs tmux (scripts/setup installs it).
 
+mod common;
+
+use common::Cache;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-use redis_entra_emulator::{Emulator, EmulatorConfig};
-
-/// A local Azure in this process, with its own runtime.
-struct Cache {
-    rt: tokio::runtime::Runtime,
-    emulator: Option<Emulator>,
-}
-
-impl Cache {
-    fn start() -> Self {
-        Self::with_tokens_living(Duration::from_secs(3600))
-    }
-
-    fn with_tokens_living(lifetime: Duration) -> Self {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("a tokio runtime");
-        let emulator = rt
-            .block_on(Emulator::start(EmulatorConfig {
-                token_lifetime: lifetime,
-                ..EmulatorConfig::default()
-            }))
-            .expect("the emulator starts (is redis-server installed? scripts/setup installs it)");
-        Self {
-            rt,
-            emulator: Some(emulator),
-        }
-    }
-
-    fn emulator(&self) -> &Emulator {
-        self.emulator.as_ref().expect("running")
-    }
-}
-
-impl Drop for Cache {
-    fn drop(&mut self) {
-        if let Some(emulator) = self.emulator.take() {
-            self.rt.block_on(emulator.shutdown());
-        }
-    }
-}
 
 /// A tmux server of our own (its own socket), killed when dropped.
 struct Tmux {

@@ -41,6 +41,8 @@ fn clear() {
     for name in VARS {
         std::env::remove_var(name);
     }
+    // The managed identity link's IMDS probe goes to a closed local port, never off the machine.
+    std::env::set_var("REDIS_ENTRA_IMDS_ADDR", "127.0.0.1:9");
 }
 
 fn set_service_principal(emulator: &Emulator) {

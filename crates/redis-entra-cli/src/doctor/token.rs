@@ -120,14 +120,7 @@ pub fn explain(text: &str, managed_identity: bool) -> (String, String) {
 
 /// Whether the instance metadata service (the managed identity endpoint of Azure VMs) answers.
 async fn imds_reachable() -> bool {
-    matches!(
-        tokio::time::timeout(
-            Duration::from_secs(2),
-            tokio::net::TcpStream::connect(("169.254.169.254", 80)),
-        )
-        .await,
-        Ok(Ok(_))
-    )
+    redis_entra::credential::imds::reachable(Duration::from_secs(2)).await
 }
 
 /// Asks the credential for a token for Redis.

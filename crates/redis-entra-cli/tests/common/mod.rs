@@ -40,6 +40,8 @@ pub fn clean_command(program: impl AsRef<std::ffi::OsStr>, vars: &[(String, Stri
             cmd.env(name, v);
         }
     }
+    // A managed identity's IMDS probe goes to a closed local port, never to 169.254.169.254.
+    cmd.env("REDIS_ENTRA_IMDS_ADDR", "127.0.0.1:9");
     cmd.envs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     cmd
 }
@@ -53,6 +55,17 @@ pub struct Run {
 }
 
 impl Run {
+    /// The exit code (`None` when a signal ended the process).
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+
+    /// Panics with both streams unless the command exited 0; returns the run.
+    pub fn ok(self, what: &str) -> Self {
+        self.assert_success(what);
+        self
+    }
+
     /// Both streams, for messages and for "never printed" checks.
     pub fn all(&self) -> String {
         format!("{}{}", self.stdout, self.stderr)
@@ -357,4 +370,73 @@ pub fn jwt_claims(token: &str) -> serde_json::Value {
         .decode(parts[1].trim_end_matches('='))
         .expect("the JWT payload is base64url");
     serde_json::from_slice(&payload).expect("the JWT payload is JSON")
+}
+
+/// A local Azure in this process, with its own runtime (for tests that run the binary against
+/// an emulator they can also reach into: unassign a policy, read counters).
+pub struct Cache {
+    rt: tokio::runtime::Runtime,
+    emulator: Option<redis_entra_emulator::Emulator>,
+}
+
+impl Cache {
+    /// An emulator whose tokens live an hour.
+    pub fn start() -> Self {
+        Self::with_tokens_living(Duration::from_secs(3600))
+    }
+
+    /// An emulator whose tokens live `lifetime`.
+    pub fn with_tokens_living(lifetime: Duration) -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        let emulator = rt
+            .block_on(redis_entra_emulator::Emulator::start(
+                redis_entra_emulator::EmulatorConfig {
+                    token_lifetime: lifetime,
+                    ..Default::default()
+                },
+            ))
+            .expect("the emulator starts (is redis-server installed? scripts/setup installs it)");
+        Self {
+            rt,
+            emulator: Some(emulator),
+        }
+    }
+
+    /// The running emulator.
+    pub fn emulator(&self) -> &redis_entra_emulator::Emulator {
+        self.emulator.as_ref().expect("running")
+    }
+
+    /// The emulator's variables, with `changes` applied (`None` removes a variable).
+    pub fn env_with(&self, changes: &[(&str, Option<&str>)]) -> Vec<(String, String)> {
+        let mut vars = self.emulator().env();
+        for (name, value) in changes {
+            vars.retain(|(k, _)| k != name);
+            if let Some(v) = value {
+                vars.push((name.to_string(), v.to_string()));
+            }
+        }
+        vars
+    }
+
+    /// The service principal's client secret.
+    pub fn secret(&self) -> String {
+        self.emulator()
+            .service_principal()
+            .secret
+            .clone()
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Cache {
+    fn drop(&mut self) {
+        if let Some(emulator) = self.emulator.take() {
+            self.rt.block_on(emulator.shutdown());
+        }
+    }
 }

@@ -253,6 +253,13 @@ impl TokenCredential for ManagedIdentityLink {
             self.succeeded.store(true, Ordering::Relaxed);
             return Ok(token);
         }
+        if !super::imds::reachable(self.probe_timeout).await {
+            return Err(unavailable(format!(
+                "IDENTITY_ENDPOINT is not set and the instance metadata service (IMDS, {}) did not answer within {:?}: run on Azure with a managed identity, or set IDENTITY_ENDPOINT and IDENTITY_HEADER",
+                super::imds::address(),
+                self.probe_timeout
+            )));
+        }
         match tokio::time::timeout(self.probe_timeout, self.inner.get_token(scopes, options)).await {
             Ok(Ok(token)) => {
                 self.succeeded.store(true, Ordering::Relaxed);

@@ -2,6 +2,7 @@
 //! compose with every Azure SDK crate, and [`from_env`] to choose one from the environment the
 //! way Service Connector sets it up.
 
+mod access_key;
 mod azure_cli;
 mod azure_developer_cli;
 pub mod chain;
@@ -12,6 +13,7 @@ mod default;
 mod device_code;
 mod environment;
 mod http;
+pub mod imds;
 mod interactive_browser;
 mod managed_identity;
 mod oauth;
@@ -22,6 +24,7 @@ use std::sync::Arc;
 
 use azure_core::credentials::TokenCredential;
 
+pub use access_key::AccessKeyCredential;
 pub use azure_cli::{azure_cli, AzureCliCredential, AzureCliOptions};
 pub use azure_developer_cli::{
     azure_developer_cli, AzureDeveloperCliCredential, AzureDeveloperCliOptions,
@@ -62,13 +65,34 @@ pub struct FromEnvOptions {
     pub tls: TlsOptions,
 }
 
+/// Whether to use the [`default_azure_credential`] chain for `auth`: when the environment names
+/// no identity at all (Service Connector's system-assigned managed identity, but no
+/// managed-identity endpoint in sight, as on a laptop), or when `AZURE_TOKEN_CREDENTIALS` asks
+/// for the chain. Then a developer's `az login` works, and a VM's managed identity still does.
+pub fn prefers_default_chain(auth: &crate::config::Auth) -> bool {
+    let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.trim().is_empty());
+    let unspecified = *auth == crate::config::Auth::ManagedIdentity { client_id: None }
+        && !set("IDENTITY_ENDPOINT")
+        && !set("MSI_ENDPOINT");
+    unspecified || set("AZURE_TOKEN_CREDENTIALS")
+}
+
 /// The Entra credential the environment describes: Service Connector's variables first, then
-/// the Azure SDK's; a managed identity when there is no secret (see [`crate::config`]).
+/// the Azure SDK's (see [`crate::config`]); the [`default_azure_credential`] chain when they
+/// name no identity (see [`prefers_default_chain`]).
 pub fn from_env(options: &FromEnvOptions) -> Result<Arc<dyn TokenCredential>> {
     let authority_host = std::env::var("AZURE_AUTHORITY_HOST")
         .ok()
         .filter(|v| !v.trim().is_empty());
-    crate::config::Auth::entra_from_env()?
-        .credential(authority_host, &options.tls)?
+    let auth = crate::config::Auth::entra_from_env()?;
+    if prefers_default_chain(&auth) {
+        let chain = default_azure_credential(DefaultAzureCredentialOptions {
+            tls: options.tls.clone(),
+            authority_host,
+            ..DefaultAzureCredentialOptions::default()
+        })?;
+        return Ok(chain);
+    }
+    auth.credential(authority_host, &options.tls)?
         .ok_or_else(|| Error::Config("an access key is not an Entra credential".into()))
 }

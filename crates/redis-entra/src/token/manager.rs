@@ -25,7 +25,9 @@ pub enum Username {
     /// The token's `oid` claim (Azure's rule). A token without one is an error.
     #[default]
     Oid,
-    /// A fixed username, for custom setups (for example an access policy's alias).
+    /// A fixed username, for custom setups (for example an access policy's alias, or `default`
+    /// with an [access key](crate::credential::AccessKeyCredential)). The password need not be a
+    /// JWT then.
     Fixed(String),
 }
 
@@ -240,10 +242,13 @@ async fn fetch(shared: &Shared, generation: u64) -> Result<RedisCredentials> {
         .await
         .map_err(|_| Error::CredentialTimeout(timeout))??;
     let secret = token.token.secret();
-    let claims = TokenClaims::from_jwt(secret)?;
-    let username = match &shared.options.username {
-        Username::Oid => claims.username()?.to_string(),
-        Username::Fixed(u) => u.clone(),
+    let (username, claims) = match &shared.options.username {
+        Username::Oid => {
+            let claims = TokenClaims::from_jwt(secret)?;
+            (claims.username()?.to_string(), claims)
+        }
+        // A fixed username may go with a password that is no JWT (an access key).
+        Username::Fixed(u) => (u.clone(), TokenClaims::from_jwt(secret).unwrap_or_default()),
     };
     let expires_on: SystemTime = token.expires_on.into();
     Ok(RedisCredentials::new(username, secret, expires_on, claims).with_generation(generation))
