@@ -295,6 +295,7 @@ impl Emulator {
                     validator: validator.clone(),
                     backend: node_backend,
                     stats: stats.clone(),
+                    faults: faults.clone(),
                 },
             )?);
         }

@@ -1,5 +1,6 @@
 //! Faults the emulator can be told to inject at run time, to test clients' retry logic.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::RwLock;
 use std::time::Duration;
 
@@ -37,6 +38,7 @@ pub enum IdentityFault {
 #[derive(Debug, Default)]
 pub struct Faults {
     identity: RwLock<IdentityFault>,
+    refuse_reauth: AtomicBool,
 }
 
 impl Faults {
@@ -54,5 +56,19 @@ impl Faults {
             .identity
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = fault;
+    }
+
+    /// Whether the gateway refuses re-authentication (see [`set_refuse_reauth`](Self::set_refuse_reauth)).
+    pub fn refuse_reauth(&self) -> bool {
+        self.refuse_reauth.load(Ordering::SeqCst)
+    }
+
+    /// While on, the gateway refuses every `AUTH` and `HELLO … AUTH` sent on a connection that
+    /// is already authenticated: Redis answers `-WRONGPASS` in order (the gateway substitutes an
+    /// invalid user, as for an invalid token) and the connection's deadline stays where it was,
+    /// so it is closed when its current token expires. The first `AUTH` of a new connection
+    /// still succeeds. Takes effect at once, for live connections too.
+    pub fn set_refuse_reauth(&self, on: bool) {
+        self.refuse_reauth.store(on, Ordering::SeqCst);
     }
 }

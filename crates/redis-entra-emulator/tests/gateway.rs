@@ -56,6 +56,7 @@ impl Env {
             validator: Arc::new(validator),
             backend: backend.clone(),
             stats: stats.clone(),
+            faults: Arc::default(),
         };
         let gateway = Gateway::bind(([127, 0, 0, 1], 0).into(), pki.server_config(), state).await?;
         let port = gateway.local_addr().port();

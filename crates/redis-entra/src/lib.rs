@@ -44,6 +44,8 @@ pub mod token;
 
 pub use claims::{ClaimsError, TokenClaims};
 pub use connect::cluster::{EntraClusterConnection, EntraCredentialsProvider};
+#[cfg(feature = "fred")]
+pub use connect::fred::{keep_authenticated as keep_fred_authenticated, EntraFredCredentials};
 pub use connect::multiplexed::EntraConnection;
 pub use connect::options::{ConnectOptions, Protocol};
 #[cfg(feature = "r2d2")]

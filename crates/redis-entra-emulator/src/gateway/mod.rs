@@ -47,6 +47,7 @@
 //!     validator: Arc::new(validator),
 //!     backend: Arc::new(Backend::spawn().await?),
 //!     stats: Arc::new(Stats::default()),
+//!     faults: Arc::default(),
 //! };
 //! let pki = Pki::generate()?;
 //! let gateway = Gateway::bind(([127, 0, 0, 1], 6380).into(), pki.server_config(), state).await?;
@@ -71,6 +72,7 @@ use tracing::debug;
 
 use crate::backend::Backend;
 use crate::directory::Directory;
+use crate::faults::Faults;
 use crate::stats::Stats;
 use crate::Error;
 
@@ -94,6 +96,9 @@ pub struct GatewayState {
     pub backend: Arc<Backend>,
     /// Counters: connections accepted, authentications, closes at expiry.
     pub stats: Arc<Stats>,
+    /// Faults injected at run time (the gateway reads
+    /// [`refuse_reauth`](Faults::refuse_reauth)).
+    pub faults: Arc<Faults>,
 }
 
 /// A running gateway. Dropping it stops it as [`shutdown`](Self::shutdown) does, without

@@ -15,7 +15,8 @@
 //!
 //! A re-`AUTH` with a valid token moves the connection's deadline to that token's `exp` (if
 //! later); an invalid one becomes `AUTH entra-invalid-user <random>` so Redis answers
-//! `WRONGPASS` in order and the connection stays as it was. At the deadline (`exp` plus the
+//! `WRONGPASS` in order and the connection stays as it was (so does every re-`AUTH` while the
+//! [refuse-reauth fault](crate::faults::Faults::set_refuse_reauth) is on). At the deadline (`exp` plus the
 //! validator's skew) the connection is closed without a word, as Azure does. In RESP2 subscribed
 //! mode Redis refuses `AUTH`, so there the deadline does not move.
 //!
@@ -377,6 +378,21 @@ impl Ctx<'_> {
         }
     }
 
+    /// Whether the re-AUTH fault is on ([`Faults::set_refuse_reauth`]); counts the refusal.
+    ///
+    /// [`Faults::set_refuse_reauth`]: crate::faults::Faults::set_refuse_reauth
+    fn reauth_refused(&self) -> bool {
+        let refused = self.state.faults.refuse_reauth();
+        if refused {
+            debug!(
+                conn = self.id,
+                "re-AUTH refused: the refuse-reauth fault is on"
+            );
+            Stats::bump(&self.state.stats.auth_failed);
+        }
+        refused
+    }
+
     fn refused(&self, rejection: &Rejection) {
         debug!(conn = self.id, reason = %rejection, "AUTH refused");
         Stats::bump(&self.state.stats.auth_failed);
@@ -580,6 +596,7 @@ impl Forwarder {
                 match args.len() {
                     // Redis answers the arity error itself.
                     0 | 1 => Action::Forward,
+                    2 | 3 if ctx.reauth_refused() => Action::Substitute(self.invalid_auth()),
                     2 | 3 => {
                         let granted = match args.len() {
                             2 => ctx.authenticate_key(&args[1]),
@@ -612,6 +629,9 @@ impl Forwarder {
                             }
                             Action::Forward
                         }
+                        Some(_) if ctx.reauth_refused() => Action::Substitute(
+                            hello.with_credentials(INVALID_USER, random_password().as_bytes()),
+                        ),
                         Some((user, token)) => match ctx.authenticate(user, token) {
                             Ok(granted) => {
                                 self.reauthenticated(&granted, hello.version, ctx);

@@ -7,8 +7,11 @@
 //! | r2d2 / bb8 pools | [`pool`] | `AUTH` at checkout, on return, or while idle: never in the middle of a borrower's commands |
 //! | cluster | [`EntraClusterConnection`](cluster::EntraClusterConnection) | redis-rs' cluster client with our token stream as its credentials provider: every node connection starts with the current token and re-`AUTH`s in place (see [`cluster`] for the limits) |
 //! | pub/sub | [`EntraPubSub`](pubsub::EntraPubSub) | RESP3: `AUTH` in place; RESP2 (where Redis refuses `AUTH` in subscribed mode): a new connection takes over before the token expires, without losing or repeating a message |
+//! | fred (feature `fred`) | a fred client configured by `fred::builder` | fred fetches the current token on every (re)connect; `fred::keep_authenticated` sends `AUTH` to every node once per new token, and has the client reconnect if that keeps failing |
 
 pub mod cluster;
+#[cfg(feature = "fred")]
+pub mod fred;
 pub mod multiplexed;
 pub mod options;
 #[cfg(any(feature = "r2d2", feature = "bb8"))]

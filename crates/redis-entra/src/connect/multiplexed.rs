@@ -7,6 +7,11 @@
 //! re-AUTH keeps failing. When the connection is lost it reconnects with a fresh token at once,
 //! without waiting for the next command.
 //!
+//! A replacement because re-authentication keeps failing is make-before-break: the old
+//! connection (still authenticated until its token expires) keeps serving commands while the new
+//! one connects, and is closed only after the new one is installed and the commands already sent
+//! on it have been answered. The application sees no error and no stall.
+//!
 //! A command issued while the connection is being replaced either succeeds on the new
 //! connection or returns an error the caller can retry; it is never dropped silently.
 
@@ -335,7 +340,11 @@ impl Inner {
                     // Replace the connection while there is still time to do it cleanly.
                     let replace_at = (lifetime / 10).max(Duration::from_secs(1));
                     if left <= replace_at || attempt >= 5 {
-                        self.mark_broken(generation);
+                        // The old connection still works until its token expires: leave it in
+                        // place (not marked broken), so commands keep flowing on it while the
+                        // new one connects and authenticates, instead of waiting for it.
+                        // `reconnect` swaps the new one in; the old one closes once the
+                        // commands already sent on it have their replies (they hold clones).
                         let _ = self.reconnect("re-authentication kept failing", true).await;
                         return;
                     }

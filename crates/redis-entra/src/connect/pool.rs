@@ -17,6 +17,12 @@
 //! A connection that failed on the wire is reported broken when returned (`has_broken`), so the
 //! pool drops it and opens a new one with a fresh token.
 //!
+//! An async pooled connection whose re-`AUTH` fails is retried with backoff (not on every
+//! command), and if it keeps failing (5 times, or once only max(lifetime/10, 1 s) is left on its
+//! token) it is replaced before its token expires, where no borrower is mid-transaction: the new
+//! connection is opened first, and if that fails the old one (still valid) stays until the next
+//! try. Idle connections get the same treatment from the worker, on a short timer.
+//!
 //! For async code the pool's connection is [`EntraPooledConnection`], a redis-rs
 //! `MultiplexedConnection` re-authenticated by those rules, rather than an
 //! [`EntraConnection`](crate::EntraConnection): the latter re-authenticates from a background task
@@ -206,7 +212,7 @@ pub use self::bb8_impl::{EntraAsyncConnectionManager, EntraPooledConnection};
 mod bb8_impl {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::sync::OnceLock;
-    use std::time::{Instant, SystemTime};
+    use std::time::{Duration, Instant, SystemTime};
 
     use redis::aio::{ConnectionLike, MultiplexedConnection};
     use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisFuture, RedisResult, Value};
@@ -223,9 +229,57 @@ mod bb8_impl {
         conn: Option<MultiplexedConnection>,
         token_generation: u64,
         expires_on: SystemTime,
+        /// The lifetime of that token when the connection authenticated with it.
+        token_lifetime: Duration,
         multi: MultiTracker,
         last_used: Instant,
+        /// Consecutive failed re-`AUTH`s with a newer token (0 when up to date).
+        reauth_failures: u32,
+        /// No re-`AUTH` before this (backoff after a failure).
+        retry_reauth_at: Option<Instant>,
     }
+
+    impl State {
+        /// Takes on a connection freshly authenticated with `creds`.
+        fn install(&mut self, conn: MultiplexedConnection, creds: &RedisCredentials) {
+            self.conn = Some(conn);
+            self.multi.reset();
+            self.authenticated_with(creds);
+        }
+
+        /// Notes that the connection is now authenticated with `creds`.
+        fn authenticated_with(&mut self, creds: &RedisCredentials) {
+            self.token_generation = creds.generation();
+            self.expires_on = creds.expires_on();
+            self.token_lifetime = creds.time_left();
+            self.last_used = Instant::now();
+            self.reauth_failures = 0;
+            self.retry_reauth_at = None;
+        }
+
+        /// Time left on the token the connection is authenticated with.
+        fn time_left(&self) -> Duration {
+            self.expires_on
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO)
+        }
+
+        /// When re-`AUTH` keeps failing, the connection is replaced once this little time is left
+        /// on its token (or after [`MAX_REAUTH_FAILURES`]), as `EntraConnection` does.
+        fn replace_at(&self) -> Duration {
+            (self.token_lifetime / 10).max(Duration::from_secs(1))
+        }
+
+        /// Whether re-`AUTH` has failed long enough that the connection should be replaced.
+        fn must_replace(&self) -> bool {
+            self.reauth_failures > 0
+                && (self.reauth_failures >= MAX_REAUTH_FAILURES
+                    || self.time_left() <= self.replace_at())
+        }
+    }
+
+    /// Failed re-`AUTH`s after which a pooled connection is replaced.
+    const MAX_REAUTH_FAILURES: u32 = 5;
 
     struct Shared {
         id: u64,
@@ -296,8 +350,11 @@ mod bb8_impl {
                         conn: Some(conn),
                         token_generation: creds.generation(),
                         expires_on: creds.expires_on(),
+                        token_lifetime: creds.time_left(),
                         multi: MultiTracker::default(),
                         last_used: Instant::now(),
+                        reauth_failures: 0,
+                        retry_reauth_at: None,
                     }),
                     idle: AtomicBool::new(false),
                 }),
@@ -328,9 +385,8 @@ mod bb8_impl {
                 .is_some_and(|c| c.generation() > state.token_generation)
         }
 
-        async fn reconnect(&self, state: &mut State, reason: &str) -> RedisResult<()> {
-            state.conn = None;
-            state.multi.reset();
+        /// Opens a new connection with a valid token.
+        async fn open_fresh(&self) -> RedisResult<(MultiplexedConnection, Arc<RedisCredentials>)> {
             let creds = self
                 .manager
                 .credentials()
@@ -344,10 +400,42 @@ mod bb8_impl {
                 }
                 to_redis_error("reconnecting with a fresh token failed", e)
             })?;
-            state.conn = Some(conn);
-            state.token_generation = creds.generation();
-            state.expires_on = creds.expires_on();
-            state.last_used = Instant::now();
+            Ok((conn, creds))
+        }
+
+        async fn reconnect(&self, state: &mut State, reason: &str) -> RedisResult<()> {
+            state.conn = None;
+            state.multi.reset();
+            let (conn, creds) = self.open_fresh().await?;
+            state.install(conn, &creds);
+            self.reconnected(reason);
+            Ok(())
+        }
+
+        /// Replaces a connection that still works (its re-`AUTH` keeps failing) with a new one:
+        /// the new one is opened first, and if that fails the old one stays for now (its token
+        /// is still valid) and the replacement is tried again after a short delay.
+        async fn replace(&self, state: &mut State, reason: &str) -> RedisResult<()> {
+            match self.open_fresh().await {
+                Ok((conn, creds)) => {
+                    state.install(conn, &creds);
+                    self.reconnected(reason);
+                    Ok(())
+                }
+                Err(e) if state.expires_on > SystemTime::now() => {
+                    tracing::warn!(connection = self.id, error = %e, "could not replace the connection yet");
+                    state.retry_reauth_at = Some(Instant::now() + Duration::from_millis(200));
+                    Ok(())
+                }
+                Err(e) => {
+                    state.conn = None;
+                    state.multi.reset();
+                    Err(e)
+                }
+            }
+        }
+
+        fn reconnected(&self, reason: &str) {
             tracing::info!(
                 connection = self.id,
                 reason,
@@ -357,7 +445,6 @@ mod bb8_impl {
                 connection_id: self.id,
                 reason: reason.to_string(),
             });
-            Ok(())
         }
 
         async fn reauthenticate(
@@ -377,9 +464,7 @@ mod bb8_impl {
             match result {
                 Ok(()) => {
                     let took = started.elapsed();
-                    state.token_generation = creds.generation();
-                    state.expires_on = creds.expires_on();
-                    state.last_used = Instant::now();
+                    state.authenticated_with(creds);
                     tracing::debug!(connection = self.id, ?took, "re-authenticated (pooled)");
                     self.manager.emit(TokenEvent::ConnectionReauthenticated {
                         connection_id: self.id,
@@ -401,6 +486,16 @@ mod bb8_impl {
                         connection_id: self.id,
                         error: e.to_string(),
                     });
+                    state.reauth_failures = state.reauth_failures.saturating_add(1);
+                    if state.must_replace() {
+                        return self.replace(state, "re-authentication kept failing").await;
+                    }
+                    // Back off (not one failing AUTH per command), keeping time to replace the
+                    // connection before its token expires.
+                    let delay = Duration::from_millis(100u64 << state.reauth_failures.min(6))
+                        .min(state.time_left().saturating_sub(state.replace_at()) / 2)
+                        .max(Duration::from_millis(50));
+                    state.retry_reauth_at = Some(Instant::now() + delay);
                     Ok(())
                 }
             }
@@ -426,8 +521,14 @@ mod bb8_impl {
             }
             if !state.multi.in_multi() {
                 if let Some(creds) = self.manager.current() {
-                    if creds.generation() > state.token_generation && !creds.is_expired() {
-                        self.reauthenticate(state, &creds).await?;
+                    let due = state.retry_reauth_at.is_none_or(|at| Instant::now() >= at);
+                    if creds.generation() > state.token_generation && !creds.is_expired() && due {
+                        if state.must_replace() {
+                            self.replace(state, "re-authentication kept failing")
+                                .await?;
+                        } else {
+                            self.reauthenticate(state, &creds).await?;
+                        }
                     }
                 }
             }
@@ -452,21 +553,24 @@ mod bb8_impl {
             Ok(())
         }
 
-        async fn reauthenticate_if_idle(&self) {
+        /// Brings an idle connection up to date. Returns whether it still needs a later pass (a
+        /// failed re-`AUTH` to retry or replace).
+        async fn reauthenticate_if_idle(&self) -> bool {
             if !self.idle.load(Ordering::SeqCst) {
-                return;
+                return false;
             }
             let Ok(mut state) = self.state.try_lock() else {
-                return;
+                return false;
             };
             if !self.idle.load(Ordering::SeqCst)
                 || !(self.is_stale(&state) || state.expires_on <= SystemTime::now())
             {
-                return;
+                return false;
             }
             if let Err(e) = self.prepare(&mut state, false).await {
                 tracing::warn!(connection = self.id, error = %e, "could not refresh an idle connection");
             }
+            state.reauth_failures > 0
         }
 
         /// Locks the connection for a command and makes it ready.
@@ -603,17 +707,30 @@ mod bb8_impl {
         wake: Arc<Notify>,
         mut tokens: crate::CredentialsWatch,
     ) {
+        // Set while an idle connection's re-AUTH failed: it is retried (or the connection
+        // replaced) on a short timer, without waiting for the next token.
+        let mut retry = false;
         loop {
+            let retry_tick = async {
+                if retry {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            };
             tokio::select! {
                 creds = tokens.next() => if creds.is_none() { return },
                 _ = wake.notified() => {}
+                _ = retry_tick => {}
             }
             let Some(registry) = registry.upgrade() else {
                 return;
             };
             let conns = registry.live();
             drop(registry);
-            futures::future::join_all(conns.iter().map(|c| c.reauthenticate_if_idle())).await;
+            let pending =
+                futures::future::join_all(conns.iter().map(|c| c.reauthenticate_if_idle())).await;
+            retry = pending.into_iter().any(|p| p);
         }
     }
 
