@@ -1036,6 +1036,32 @@ async fn admin_token_lifetime_and_faults_take_effect() -> Result<()> {
     assert_eq!(healed, json!({"fault": "none"}));
     let (status, _) = http.token(&emu, &sp.client_id, &secret).await?;
     assert_eq!(status, 200);
+
+    // The gateway fault: refuse re-AUTH on authenticated connections.
+    let (status, on) = http
+        .call(
+            Method::PUT,
+            "/admin/faults/gateway",
+            Some(json!({"refuse_reauth": true})),
+        )
+        .await?;
+    assert_eq!((status, on), (200, json!({"refuse_reauth": true})));
+    assert!(emu.faults().refuse_reauth());
+    let (status, _) = http
+        .call(
+            Method::PUT,
+            "/admin/faults/gateway",
+            Some(json!({"refuse": 1})),
+        )
+        .await?;
+    assert_eq!(status, 400, "unknown fields are refused");
+    http.call(
+        Method::PUT,
+        "/admin/faults/gateway",
+        Some(json!({"refuse_reauth": false})),
+    )
+    .await?;
+    assert!(!emu.faults().refuse_reauth());
     emu.shutdown().await;
     Ok(())
 }

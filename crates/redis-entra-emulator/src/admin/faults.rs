@@ -101,3 +101,28 @@ pub(crate) async fn set_fault(
     state.faults.set_identity(body.clone().into());
     Json(state.faults.identity().into())
 }
+
+/// A gateway fault as JSON: `{"refuse_reauth": true}` makes every re-`AUTH` on an already
+/// authenticated connection fail with `WRONGPASS` (first `AUTH`s still succeed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct GatewayFaultBody {
+    refuse_reauth: bool,
+}
+
+/// `GET /admin/faults/gateway`.
+pub(crate) async fn get_gateway_fault(State(state): State<AdminState>) -> Json<GatewayFaultBody> {
+    Json(GatewayFaultBody {
+        refuse_reauth: state.faults.refuse_reauth(),
+    })
+}
+
+/// `PUT /admin/faults/gateway`.
+pub(crate) async fn set_gateway_fault(
+    State(state): State<AdminState>,
+    JsonBody(body): JsonBody<GatewayFaultBody>,
+) -> Json<GatewayFaultBody> {
+    tracing::debug!(fault = ?body, "admin: gateway fault set");
+    state.faults.set_refuse_reauth(body.refuse_reauth);
+    Json(body)
+}

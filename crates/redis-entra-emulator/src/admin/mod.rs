@@ -32,6 +32,7 @@
 //! | `POST` | `/admin/cluster/nodes/{index}/restart` | | the node, once it is back and the cluster healthy (its data kept: `SHUTDOWN SAVE`) |
 //! | `POST` | `/admin/cluster/slots/{slot}/migrate` | `{"to": index}` | `{"slot","from","to","keys"}`, once the slot and its keys moved |
 //! | `GET`, `PUT` | `/admin/faults/identity` | `{"fault": "none" \| "unavailable" \| "internal-error" \| "malformed-json"}`, `{"fault": "too-many-requests", "retry_after_secs"}`, `{"fault": "slow", "ms"}` | the fault in force |
+//! | `GET`, `PUT` | `/admin/faults/gateway` | `{"refuse_reauth": bool}` | every re-`AUTH` on an authenticated connection gets `WRONGPASS` while on |
 //!
 //! An identity is `{"display_name","kind","client_id","object_id","resource_id","assignment"}`,
 //! `assignment` being `null` or `{"policy","rules","alias"}`.
@@ -145,6 +146,10 @@ pub fn router(state: AdminState) -> Router {
         .route(
             "/admin/faults/identity",
             get(faults::get_fault).put(faults::set_fault),
+        )
+        .route(
+            "/admin/faults/gateway",
+            get(faults::get_gateway_fault).put(faults::set_gateway_fault),
         )
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
