@@ -51,6 +51,47 @@ pub mod stats;
 pub mod tls;
 pub mod workload;
 
+#[doc(hidden)]
+pub mod fuzzing {
+    //! Entry points for the `cargo fuzz` targets in `fuzz/` (not a stable API). They call the
+    //! same code the identity server runs, unchanged.
+
+    use axum::body::Body;
+    use axum::http::{header, HeaderMap, HeaderValue};
+
+    use crate::identity::form::{read_form, FormParams};
+
+    /// Decodes `body` as an urlencoded form, as the identity endpoints do, and returns the
+    /// value `FormParams::get` gives for each of `names`.
+    pub fn parse_form(body: &[u8], names: &[&str]) -> Vec<Option<String>> {
+        let form = FormParams::parse(body);
+        names
+            .iter()
+            .map(|n| form.get(n).map(str::to_owned))
+            .collect()
+    }
+
+    /// Runs the token endpoint's body reader (content-type check, size bound, UTF-8 check,
+    /// decoding) over `body` sent with `content_type`; `None` when it refuses the request.
+    pub fn read_form_body(
+        content_type: Option<&[u8]>,
+        body: Vec<u8>,
+        names: &[&str],
+    ) -> Option<Vec<Option<String>>> {
+        let mut headers = HeaderMap::new();
+        if let Some(ct) = content_type.and_then(|ct| HeaderValue::from_bytes(ct).ok()) {
+            headers.insert(header::CONTENT_TYPE, ct);
+        }
+        let form = futures::executor::block_on(read_form(&headers, Body::from(body))).ok()?;
+        Some(
+            names
+                .iter()
+                .map(|n| form.get(n).map(str::to_owned))
+                .collect(),
+        )
+    }
+}
+
 pub use access_keys::KeyType;
 pub use emulator::{Emulator, EmulatorConfig, IdentityKind};
 pub use error::Error;

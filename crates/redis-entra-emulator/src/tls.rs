@@ -15,6 +15,8 @@ use crate::Error;
 /// A certificate authority and the server certificate it issued for the emulator's endpoints.
 pub struct Pki {
     ca_pem: String,
+    server_cert_pem: String,
+    server_key_pem: String,
     server_config: Arc<rustls::ServerConfig>,
 }
 
@@ -69,6 +71,8 @@ impl Pki {
         server_config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Self {
             ca_pem: ca_cert.pem(),
+            server_cert_pem: server_cert.pem(),
+            server_key_pem: server_key.serialize_pem(),
             server_config: Arc::new(server_config),
         })
     }
@@ -76,6 +80,18 @@ impl Pki {
     /// The CA certificate in PEM form: what a client must trust.
     pub fn ca_pem(&self) -> &str {
         &self.ca_pem
+    }
+
+    /// The server certificate (for `localhost`) in PEM form, without the CA.
+    pub fn server_cert_pem(&self) -> &str {
+        &self.server_cert_pem
+    }
+
+    /// The server certificate's private key (PKCS#8 PEM), held in memory only: for a process
+    /// that must serve the same certificate (the gateway benchmark's haproxy and TLS
+    /// `redis-server`), which then writes it to a private temporary file.
+    pub fn server_key_pem(&self) -> &str {
+        &self.server_key_pem
     }
 
     /// The rustls server configuration for every TLS listener of the emulator.

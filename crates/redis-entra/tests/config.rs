@@ -224,3 +224,33 @@ fn errors_never_echo_a_key_or_secret() {
         assert!(!err.contains("SuperSecretKey1"), "{err}");
     }
 }
+
+/// Found by `cargo fuzz run connection_string` (docs/RELIABILITY.md): an empty IPv6 bracket
+/// (`[]`) was accepted as a host, giving a configuration with an empty host name.
+#[test]
+fn fuzz_regression_empty_bracketed_host_is_refused() {
+    use redis_entra::config::ConnectionString;
+    for s in [
+        "[]",
+        "[]:6380",
+        "[]:6380,password=k,ssl=True",
+        "rediss://:k@[]:6380/0",
+        "redis://[]",
+    ] {
+        let e = ConnectionString::parse(s, "AZURE_REDIS_CONNECTIONSTRING")
+            .expect_err(s)
+            .to_string();
+        assert!(e.contains("no host name"), "{s:?}: {e}");
+    }
+    for vars in [
+        &[("AZURE_REDIS_HOST", "[]")][..],
+        &[("AZURE_REDIS_HOST", "[]:6380")][..],
+        &[("AZURE_REDIS_CONNECTIONSTRING", "[]:6380,password=k")][..],
+    ] {
+        let e = config(vars).expect_err("empty host accepted").to_string();
+        assert!(e.contains("no host name"), "{vars:?}: {e}");
+    }
+    // A real IPv6 address in brackets still parses.
+    let c = ConnectionString::parse("[::1]:6380", "X").unwrap();
+    assert_eq!((c.host.as_str(), c.port), ("::1", Some(6380)));
+}

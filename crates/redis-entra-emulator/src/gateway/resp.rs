@@ -271,22 +271,37 @@ impl RequestParser {
     /// caller needs the complete request for a command name; requests it does not need whole may
     /// come back in [`Event::Partial`] pieces.
     pub fn next(&mut self, buf: &[u8], whole: impl Fn(&[u8]) -> bool) -> Event {
+        self.next_inner(buf, whole, true)
+    }
+
+    /// Reads the next complete request from `buf`, never streaming.
+    pub fn next_frame(&mut self, buf: &[u8]) -> Event {
+        // Not `next(buf, |_| true)`: a name too long to wait for would still be streamed.
+        self.next_inner(buf, |_| true, false)
+    }
+
+    fn next_inner(
+        &mut self,
+        buf: &[u8],
+        whole: impl Fn(&[u8]) -> bool,
+        stream_long_names: bool,
+    ) -> Event {
         if let Some(state) = self.streaming {
             return self.continue_streaming(buf, state);
         }
         match buf.first() {
             None => Event::Incomplete,
-            Some(b'*') => self.multibulk(buf, whole),
+            Some(b'*') => self.multibulk(buf, whole, stream_long_names),
             Some(_) => inline(buf),
         }
     }
 
-    /// Reads the next complete request from `buf`, never streaming.
-    pub fn next_frame(&mut self, buf: &[u8]) -> Event {
-        self.next(buf, |_| true)
-    }
-
-    fn multibulk(&mut self, buf: &[u8], whole: impl Fn(&[u8]) -> bool) -> Event {
+    fn multibulk(
+        &mut self,
+        buf: &[u8],
+        whole: impl Fn(&[u8]) -> bool,
+        stream_long_names: bool,
+    ) -> Event {
         let Some(cr) = find_cr(buf, 0) else {
             return if buf.len() > INLINE_MAX {
                 Event::Error(ProtocolError::TooBigMultibulkCountString)
@@ -330,8 +345,9 @@ impl RequestParser {
                 .saturating_add(2);
             if index == 0 {
                 if len > MAX_NAME_WAIT as u64 && end > buf.len() {
-                    // A huge "name": no command the caller intercepts; stream it.
-                    may_stream = true;
+                    // A huge "name": no command the caller intercepts; stream it (unless the
+                    // caller wants every request whole).
+                    may_stream = stream_long_names;
                 } else if end <= buf.len() {
                     let range = data..data + len as usize;
                     may_stream = buf.get(range.clone()).is_some_and(|n| !whole(n));
@@ -606,5 +622,53 @@ pub fn encode_command<A: AsRef<[u8]>>(out: &mut Vec<u8>, args: &[A]) {
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(arg);
         out.extend_from_slice(b"\r\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by `cargo fuzz run resp_parser` (docs/RELIABILITY.md): `next_frame` streamed a
+    /// request whose first bulk (the name) was longer than `MAX_NAME_WAIT` and not all there yet,
+    /// answering `Partial` although it promises whole frames. Phase 1 of a session treats
+    /// `Partial` as "wait for more" without consuming, so the parser was left mid-stream and the
+    /// request was never framed.
+    #[test]
+    fn fuzz_regression_next_frame_never_streams_a_long_name() {
+        let mut request = b"*1\r\n$100\r\n".to_vec();
+        request.extend_from_slice(&[b'x'; 100]);
+        request.extend_from_slice(b"\r\n");
+        for cut in 0..request.len() {
+            let mut parser = RequestParser::new(Limits::UNAUTHENTICATED);
+            assert_eq!(
+                parser.next_frame(&request[..cut]),
+                Event::Incomplete,
+                "cut {cut}"
+            );
+            assert!(!parser.is_streaming(), "cut {cut}");
+            match parser.next_frame(&request) {
+                Event::Frame(frame) => {
+                    assert_eq!((frame.byte_len(), frame.argc()), (request.len(), 1));
+                }
+                other => panic!("cut {cut}: {other:?}"),
+            }
+        }
+        // `next` still streams such a request, as before.
+        let mut parser = RequestParser::new(Limits::UNAUTHENTICATED);
+        assert_eq!(parser.next(&request[..50], |_| true), Event::Partial(50));
+        assert!(parser.is_streaming());
+
+        // The fuzzer's input (its first byte selected `next_frame` and unauthenticated limits).
+        let input = b"\n\n*1\r\xdb$222\r\xdb$3\r\xdb\n\xff\xfe\xff\x03\"\x05\x00\"";
+        let mut parser = RequestParser::new(Limits::UNAUTHENTICATED);
+        let mut buf = &input[..];
+        loop {
+            match parser.next_frame(buf) {
+                Event::Frame(frame) => buf = &buf[frame.byte_len()..],
+                Event::Incomplete | Event::Error(_) => break,
+                Event::Partial(n) => panic!("next_frame streamed {n} bytes"),
+            }
+        }
     }
 }

@@ -55,6 +55,8 @@ const INVALID_USER: &[u8] = b"entra-invalid-user";
 const CLIENT_READ: usize = 16 * 1024;
 /// How much the gateway reads from the backend at a time.
 const BACKEND_READ: usize = 32 * 1024;
+/// What the gateway reads from the backend at first, before replies show it needs more.
+const BACKEND_READ_INITIAL: usize = 2 * 1024;
 /// How long closing a connection (TLS close_notify) may take.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The farthest deadline the gateway schedules.
@@ -913,7 +915,9 @@ where
     };
 
     let backend_to_client = async {
-        let mut chunk = vec![0u8; BACKEND_READ];
+        // Small while idle (memory per connection), doubled up to BACKEND_READ whenever a read
+        // fills it (throughput under load).
+        let mut chunk = vec![0u8; BACKEND_READ_INITIAL];
         loop {
             match backend_reader.read(&mut chunk).await {
                 Ok(0) | Err(_) => return End::Backend,
@@ -923,6 +927,9 @@ where
                     };
                     if writer.write_all(bytes).await.is_err() || writer.flush().await.is_err() {
                         return End::Client;
+                    }
+                    if n == chunk.len() && chunk.len() < BACKEND_READ {
+                        chunk.resize((chunk.len() * 2).min(BACKEND_READ), 0);
                     }
                 }
             }

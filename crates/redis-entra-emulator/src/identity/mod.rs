@@ -64,7 +64,7 @@ mod client_auth;
 mod device_code;
 mod errors;
 mod fault_injection;
-mod form;
+pub(crate) mod form;
 mod imds;
 mod logging;
 mod managed_identity;

@@ -108,6 +108,9 @@ fn split_host_port(hostport: &str, var: &str) -> Result<(String, Option<u16>)> {
         let (h, after) = rest
             .split_once(']')
             .ok_or_else(|| bad(var, "an IPv6 address is missing its ']'"))?;
+        if h.is_empty() {
+            return Err(bad(var, "no host name between '[' and ']'"));
+        }
         let port = match after.strip_prefix(':') {
             Some(p) => Some(parse_port(p, var)?),
             None if after.is_empty() => None,
