@@ -6,13 +6,11 @@ use std::io::Write as _;
 use anyhow::Context;
 use redis::aio::ConnectionLike;
 use redis::{Cmd, Pipeline, RedisFuture, Value};
-use std::sync::Arc;
 
 use redis_entra::config::{Auth, RedisConfig};
-use redis_entra::credential::AccessKeyCredential;
 use redis_entra::{
     ConnectOptions, EntraClusterConnection, EntraConnection, SubscriptionKind, TokenManager,
-    TokenManagerOptions, Username,
+    TokenManagerOptions,
 };
 
 use crate::exit::{self, UsageError};
@@ -24,14 +22,8 @@ use crate::settings::{self, Output};
 /// An access key goes through the same machinery: a credential that hands out the key, and the
 /// fixed username `default` (`AUTH default <key>`).
 pub fn manager(config: &RedisConfig) -> anyhow::Result<TokenManager> {
-    if let Auth::AccessKey { key } = &config.auth {
-        return Ok(TokenManager::new(
-            Arc::new(AccessKeyCredential::new(key.clone())),
-            TokenManagerOptions {
-                username: Username::Fixed("default".into()),
-                ..TokenManagerOptions::default()
-            },
-        ));
+    if let Auth::AccessKey { .. } = &config.auth {
+        return Ok(config.token_manager()?);
     }
     let credential = settings::entra_credential(config)?;
     Ok(TokenManager::new(

@@ -20,21 +20,19 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use azure_core::credentials::TokenCredential;
-use redis::aio::{ConnectionLike, MultiplexedConnection};
-use redis::{Cmd, Pipeline, RedisFuture, Value};
 
 pub use connection_string::ConnectionString;
 pub use profile::{AzureCloud, AzureProfile, AzureService, SCOPE, SCOPE_APP_ID};
 
 use crate::connect::options::{ConnectOptions, Protocol};
 use crate::credential::{
-    client_certificate, client_secret, managed_identity, workload_identity, CertificateSource,
-    ClientCertificateOptions, ClientSecretOptions, ManagedIdentityOptions, UserAssignedId,
-    WorkloadIdentityOptions,
+    client_certificate, client_secret, managed_identity, workload_identity, AccessKeyCredential,
+    CertificateSource, ClientCertificateOptions, ClientSecretOptions, ManagedIdentityOptions,
+    UserAssignedId, WorkloadIdentityOptions,
 };
 use crate::error::{Error, Result};
 use crate::tls::TlsOptions;
-use crate::token::manager::{TokenManager, TokenManagerOptions};
+use crate::token::manager::{TokenManager, TokenManagerOptions, Username};
 use crate::EntraConnection;
 
 /// How to sign in.
@@ -406,27 +404,31 @@ impl RedisConfig {
         self.auth.credential(authority_host, &self.tls)
     }
 
-    /// Connects as configured: an [`EntraConnection`] for Entra ID, a plain TLS connection for an
-    /// access key.
-    pub async fn connect(&self) -> Result<AzureConnection> {
-        match (&self.auth, self.credential()?) {
-            (_, Some(credential)) => {
-                let manager = TokenManager::new(credential, TokenManagerOptions::default());
-                Ok(AzureConnection::Entra(
-                    EntraConnection::connect(self.connect_options(), manager).await?,
-                ))
-            }
-            (Auth::AccessKey { key }, None) => {
-                let client = self.connect_options().client_with_password(None, key)?;
-                let config = redis::AsyncConnectionConfig::new()
-                    .set_connection_timeout(Some(std::time::Duration::from_secs(10)));
-                let conn = client
-                    .get_multiplexed_async_connection_with_config(&config)
-                    .await?;
-                Ok(AzureConnection::AccessKey(conn, self.db))
-            }
-            _ => Err(config_error("no credential for this configuration")),
+    /// A token manager for this configuration. An access key goes through the same machinery:
+    /// a credential that hands out the key, and the fixed username `default`
+    /// (`AUTH default <key>`), so a key connection is kept and reconnected like an Entra one.
+    pub fn token_manager(&self) -> Result<TokenManager> {
+        if let Auth::AccessKey { key } = &self.auth {
+            return Ok(TokenManager::new(
+                Arc::new(AccessKeyCredential::new(key.clone())),
+                TokenManagerOptions {
+                    username: Username::Fixed("default".into()),
+                    ..TokenManagerOptions::default()
+                },
+            ));
         }
+        let credential = self
+            .credential()?
+            .ok_or_else(|| config_error("no credential for this configuration"))?;
+        Ok(TokenManager::new(
+            credential,
+            TokenManagerOptions::default(),
+        ))
+    }
+
+    /// Connects as configured (Entra ID or an access key), kept authenticated.
+    pub async fn connect(&self) -> Result<EntraConnection> {
+        EntraConnection::connect(self.connect_options(), self.token_manager()?).await
     }
 }
 
@@ -599,55 +601,5 @@ impl Auth {
             })?,
         };
         Ok(Some(credential))
-    }
-}
-
-/// A connection made by [`RedisConfig::connect`]: whichever the configuration asked for.
-#[derive(Clone)]
-#[non_exhaustive]
-pub enum AzureConnection {
-    /// Entra ID, kept authenticated.
-    Entra(EntraConnection),
-    /// An access key.
-    AccessKey(MultiplexedConnection, i64),
-}
-
-impl std::fmt::Debug for AzureConnection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Entra(c) => c.fmt(f),
-            Self::AccessKey(_, db) => f
-                .debug_struct("AccessKeyConnection")
-                .field("db", db)
-                .finish(),
-        }
-    }
-}
-
-impl ConnectionLike for AzureConnection {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Self::Entra(c) => c.req_packed_command(cmd),
-            Self::AccessKey(c, _) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Self::Entra(c) => c.req_packed_commands(pipeline, offset, count),
-            Self::AccessKey(c, _) => c.req_packed_commands(pipeline, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Self::Entra(c) => c.get_db(),
-            Self::AccessKey(_, db) => *db,
-        }
     }
 }
