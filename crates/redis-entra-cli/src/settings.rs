@@ -206,8 +206,8 @@ impl ConnectionArgs {
     }
 }
 
-/// The Entra credential of a configuration; an access key is a usage error (this command signs
-/// in with Entra ID only).
+/// The Entra credential of a configuration; an access key is a usage error (callers that accept
+/// a key, such as the session, handle it before asking).
 ///
 /// When the variables name no identity at all (a system-assigned managed identity by Service
 /// Connector's rules) and no managed-identity endpoint is set, or when `AZURE_TOKEN_CREDENTIALS`
@@ -226,7 +226,7 @@ pub fn entra_credential(config: &RedisConfig) -> anyhow::Result<Arc<dyn TokenCre
     match config.credential()? {
         Some(credential) => Ok(credential),
         None => Err(usage(
-            "the environment describes an access key (AZURE_REDIS_PASSWORD or AZURE_REDIS_CONNECTIONSTRING), but redis-entra signs in with Microsoft Entra ID: unset them and configure an identity (AZURE_REDIS_CLIENTID/AZURE_REDIS_CLIENTSECRET/AZURE_REDIS_TENANTID, or a managed identity)".into(),
+            "the environment describes an access key (AZURE_REDIS_PASSWORD or AZURE_REDIS_CONNECTIONSTRING), which is no Microsoft Entra ID token: to get a token, configure an identity instead (AZURE_REDIS_CLIENTID/AZURE_REDIS_CLIENTSECRET/AZURE_REDIS_TENANTID, or a managed identity)".into(),
         )),
     }
 }

@@ -26,8 +26,20 @@ pub fn format_time(secs: u64) -> String {
 
 /// Runs `redis-entra token`.
 pub async fn run(connection: &ConnectionArgs, args: TokenArgs) -> Outcome {
-    let tls = connection.tls()?;
-    let credential = from_env(&FromEnvOptions { tls })?;
+    // With a cache configured, the credential the command itself would sign in with (Service
+    // Connector's variables included; an access key is refused with the reason). With none, the
+    // Azure SDK's variables or the DefaultAzureCredential chain: `token` needs no cache.
+    let cache_configured = connection.host.is_some()
+        || ["AZURE_REDIS_HOST", "AZURE_REDIS_CONNECTIONSTRING"]
+            .iter()
+            .any(|name| crate::settings::env(name).is_some());
+    let credential = if cache_configured {
+        crate::settings::entra_credential(&connection.config()?)?
+    } else {
+        from_env(&FromEnvOptions {
+            tls: connection.tls()?,
+        })?
+    };
     let manager = TokenManager::new(credential, TokenManagerOptions::default());
     let creds = manager.credentials().await?;
     if args.raw_token || connection.raw {

@@ -220,3 +220,34 @@ fn a_bad_variable_fails_the_configuration_check() {
     // The token is still checked: it needs no cache.
     assert_status(&run.stdout, "token", "ok");
 }
+
+#[test]
+fn an_access_key_is_checked_with_auth_default_and_a_disabled_key_is_named() {
+    let cache = Cache::start();
+    let emulator = cache.emulator();
+    let key = emulator.primary_key();
+    let vars = emulator.env_for(redis_entra_emulator::IdentityKind::AccessKey);
+    let run = redis_entra(&["doctor"], &vars);
+    assert_eq!(run.code(), Some(0), "{}\n{}", run.stdout, run.stderr);
+    let config = assert_status(&run.stdout, "configuration", "ok");
+    assert!(config.contains("an access key"), "{config}");
+    assert!(config.contains("recommends Microsoft Entra ID"), "{config}");
+    for name in ["token", "claims"] {
+        assert_status(&run.stdout, name, "skip");
+    }
+    for name in ["DNS", "TCP", "TLS", "read", "write"] {
+        assert_status(&run.stdout, name, "ok");
+    }
+    let auth = assert_status(&run.stdout, "AUTH", "ok");
+    assert!(auth.contains("AUTH default <key> accepted"), "{auth}");
+    assert!(!run.all().contains(&key), "the doctor printed the key");
+
+    // Keys disabled on the cache: AUTH fails, and the fix says where to look.
+    emulator.set_access_keys_enabled(false);
+    let run = redis_entra(&["doctor"], &vars);
+    assert_eq!(run.code(), Some(3), "{}", run.stdout);
+    let auth = assert_status(&run.stdout, "AUTH", "FAIL");
+    assert!(auth.contains("access keys are disabled"), "{auth}");
+    assert!(auth.contains("Access keys"), "{auth}");
+    assert!(!run.all().contains(&key), "the doctor printed the key");
+}

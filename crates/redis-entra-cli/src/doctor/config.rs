@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use azure_core::credentials::TokenCredential;
 use redis_entra::config::Auth;
-use redis_entra::ConnectOptions;
+use redis_entra::{ConnectOptions, RedisCredentials, TokenClaims};
 
 use super::Check;
 use crate::exit;
@@ -54,6 +54,9 @@ pub struct Config {
     pub credential: Option<Arc<dyn TokenCredential>>,
     /// Whether that credential is a managed identity.
     pub managed_identity: bool,
+    /// The access key, when the variables describe one instead of an identity (`AUTH default
+    /// <key>`).
+    pub access_key: Option<RedisCredentials>,
 }
 
 /// Whether `s` looks like a GUID (client ids, tenant ids and secret *ids* do; secret values
@@ -204,6 +207,7 @@ pub fn check(args: &ConnectionArgs) -> Config {
             options: None,
             credential: credential.ok().flatten(),
             managed_identity,
+            access_key: None,
         },
         (Ok(config), Ok(Some(credential))) => {
             let from = |flag: bool, flag_name: &str, var: &str| {
@@ -229,20 +233,35 @@ pub fn check(args: &ConnectionArgs) -> Config {
                 options: Some(config.connect_options()),
                 credential: Some(credential),
                 managed_identity,
+                access_key: None,
             }
         }
-        (Ok(config), Ok(None)) => Config {
-            check: Check::fail(
-                NAME,
-                exit::USAGE,
-                "the variables describe an access key (AZURE_REDIS_PASSWORD or AZURE_REDIS_CONNECTIONSTRING), not a Microsoft Entra identity",
-                "redis-entra signs in with Entra ID: unset the access key variables and set an identity (Service Connector's AZURE_REDIS_CLIENTID/AZURE_REDIS_CLIENTSECRET/AZURE_REDIS_TENANTID, or a managed identity), or use redis-cli with the key",
-            )
-            .with_notes(notes),
-            options: Some(config.connect_options()),
-            credential: None,
-            managed_identity,
-        },
+        (Ok(config), Ok(None)) => {
+            let key = match &config.auth {
+                Auth::AccessKey { key } => Some(RedisCredentials::new(
+                    "default",
+                    key.clone(),
+                    std::time::SystemTime::now() + std::time::Duration::from_secs(86_400),
+                    TokenClaims::default(),
+                )),
+                _ => None,
+            };
+            notes.push("Microsoft recommends Microsoft Entra ID over access keys, which can be disabled or regenerated on the cache: set an identity (Service Connector's AZURE_REDIS_CLIENTID/AZURE_REDIS_CLIENTSECRET/AZURE_REDIS_TENANTID, or a managed identity) to sign in with Entra ID".into());
+            Config {
+                check: Check::ok(
+                    NAME,
+                    format!(
+                        "{}:{} db {}; credential: an access key (AZURE_REDIS_PASSWORD or AZURE_REDIS_CONNECTIONSTRING), sent as AUTH default <key>",
+                        config.host, config.port, config.db
+                    ),
+                )
+                .with_notes(notes),
+                options: Some(config.connect_options()),
+                credential: None,
+                managed_identity,
+                access_key: key,
+            }
+        }
         (Ok(config), Err(e)) => Config {
             check: Check::fail(
                 NAME,
@@ -254,6 +273,7 @@ pub fn check(args: &ConnectionArgs) -> Config {
             options: Some(config.connect_options()),
             credential: None,
             managed_identity,
+            access_key: None,
         },
     }
 }

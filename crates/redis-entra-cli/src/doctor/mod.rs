@@ -169,6 +169,7 @@ pub async fn run(args: &ConnectionArgs, doctor: DoctorArgs) -> Outcome {
     let options = config.options.clone();
     let credential = config.credential.clone();
     let managed_identity = config.managed_identity;
+    let access_key = config.access_key.clone();
     report.add(config.check);
 
     // The network path to the cache.
@@ -204,8 +205,16 @@ pub async fn run(args: &ConnectionArgs, doctor: DoctorArgs) -> Outcome {
     }
 
     // The token, which does not depend on the cache.
-    let creds = match &credential {
-        None => {
+    let creds = match (&credential, access_key) {
+        (_, Some(key)) => {
+            report.add(Check::skip(
+                "token",
+                "an access key: no Entra ID token to check",
+            ));
+            report.add(Check::skip("claims", "an access key has no claims"));
+            Some(key)
+        }
+        (None, None) => {
             report.add(Check::skip(
                 "token",
                 "needs a valid credential configuration (see configuration)",
@@ -213,7 +222,7 @@ pub async fn run(args: &ConnectionArgs, doctor: DoctorArgs) -> Outcome {
             report.add(Check::skip("claims", "needs a token"));
             None
         }
-        Some(credential) => {
+        (Some(credential), None) => {
             let (check, token) = token::acquire(credential, managed_identity).await;
             report.add(check);
             match token {

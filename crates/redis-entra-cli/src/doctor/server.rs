@@ -34,6 +34,9 @@ pub async fn auth(
 ) -> (Check, Option<MultiplexedConnection>) {
     const NAME: &str = "AUTH";
     let oid = creds.username();
+    // An access key goes as `AUTH default <key>`; a token carries its oid.
+    let key = creds.claims().oid.is_none();
+    let secret = if key { "<key>" } else { "<token>" };
     let client = match options.client(creds) {
         Ok(c) => c,
         Err(e) => {
@@ -56,7 +59,7 @@ pub async fn auth(
         .await
     {
         Ok(conn) => (
-            Check::ok(NAME, format!("AUTH {oid} <token> accepted")),
+            Check::ok(NAME, format!("AUTH {oid} {secret} accepted")),
             Some(conn),
         ),
         Err(e) if exit::is_auth_refusal(&e) => (
@@ -64,11 +67,20 @@ pub async fn auth(
                 NAME,
                 exit::AUTH,
                 format!(
-                    "Redis refused AUTH {oid} <token> with {}: the username and the token don't match, or this identity has no access policy assigned on the cache, or Microsoft Entra authentication is not enabled on it",
+                    "Redis refused AUTH {oid} {secret} with {}: {}",
                     // redis-rs reports WRONGPASS at connect as "authentication failed".
-                    e.code().map(|_| format::error_text(&e)).unwrap_or_else(|| "WRONGPASS".into())
+                    e.code().map(|_| format::error_text(&e)).unwrap_or_else(|| "WRONGPASS".into()),
+                    if key {
+                        "the key is not the cache's current primary or secondary key, or access keys are disabled on it"
+                    } else {
+                        "the username and the token don't match, or this identity has no access policy assigned on the cache, or Microsoft Entra authentication is not enabled on it"
+                    }
                 ),
-                wrongpass_fix(oid),
+                if key {
+                    "in the Azure portal, on the cache: under Settings > Authentication > Access keys, check that access keys are enabled and copy the current key (keys change when regenerated); or sign in with Microsoft Entra ID instead".to_string()
+                } else {
+                    wrongpass_fix(oid)
+                },
             ),
             None,
         ),
