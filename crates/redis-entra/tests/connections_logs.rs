@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,19 +22,6 @@ use redis_entra_emulator::{Emulator, EmulatorConfig};
 use common::*;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-#[derive(Clone, Default)]
-struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Buffer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// A credential that remembers every token it hands out, so the test knows what to look for.
 #[derive(Debug)]
@@ -164,13 +150,7 @@ fn conn_round(conn: &mut EntraSyncConnection) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trace_logs_of_every_connection_kind_hold_no_secret() {
-    let buffer = Buffer::default();
-    let writer = buffer.clone();
-    tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .init();
+    let buffer = LogBuffer::install_trace();
     let seen = Arc::new(Mutex::new(Vec::<String>::new()));
 
     // Standalone: every kind but cluster, tokens living 3 s.
@@ -235,7 +215,7 @@ async fn trace_logs_of_every_connection_kind_hold_no_secret() {
     drop(conn);
     cluster.shutdown().await;
 
-    let logs = String::from_utf8_lossy(&buffer.0.lock().unwrap()).into_owned();
+    let logs = buffer.text();
     // The capture worked: the library, redis-rs (through `log`) and the emulator all logged.
     assert!(logs.contains("acquired an Entra ID token"), "{logs}");
     for target in [

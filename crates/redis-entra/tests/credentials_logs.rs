@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,28 +18,9 @@ use common::*;
 
 const SCOPE: &str = "https://redis.azure.com/.default";
 
-#[derive(Clone, Default)]
-struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Buffer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn trace_logs_of_every_flow_hold_no_secret() {
-    let buffer = Buffer::default();
-    let writer = buffer.clone();
-    tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .init();
+    let buffer = LogBuffer::install_trace();
     let emulator = emulator(Duration::from_secs(3600)).await;
     let user = emulator.user();
     let sp = emulator.service_principal().clone();
@@ -163,7 +143,7 @@ async fn trace_logs_of_every_flow_hold_no_secret() {
     let debug_chain = format!("{chain:?}");
 
     emulator.shutdown().await;
-    let logs = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    let logs = buffer.text();
     assert!(
         logs.contains("device code issued"),
         "the flows were logged:\n{logs}"
