@@ -12,6 +12,11 @@
 //!   allchannels`, as Azure's keys give full access), created at start;
 //! - `entra-custom-<name>`: one per custom policy, created or updated with `ACL SETUSER` by
 //!   [`Backend::ensure_policy`].
+//!
+//! A spawned standalone backend keeps its users in an ACL file (`aclfile`, written with
+//! `ACL SAVE` after each change), as cluster nodes do, so that [`Backend::restart`] brings it
+//! back with every user, custom policies' included, before it accepts its first connection:
+//! Azure keeps a cache's access policies across a node restart.
 
 use std::collections::HashMap;
 use std::io;
@@ -137,6 +142,8 @@ impl std::fmt::Debug for BackendUser {
 /// The backend user of a custom policy.
 struct CustomUser {
     password: String,
+    /// Its ACL rules, to create it again on a node that lost it.
+    rules: String,
     /// Whether the rules let a client run `SUBSCRIBE` (on some channel).
     pubsub: bool,
 }
@@ -269,6 +276,8 @@ pub struct Backend {
     users: Arc<Users>,
     child: tokio::sync::Mutex<Option<Child>>,
     spawned: bool,
+    /// The configuration file of a spawned standalone server (to start it again).
+    config: Option<PathBuf>,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -296,12 +305,16 @@ impl Backend {
             .map_err(|e| Error::io("creating the backend's directory", e))?;
         let socket = dir.path().join("redis.sock");
         let admin_password = random_password();
+        // The users live in an ACL file, so that a restart keeps them.
+        let acl_file = dir.path().join("users.acl");
+        std::fs::write(&acl_file, base_acl(&admin_password))
+            .map_err(|e| Error::io("writing the backend's ACL file", e))?;
         let config = format!(
             "port 0\nunixsocket {sock}\nunixsocketperm 700\nsave \"\"\nappendonly no\ndir {dir}\n\
-             daemonize no\nloglevel warning\nlogfile \"\"\nmaxclients 20000\n{acl}",
+             daemonize no\nloglevel warning\nlogfile \"\"\nmaxclients 20000\naclfile \"{acl}\"\n",
             sock = socket.display(),
             dir = dir.path().display(),
-            acl = base_acl(&admin_password),
+            acl = acl_file.display(),
         );
         let config_path = dir.path().join("redis.conf");
         std::fs::write(&config_path, config)
@@ -312,11 +325,12 @@ impl Backend {
             users: Arc::new(Users::new(
                 Some((ADMIN_USER.into(), admin_password)),
                 vec![addr.clone()],
-                false,
+                true,
             )),
             addr,
             child: tokio::sync::Mutex::new(Some(child)),
             spawned: true,
+            config: Some(config_path),
             _dir: Some(dir),
         };
         backend.wait_ready().await?;
@@ -354,6 +368,7 @@ impl Backend {
             addr,
             child: tokio::sync::Mutex::new(None),
             spawned: false,
+            config: None,
             _dir: None,
         };
         backend.wait_ready().await?;
@@ -377,6 +392,7 @@ impl Backend {
                 users: users.clone(),
                 child: tokio::sync::Mutex::new(None),
                 spawned: false,
+                config: None,
                 _dir: None,
             })
             .collect()
@@ -533,7 +549,14 @@ impl Backend {
             .custom
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(name.clone(), CustomUser { password, pubsub });
+            .insert(
+                name.clone(),
+                CustomUser {
+                    password,
+                    rules: rules.clone(),
+                    pubsub,
+                },
+            );
         Ok(())
     }
 
@@ -561,6 +584,104 @@ impl Backend {
                 Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             }
         }
+    }
+
+    /// Restarts a spawned standalone `redis-server`, as a cache node restarts: `SHUTDOWN SAVE`
+    /// (every client connection is cut, so the gateway closes its clients' connections; the
+    /// data is kept in an RDB snapshot), `down_for` with no server at all (new gateway
+    /// connections get `-ERR the emulator's Redis backend is unreachable` after their `AUTH`),
+    /// then the same configuration on the same unix socket. Returns once it answers again, with
+    /// every ACL user it had: the built-in policies', the access-key user and each custom
+    /// policy's, with the same passwords (they are loaded from its ACL file before the first
+    /// connection, and checked, and created again if missing, before this returns), so clients
+    /// that reconnect authenticate as before. ACL changes wait until the restart is over.
+    ///
+    /// A backend the emulator did not spawn (`--backend`) or a cluster node is an error that
+    /// says so; restart cluster nodes with
+    /// [`Cluster::restart_node`](crate::cluster::Cluster::restart_node).
+    pub async fn restart(&self, down_for: Duration) -> Result<(), Error> {
+        let (true, Some(config), [_]) = (self.spawned, &self.config, self.users.nodes.as_slice())
+        else {
+            return Err(Error::Config(
+                "only a redis-server the emulator spawned in standalone mode can be restarted \
+                 (not a --backend one; in cluster mode restart a node instead)"
+                    .into(),
+            ));
+        };
+        let _acl = self.users.acl.lock().await;
+        let mut slot = self.child.lock().await;
+        if let Some(mut child) = slot.take() {
+            if let Ok(mut conn) = self.admin_connection().await {
+                // On success Redis exits without a reply.
+                if let Ok(Value::Error(text)) = request(&mut conn, &["SHUTDOWN", "SAVE"]).await {
+                    *slot = Some(child);
+                    return Err(Error::Backend(format!(
+                        "the backend refused to shut down: {text}"
+                    )));
+                }
+            }
+            if tokio::time::timeout(Duration::from_secs(5), child.wait())
+                .await
+                .is_err()
+            {
+                let _ = child.kill().await;
+            }
+        }
+        if !down_for.is_zero() {
+            tokio::time::sleep(down_for).await;
+        }
+        *slot = Some(spawn_redis_server(config)?);
+        drop(slot);
+        self.wait_ready().await?;
+        self.reinstall_missing_users().await?;
+        Ok(())
+    }
+
+    /// After a restart: checks that every user is back and creates again (`ACL SETUSER`, same
+    /// password) any that is not. Called with the ACL lock held.
+    async fn reinstall_missing_users(&self) -> Result<(), Error> {
+        let mut s = self.admin_connection().await?;
+        let present = match request(&mut s, &["ACL", "USERS"]).await? {
+            Value::Array(items) => items.iter().filter_map(Value::text).collect::<Vec<_>>(),
+            other => {
+                return Err(Error::Backend(format!(
+                    "`ACL USERS` after the restart answered {other:?}"
+                )))
+            }
+        };
+        let builtins_back = AccessPolicy::all()
+            .iter()
+            .map(|p| p.backend_user())
+            .chain([ACCESS_KEY_USER.into()])
+            .all(|u| present.iter().any(|p| *p == u));
+        if !builtins_back {
+            tracing::warn!(
+                "the backend lost its built-in users in the restart; creating them again"
+            );
+            self.users.install(&self.addr).await?;
+        }
+        let custom: Vec<(String, String, String)> = self
+            .users
+            .custom
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(name, u)| (name.clone(), u.password.clone(), u.rules.clone()))
+            .collect();
+        for (name, password, rules) in custom {
+            let user = format!("entra-custom-{name}");
+            if present.contains(&user) {
+                continue;
+            }
+            tracing::warn!(
+                user,
+                "the backend lost a custom policy's user in the restart; creating it again"
+            );
+            let args = setuser_args(&user, &password, &rules);
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            simple_command(&mut s, &refs).await?;
+        }
+        Ok(())
     }
 
     /// Stops a spawned `redis-server` (a given backend is left running; a cluster's nodes are

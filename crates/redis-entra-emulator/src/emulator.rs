@@ -275,6 +275,7 @@ impl Emulator {
                 faults: faults.clone(),
                 backend: backend.clone(),
                 cluster: pending.cluster.clone(),
+                stats: stats.clone(),
                 admin_key: admin_key.clone(),
             }),
             until_stopped(stop_rx.clone()),
@@ -403,6 +404,28 @@ impl Emulator {
     /// and data (see [`Cluster::restart_node`]); returns once the cluster is healthy again.
     pub async fn restart_node(&self, index: usize) -> Result<(), Error> {
         self.require_cluster()?.restart_node(index).await
+    }
+
+    /// Restarts the standalone backend `redis-server` (see [`Backend::restart`]): live gateway
+    /// connections are cut (their clients see the connection closed), the server stays down for
+    /// `down_for` (new connections get an error after their `AUTH`), then comes back on the same
+    /// socket with its data and every access policy's user, so clients that reconnect
+    /// authenticate as before. Returns once it answers again. Counted in
+    /// [`Stats::backend_restarts`](crate::stats::Stats::backend_restarts).
+    ///
+    /// In cluster mode this is an error: use [`restart_node`](Self::restart_node). A backend the
+    /// emulator did not spawn (`--backend`) cannot be restarted either.
+    pub async fn restart_backend(&self, down_for: Duration) -> Result<(), Error> {
+        if self.cluster.is_some() {
+            return Err(Error::Config(
+                "the emulator is in cluster mode: restart a node with restart_node (POST \
+                 /admin/cluster/nodes/{index}/restart)"
+                    .into(),
+            ));
+        }
+        self.backend.restart(down_for).await?;
+        crate::stats::Stats::bump(&self.stats.backend_restarts);
+        Ok(())
     }
 
     /// Moves `slot` and its keys from cluster node `from` to node `to` (see

@@ -19,6 +19,15 @@ pub struct Stats {
     pub closed_at_expiry: AtomicU64,
     /// Access-key connections closed because access keys were disabled.
     pub closed_keys_disabled: AtomicU64,
+    /// Gateway connections closed by an injected fault: at random
+    /// ([`Faults::set_random_close`](crate::faults::Faults::set_random_close)) or all at once
+    /// ([`Faults::close_all_connections`](crate::faults::Faults::close_all_connections)).
+    pub closed_by_fault: AtomicU64,
+    /// Gateway connections closed because the backend closed its side or failed (a backend
+    /// restart, or `QUIT`/a protocol error, after which Redis closes).
+    pub closed_by_backend: AtomicU64,
+    /// Backend restarts ([`Emulator::restart_backend`](crate::Emulator::restart_backend)).
+    pub backend_restarts: AtomicU64,
 }
 
 impl Stats {

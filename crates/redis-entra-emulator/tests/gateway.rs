@@ -474,6 +474,304 @@ async fn bad_tokens_get_wrongpass() -> Result<()> {
     Ok(())
 }
 
+/// A token signed with the tenant's key whose claims are `env.claims(exp)` changed by `edit`.
+fn signed_with(
+    env: &Env,
+    edit: impl FnOnce(&mut serde_json::Map<String, Value>),
+) -> Result<String> {
+    let mut claims = env.claims(now_secs() + 300);
+    let map = claims
+        .as_object_mut()
+        .ok_or_else(|| anyhow!("claims are not an object"))?;
+    edit(map);
+    Ok(env.issuer.sign(&claims)?)
+}
+
+/// `token` with its part `index` (0 header, 1 payload, 2 signature) replaced.
+fn with_part(token: &str, index: usize, part: &str) -> String {
+    let mut parts: Vec<&str> = token.split('.').collect();
+    parts[index] = part;
+    parts.join(".")
+}
+
+#[tokio::test]
+async fn jwt_attacks_get_wrongpass_and_the_gateway_keeps_serving() -> Result<()> {
+    let env = Env::start(Duration::from_secs(300)).await?;
+    let oid = env.oid().to_string();
+    let (good, _) = env.token()?;
+    // Authenticated before the attacks, used after them: the gateway kept serving it.
+    let mut bystander = env.authenticated().await?;
+    let mut cases: Vec<(&str, String)> = Vec::new();
+
+    // Time: not valid before a minute from now (the skew is 1 s).
+    cases.push((
+        "nbf in the future",
+        signed_with(&env, |c| {
+            c.insert("nbf".into(), json!(now_secs() + 60));
+        })?,
+    ));
+    // Tenant.
+    cases.push((
+        "wrong tid",
+        signed_with(&env, |c| {
+            c.insert("tid".into(), json!(uuid::Uuid::new_v4().to_string()));
+        })?,
+    ));
+    cases.push((
+        "no tid",
+        signed_with(&env, |c| {
+            c.remove("tid");
+        })?,
+    ));
+    // Base64url that is not: '!' and '*' are in neither alphabet.
+    cases.push(("bad base64 in the header", with_part(&good, 0, "eyJ!!!")));
+    cases.push(("bad base64 in the payload", with_part(&good, 1, "***")));
+    cases.push(("bad base64 in the signature", with_part(&good, 2, "%%%%")));
+    cases.push(("empty signature", with_part(&good, 2, "")));
+    cases.push((
+        "valid base64, header not JSON",
+        with_part(&good, 0, &b64(b"not json")),
+    ));
+    cases.push((
+        "valid base64, payload not JSON (signature of another payload)",
+        with_part(&good, 1, &b64(b"not json")),
+    ));
+    cases.push((
+        "two parts",
+        good.rsplit_once('.').map_or("", |p| p.0).into(),
+    ));
+    cases.push(("four parts", format!("{good}.{}", b64(b"{}"))));
+    // Claims of the wrong type, each in an otherwise valid, properly signed token.
+    let typed: Vec<(&str, &str, Value)> = vec![
+        (
+            "exp as a string",
+            "exp",
+            json!((now_secs() + 300).to_string()),
+        ),
+        ("exp as a huge float", "exp", json!(1e300)),
+        ("exp negative", "exp", json!(-1)),
+        ("exp as null", "exp", Value::Null),
+        ("oid as a number", "oid", json!(42)),
+        ("aud as a number", "aud", json!(42)),
+        ("nbf as a string", "nbf", json!(now_secs().to_string())),
+        ("iss as an array", "iss", json!([env.issuer.v1_issuer()])),
+        ("tid as a number", "tid", json!(7)),
+    ];
+    for (what, claim, value) in typed {
+        cases.push((
+            what,
+            signed_with(&env, |c| {
+                c.insert(claim.into(), value);
+            })?,
+        ));
+    }
+
+    let mut conn = env.connect().await?;
+    for (what, token) in &cases {
+        assert_eq!(
+            conn.cmd(&["AUTH", &oid, token]).await?,
+            err(WRONGPASS),
+            "{what}"
+        );
+        assert_eq!(
+            conn.cmd(&["HELLO", "3", "AUTH", &oid, token]).await?,
+            err(WRONGPASS),
+            "HELLO, {what}"
+        );
+    }
+    assert_eq!(Stats::get(&env.stats.auth_failed), 2 * cases.len() as u64);
+    assert_eq!(
+        Stats::get(&env.stats.auth_succeeded),
+        1,
+        "the bystander only"
+    );
+
+    // The same tokens as re-AUTH on an authenticated connection: refused in order, connection
+    // kept.
+    let mut authed = env.authenticated().await?;
+    for (what, token) in &cases {
+        assert_eq!(
+            authed.cmd(&["AUTH", &oid, token]).await?,
+            err(WRONGPASS),
+            "re-AUTH, {what}"
+        );
+    }
+    assert_eq!(authed.cmd(&["SET", "attacks", "done"]).await?, ok());
+
+    // Accepted on purpose: a NumericDate may have a fraction (RFC 7519 §2), nbf within the
+    // skew is valid, and a far-away exp is capped (the deadline is at most a year away).
+    let fractional = signed_with(&env, |c| {
+        c.insert("exp".into(), json!(now_secs() as f64 + 300.5));
+    })?;
+    let nbf_within_skew = signed_with(&env, |c| {
+        c.insert("nbf".into(), json!(now_secs() + 1));
+    })?;
+    let far_exp = signed_with(&env, |c| {
+        c.insert("exp".into(), json!(u64::MAX));
+    })?;
+    for (what, token) in [
+        ("fractional exp", fractional),
+        ("nbf within the skew", nbf_within_skew),
+        ("exp = u64::MAX", far_exp),
+    ] {
+        let mut c = env.connect().await?;
+        assert_eq!(c.cmd(&["AUTH", &oid, &token]).await?, ok(), "{what}");
+        assert_eq!(c.cmd(&["GET", "attacks"]).await?, bulk("done"), "{what}");
+    }
+
+    // Still serving: the attacked connection authenticates, the bystander works.
+    assert_eq!(conn.cmd(&["AUTH", &oid, &good]).await?, ok());
+    assert_eq!(conn.cmd(&["PING"]).await?, Reply::Simple("PONG".into()));
+    assert_eq!(bystander.cmd(&["GET", "attacks"]).await?, bulk("done"));
+    Ok(())
+}
+
+/// A RESP request `AUTH <user> <password>` where the password is `len` bytes of `x`.
+fn auth_with_password_of(user: &str, len: usize) -> Vec<u8> {
+    let password = "x".repeat(len);
+    encode(&["AUTH", user, &password])
+}
+
+#[tokio::test]
+async fn oversized_tokens_are_refused_without_hanging_or_harming_others() -> Result<()> {
+    let env = Env::start(Duration::from_secs(300)).await?;
+    let oid = env.oid().to_string();
+    let mut bystander = env.authenticated().await?;
+    let started = tokio::time::Instant::now();
+
+    // Before authentication Redis' limits for unauthenticated clients apply: a bulk longer
+    // than 16384 bytes is a protocol error, answered and closed as soon as its length is read.
+    for len in [20 * 1024, 1024 * 1024] {
+        let request = auth_with_password_of(&oid, len);
+        // What a client has sent when the gateway reacts: the header and a little of the bulk.
+        let sent = request.len() - len - 2 + 1024;
+        let mut conn = env.connect().await?;
+        conn.send(&request[..sent]).await?;
+        assert_eq!(
+            conn.read().await?,
+            err("ERR Protocol error: unauthenticated bulk length"),
+            "AUTH with a {len}-byte password"
+        );
+        conn.expect_close().await?;
+        let mut hello = env.connect().await?;
+        let password = "x".repeat(len);
+        let request = encode(&["HELLO", "3", "AUTH", &oid, &password]);
+        hello
+            .send(&request[..request.len() - len - 2 + 1024])
+            .await?;
+        assert_eq!(
+            hello.read().await?,
+            err("ERR Protocol error: unauthenticated bulk length"),
+            "HELLO AUTH with a {len}-byte password"
+        );
+        hello.expect_close().await?;
+    }
+
+    // The whole megabyte at once: the gateway may close before reading it all (the client may
+    // then see a reset instead of the error), but it must end the connection promptly.
+    let blast = env.connect().await?;
+    let (mut rd, mut wr) = tokio::io::split(blast.stream.into_inner());
+    let request = auth_with_password_of(&oid, 1024 * 1024);
+    let writer = tokio::spawn(async move {
+        let _ = wr.write_all(&request).await;
+        let _ = wr.flush().await;
+    });
+    let mut seen = Vec::new();
+    let ended = tokio::time::timeout(WAIT, rd.read_to_end(&mut seen)).await;
+    assert!(ended.is_ok(), "the gateway did not end a 1 MB AUTH in time");
+    if !seen.is_empty() {
+        assert_eq!(
+            String::from_utf8_lossy(&seen),
+            "-ERR Protocol error: unauthenticated bulk length\r\n"
+        );
+    }
+    writer.abort();
+
+    // Inline requests may be up to 64 KiB before authentication: a 20 KB token gets WRONGPASS
+    // and the connection stays; a line longer than that is Redis' "too big inline request".
+    let mut inline = env.connect().await?;
+    let line = format!("AUTH {oid} {}\r\n", "x".repeat(20 * 1024));
+    inline.send(line.as_bytes()).await?;
+    assert_eq!(inline.read().await?, err(WRONGPASS));
+    assert_eq!(
+        inline.cmd(&["PING"]).await?,
+        err("NOAUTH Authentication required.")
+    );
+    let mut too_long = env.connect().await?;
+    too_long
+        .send(format!("AUTH {oid} {}", "x".repeat(64 * 1024)).as_bytes())
+        .await?;
+    assert_eq!(
+        too_long.read().await?,
+        err("ERR Protocol error: too big inline request")
+    );
+    too_long.expect_close().await?;
+
+    // After authentication the limits are Redis' usual ones: a 1 MB re-AUTH is read whole,
+    // refused with WRONGPASS, and the connection carries on.
+    let mut authed = env.authenticated().await?;
+    authed
+        .send(&auth_with_password_of(&oid, 1024 * 1024))
+        .await?;
+    assert_eq!(authed.read().await?, err(WRONGPASS));
+    let (good, _) = env.token()?;
+    let mut hello = auth_with_password_of(&oid, 20 * 1024);
+    hello.extend(encode(&["AUTH", &oid, &good]));
+    authed.send(&hello).await?;
+    assert_eq!(authed.read().await?, err(WRONGPASS));
+    assert_eq!(authed.read().await?, ok());
+    assert_eq!(authed.cmd(&["PING"]).await?, Reply::Simple("PONG".into()));
+
+    // Nobody else noticed, and new clients get in.
+    assert_eq!(
+        bystander.cmd(&["PING"]).await?,
+        Reply::Simple("PONG".into())
+    );
+    let mut fresh = env.authenticated().await?;
+    assert_eq!(fresh.cmd(&["PING"]).await?, Reply::Simple("PONG".into()));
+    assert!(
+        started.elapsed() < WAIT,
+        "the oversized requests took {:?}",
+        started.elapsed()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_token_replayed_after_its_policy_was_removed_gets_wrongpass() -> Result<()> {
+    let env = Env::start(Duration::from_secs(3)).await?;
+    let oid = env.oid().to_string();
+    let (token, exp) = env.token()?;
+    let mut before = env.connect().await?;
+    assert_eq!(before.cmd(&["AUTH", &oid, &token]).await?, ok());
+    assert_eq!(before.cmd(&["SET", "replay", "1"]).await?, ok());
+
+    assert!(env.directory.remove_assignment(&oid).is_some());
+
+    // The same, validly signed, unexpired token: refused for a new connection, by AUTH and by
+    // HELLO, and as a re-AUTH.
+    let mut replay = env.connect().await?;
+    assert_eq!(replay.cmd(&["AUTH", &oid, &token]).await?, err(WRONGPASS));
+    assert_eq!(
+        replay.cmd(&["HELLO", "3", "AUTH", &oid, &token]).await?,
+        err(WRONGPASS)
+    );
+    assert_eq!(before.cmd(&["AUTH", &oid, &token]).await?, err(WRONGPASS));
+    // The connection that was already in keeps its access until its token expires (the
+    // emulator's documented rule), and is then closed, as any connection at expiry.
+    assert_eq!(before.cmd(&["GET", "replay"]).await?, bulk("1"));
+    before.expect_close().await?;
+    assert!(unix_now() >= exp as f64, "closed before the token expired");
+    assert_eq!(Stats::get(&env.stats.closed_at_expiry), 1);
+    // And a fresh token for the identity is refused too, until a policy is assigned again.
+    let (fresh, _) = env.token()?;
+    assert_eq!(replay.cmd(&["AUTH", &oid, &fresh]).await?, err(WRONGPASS));
+    env.directory.assign(&oid, AccessPolicy::DataOwner);
+    assert_eq!(replay.cmd(&["AUTH", &oid, &fresh]).await?, ok());
+    assert_eq!(replay.cmd(&["GET", "replay"]).await?, bulk("1"));
+    Ok(())
+}
+
 #[tokio::test]
 async fn hello_3_auth_returns_the_server_map() -> Result<()> {
     let env = Env::start(Duration::from_secs(300)).await?;

@@ -1,13 +1,18 @@
-//! `/admin/faults/identity`: how the token and managed-identity endpoints misbehave.
+//! `/admin/faults/…`: how the token and managed-identity endpoints misbehave
+//! (`/admin/faults/identity`), how the gateway misbehaves (`/admin/faults/gateway`, and
+//! `/admin/faults/gateway/close-all`), and backend restarts (`/admin/faults/backend/restart`).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::Json;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
-use super::{AdminState, JsonBody};
-use crate::faults::IdentityFault;
+use super::{AdminState, ApiError, JsonBody};
+use crate::faults::{IdentityFault, DEFAULT_WRONG_AUDIENCE};
+use crate::stats::Stats;
+use crate::Error;
 
 /// An identity fault as JSON: `{"fault": "slow", "ms": 500}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +43,17 @@ pub(crate) enum FaultBody {
         #[serde(default)]
         retry_after_secs: Option<u64>,
     },
+    /// Otherwise-valid tokens whose `aud` is `audience` (default
+    /// `https://management.azure.com/`): `{"fault":"wrong-audience"}`.
+    #[serde(alias = "WrongAudience")]
+    WrongAudience {
+        #[serde(default = "default_wrong_audience")]
+        audience: String,
+    },
+}
+
+fn default_wrong_audience() -> String {
+    DEFAULT_WRONG_AUDIENCE.to_string()
 }
 
 impl From<FaultBody> for IdentityFault {
@@ -58,6 +74,7 @@ impl From<FaultBody> for IdentityFault {
                 code,
                 retry_after_secs,
             },
+            FaultBody::WrongAudience { audience } => Self::WrongAudience { audience },
         }
     }
 }
@@ -81,6 +98,7 @@ impl From<IdentityFault> for FaultBody {
                 code,
                 retry_after_secs,
             },
+            IdentityFault::WrongAudience { audience } => Self::WrongAudience { audience },
             // `None`, and any fault added later that the admin interface does not name yet.
             _ => Self::None,
         }
@@ -102,27 +120,145 @@ pub(crate) async fn set_fault(
     Json(state.faults.identity().into())
 }
 
-/// A gateway fault as JSON: `{"refuse_reauth": true}` makes every re-`AUTH` on an already
-/// authenticated connection fail with `WRONGPASS` (first `AUTH`s still succeed).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The gateway's faults as JSON. On `PUT` every field is optional and a field left out stays
+/// as it is: `{"refuse_reauth": true}` makes every re-`AUTH` on an already authenticated
+/// connection fail with `WRONGPASS` (first `AUTH`s still succeed);
+/// `{"random_close": {"per_connection_per_second": 0.2}}` closes each authenticated connection
+/// at random, on average after 5 s; `{"random_close": null}` (or a rate of 0) stops that. The
+/// answer shows every fault in force, `random_close` only when it is on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct GatewayFaultBody {
-    refuse_reauth: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    refuse_reauth: Option<bool>,
+    /// `None`: left out; `Some(None)`: `null`, off.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    random_close: Option<Option<RandomClose>>,
+}
+
+/// The random-close fault's rate.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RandomClose {
+    /// Closes per authenticated connection per second.
+    per_connection_per_second: f64,
+}
+
+/// Tells a field given as `null` (`Some(None)`) from one left out (`None`, the default).
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+fn gateway_faults(state: &AdminState) -> GatewayFaultBody {
+    let rate = state.faults.random_close();
+    GatewayFaultBody {
+        refuse_reauth: Some(state.faults.refuse_reauth()),
+        random_close: (rate > 0.0).then_some(Some(RandomClose {
+            per_connection_per_second: rate,
+        })),
+    }
 }
 
 /// `GET /admin/faults/gateway`.
 pub(crate) async fn get_gateway_fault(State(state): State<AdminState>) -> Json<GatewayFaultBody> {
-    Json(GatewayFaultBody {
-        refuse_reauth: state.faults.refuse_reauth(),
-    })
+    Json(gateway_faults(&state))
 }
 
 /// `PUT /admin/faults/gateway`.
 pub(crate) async fn set_gateway_fault(
     State(state): State<AdminState>,
     JsonBody(body): JsonBody<GatewayFaultBody>,
-) -> Json<GatewayFaultBody> {
+) -> Result<Json<GatewayFaultBody>, ApiError> {
     tracing::debug!(fault = ?body, "admin: gateway fault set");
-    state.faults.set_refuse_reauth(body.refuse_reauth);
-    Json(body)
+    if let Some(random_close) = body.random_close {
+        let rate = random_close.map_or(0.0, |r| r.per_connection_per_second);
+        state
+            .faults
+            .set_random_close(rate)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    }
+    if let Some(on) = body.refuse_reauth {
+        state.faults.set_refuse_reauth(on);
+    }
+    Ok(Json(gateway_faults(&state)))
+}
+
+/// What `POST /admin/faults/gateway/close-all` did.
+#[derive(Debug, Serialize)]
+pub(crate) struct ClosedAll {
+    /// How many client connections were told to close.
+    connections: usize,
+}
+
+/// `POST /admin/faults/gateway/close-all`: closes every client connection of the gateway(s)
+/// now, abruptly.
+pub(crate) async fn close_all_connections(State(state): State<AdminState>) -> Json<ClosedAll> {
+    let connections = state.faults.close_all_connections();
+    tracing::debug!(connections, "admin: every gateway connection told to close");
+    Json(ClosedAll { connections })
+}
+
+/// `POST /admin/faults/backend/restart`'s optional body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Restart {
+    /// How long the backend stays down before it starts again.
+    #[serde(default)]
+    down_for_ms: u64,
+}
+
+/// What a backend restart did.
+#[derive(Debug, Serialize)]
+pub(crate) struct Restarted {
+    down_for_ms: u64,
+    /// From the request to the backend answering again.
+    took_ms: u64,
+}
+
+/// `POST /admin/faults/backend/restart`: restarts the standalone backend; answers once it is
+/// back. The body is optional.
+pub(crate) async fn restart_backend(
+    State(state): State<AdminState>,
+    body: Bytes,
+) -> Result<Json<Restarted>, ApiError> {
+    let restart: Restart = if body.iter().all(u8::is_ascii_whitespace) {
+        Restart::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?
+    };
+    if state.cluster.is_some() {
+        return Err(ApiError::not_found(
+            "the emulator is in cluster mode: restart a node with POST \
+             /admin/cluster/nodes/{index}/restart",
+        ));
+    }
+    let started = Instant::now();
+    state
+        .backend
+        .restart(Duration::from_millis(restart.down_for_ms))
+        .await
+        .map_err(|e| match e {
+            Error::Config(message) => ApiError::bad_request(message),
+            other => ApiError::from(other),
+        })?;
+    Stats::bump(&state.stats.backend_restarts);
+    let took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    tracing::debug!(
+        down_for_ms = restart.down_for_ms,
+        took_ms,
+        "admin: backend restarted"
+    );
+    Ok(Json(Restarted {
+        down_for_ms: restart.down_for_ms,
+        took_ms,
+    }))
 }

@@ -31,8 +31,10 @@
 //! | `GET` | `/admin/cluster/nodes` | | `[{"index","id","host","port","backend_port","bus_port"}]` (cluster mode; else 404) |
 //! | `POST` | `/admin/cluster/nodes/{index}/restart` | | the node, once it is back and the cluster healthy (its data kept: `SHUTDOWN SAVE`) |
 //! | `POST` | `/admin/cluster/slots/{slot}/migrate` | `{"to": index}` | `{"slot","from","to","keys"}`, once the slot and its keys moved |
-//! | `GET`, `PUT` | `/admin/faults/identity` | `{"fault": "none" \| "unavailable" \| "internal-error" \| "malformed-json"}`, `{"fault": "too-many-requests", "retry_after_secs"}`, `{"fault": "slow", "ms"}` | the fault in force |
-//! | `GET`, `PUT` | `/admin/faults/gateway` | `{"refuse_reauth": bool}` | every re-`AUTH` on an authenticated connection gets `WRONGPASS` while on |
+//! | `GET`, `PUT` | `/admin/faults/identity` | `{"fault": "none" \| "unavailable" \| "internal-error" \| "malformed-json"}`, `{"fault": "too-many-requests", "retry_after_secs"}`, `{"fault": "slow", "ms"}`, `{"fault": "status", "code", "retry_after_secs"?}`, `{"fault": "wrong-audience", "audience"?}` | the fault in force |
+//! | `GET`, `PUT` | `/admin/faults/gateway` | `{"refuse_reauth"?: bool, "random_close"?: {"per_connection_per_second": rate} \| null}` (fields left out stay as they are) | the faults in force (`random_close` left out when off) |
+//! | `POST` | `/admin/faults/gateway/close-all` | | `{"connections": n}`, once every client connection was told to close |
+//! | `POST` | `/admin/faults/backend/restart` | optional `{"down_for_ms": n}` | `{"down_for_ms","took_ms"}`, once the backend is back (standalone mode; 404 in cluster mode) |
 //!
 //! An identity is `{"display_name","kind","client_id","object_id","resource_id","assignment"}`,
 //! `assignment` being `null` or `{"policy","rules","alias"}`.
@@ -44,6 +46,15 @@
 //! removes a claim, e.g. `{"oid": null}`).
 //!
 //! Fault names also accept their Rust spelling (`TooManyRequests`, …).
+//!
+//! The faults, in short (see [`crate::faults`]): `wrong-audience` issues otherwise-valid tokens
+//! whose `aud` is `audience` (default `https://management.azure.com/`), which the gateway refuses
+//! with `WRONGPASS`; `refuse_reauth` refuses every re-`AUTH`; `random_close` closes each
+//! authenticated connection abruptly (TCP close, no reply, no TLS `close_notify`) after an
+//! exponentially distributed delay of mean `1 / per_connection_per_second` seconds (0 or `null`
+//! turns it off); `close-all` closes every client connection at once, the same way; and
+//! `backend/restart` restarts the backend `redis-server` (`SHUTDOWN SAVE`, down for
+//! `down_for_ms`, then up again with its data and users).
 //!
 //! Logs name the method, path and status only: never the bearer key, a body, a secret or a
 //! token.
@@ -69,6 +80,7 @@ use crate::cluster::Cluster;
 use crate::directory::Directory;
 use crate::faults::Faults;
 use crate::signing::TokenIssuer;
+use crate::stats::Stats;
 
 /// What the admin endpoints act on.
 #[derive(Clone)]
@@ -83,6 +95,8 @@ pub struct AdminState {
     pub backend: Arc<Backend>,
     /// The cluster, in cluster mode.
     pub cluster: Option<Arc<Cluster>>,
+    /// The emulator's counters (backend restarts are counted here).
+    pub stats: Arc<Stats>,
     /// The bearer key every request must present (a secret: `Debug` redacts it).
     pub admin_key: String,
 }
@@ -150,6 +164,14 @@ pub fn router(state: AdminState) -> Router {
         .route(
             "/admin/faults/gateway",
             get(faults::get_gateway_fault).put(faults::set_gateway_fault),
+        )
+        .route(
+            "/admin/faults/gateway/close-all",
+            post(faults::close_all_connections),
+        )
+        .route(
+            "/admin/faults/backend/restart",
+            post(faults::restart_backend),
         )
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)

@@ -97,7 +97,8 @@ pub struct GatewayState {
     /// Counters: connections accepted, authentications, closes at expiry.
     pub stats: Arc<Stats>,
     /// Faults injected at run time (the gateway reads
-    /// [`refuse_reauth`](Faults::refuse_reauth)).
+    /// [`refuse_reauth`](Faults::refuse_reauth), the random-close rate and
+    /// [`close_all_connections`](Faults::close_all_connections)).
     pub faults: Arc<Faults>,
 }
 

@@ -23,6 +23,13 @@
 //! A connection authenticated with an access key (as the backend user `entra-access-key`) has
 //! no deadline; it is closed when access keys are disabled. A re-`AUTH` switches it: to a token,
 //! and it gets that token's deadline; to a key, and it loses its deadline.
+//!
+//! Injected faults end connections abruptly (no reply, no TLS `close_notify`, the TCP
+//! connection dropped): every connection at
+//! [`close_all_connections`](crate::faults::Faults::close_all_connections), and each
+//! authenticated one at a random moment while
+//! [`set_random_close`](crate::faults::Faults::set_random_close) is on. When the backend closes
+//! its side (a [restart](crate::backend::Backend::restart)), the client's connection is closed.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -79,6 +86,12 @@ enum End {
     KeysDisabled,
     /// The gateway is shutting down.
     Shutdown,
+    /// An injected fault closed it ([`Faults::set_random_close`],
+    /// [`Faults::close_all_connections`]): dropped without `close_notify`.
+    ///
+    /// [`Faults::set_random_close`]: crate::faults::Faults::set_random_close
+    /// [`Faults::close_all_connections`]: crate::faults::Faults::close_all_connections
+    Injected,
 }
 
 /// The commands the gateway looks into.
@@ -267,6 +280,38 @@ async fn keys_disabled(rx: &mut watch::Receiver<u64>, epoch: Option<u64>) {
             }
         }
         None => std::future::pending::<()>().await,
+    }
+}
+
+/// Resolves when [`Faults::close_all_connections`](crate::faults::Faults::close_all_connections)
+/// is called (never if the faults are gone).
+async fn close_all(rx: &mut watch::Receiver<u64>) {
+    if rx.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Resolves at a random moment while the random-close fault is on: after a delay drawn from an
+/// exponential distribution with the rate in force, drawn again whenever the rate changes.
+async fn random_close(rx: &mut watch::Receiver<f64>) {
+    loop {
+        let rate = *rx.borrow_and_update();
+        if rate > 0.0 {
+            // 1 - U is in (0, 1], so the logarithm is finite.
+            let u: f64 = rand::random();
+            let secs = -(1.0 - u).ln() / rate;
+            let delay = Duration::try_from_secs_f64(secs)
+                .unwrap_or(MAX_DEADLINE)
+                .min(MAX_DEADLINE);
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => return,
+                changed = rx.changed() => if changed.is_err() {
+                    std::future::pending::<()>().await;
+                },
+            }
+        } else if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 }
 
@@ -715,20 +760,40 @@ pub(crate) async fn serve<S>(
     let ctx = Ctx { id, state: &state };
     let (mut reader, mut writer) = tokio::io::split(stream);
     let mut buf = BytesMut::with_capacity(CLIENT_READ);
-    let end = match phase1(&ctx, &mut reader, &mut writer, &mut buf, &mut shutdown).await {
+    let mut close_all_rx = state.faults.watch_close_all();
+    let phase1 = phase1(&ctx, &mut reader, &mut writer, &mut buf, &mut shutdown);
+    let phase1 = tokio::select! {
+        r = phase1 => r,
+        _ = close_all(&mut close_all_rx) => Err(End::Injected),
+    };
+    let end = match phase1 {
         Ok(auth) => {
-            phase2(
-                &ctx,
-                &mut reader,
-                &mut writer,
-                &mut buf,
-                &mut shutdown,
-                auth,
-            )
-            .await
+            let mut random_close_rx = state.faults.watch_random_close();
+            tokio::select! {
+                end = phase2(
+                    &ctx,
+                    &mut reader,
+                    &mut writer,
+                    &mut buf,
+                    &mut shutdown,
+                    auth,
+                ) => end,
+                _ = close_all(&mut close_all_rx) => End::Injected,
+                _ = random_close(&mut random_close_rx) => End::Injected,
+            }
         }
         Err(end) => end,
     };
+    if end == End::Injected {
+        // Abruptly, as a proxy losing its node: no reply, no TLS close_notify, just the TCP
+        // close when the stream is dropped.
+        Stats::bump(&state.stats.closed_by_fault);
+        debug!(conn = id, "closed by an injected fault");
+        return;
+    }
+    if end == End::Backend {
+        Stats::bump(&state.stats.closed_by_backend);
+    }
     if end == End::Expired {
         Stats::bump(&state.stats.closed_at_expiry);
         debug!(conn = id, "token expired: closing the connection");

@@ -2,7 +2,8 @@
 //!
 //! A token is accepted when it is a JWT signed with RS256 by a trusted key (looked up by the
 //! header's `kid`), its `aud` is the Redis resource (any of the three spellings Entra uses), its
-//! `iss` is the tenant's v1 or v2 issuer, it is within `nbf`/`exp` give or take the clock skew,
+//! `iss` is the tenant's v1 or v2 issuer (a string: an array holding it is refused, though
+//! `jsonwebtoken` alone would take it), its `tid` is the tenant's id, it is within `nbf`/`exp` give or take the clock skew,
 //! its `oid` equals the username (compared case-insensitively, as GUIDs) or the username is the
 //! `objectIdAlias` of that object id's assignment (exactly; whether Azure accepts aliases is
 //! unconfirmed, the emulator does), and that object id has an access policy assigned in the
@@ -72,7 +73,11 @@ pub enum Rejection {
     /// `iss` is not this tenant's v1 or v2 issuer.
     #[error("the token's issuer is not the tenant's")]
     Issuer,
-    /// A claim the check needs (`exp`, `aud`, `iss`) is missing or has the wrong type.
+    /// `tid` is missing or is not this tenant's id.
+    #[error("the token's tenant (tid) is not the cache's tenant")]
+    Tenant,
+    /// A claim the check needs (`exp`, `aud`, `iss`, `oid`, `tid`, `nbf` when present) is
+    /// missing or has the wrong type.
     #[error("the token lacks a required claim or has one of the wrong type")]
     Claims,
     /// No `oid` claim.
@@ -86,10 +91,16 @@ pub enum Rejection {
     NoAccessPolicy,
 }
 
+/// The claims the gateway reads itself, after `jsonwebtoken` checked `exp`, `nbf`, `aud` and
+/// `iss`. Typed strictly: a claim of another type fails the whole token.
 #[derive(Deserialize)]
 struct Claims {
     oid: Option<String>,
     exp: f64,
+    /// Only a string: `jsonwebtoken` accepts an array that contains an accepted issuer.
+    #[serde(rename = "iss")]
+    _issuer: String,
+    tid: Option<String>,
 }
 
 /// Validates Entra access tokens presented to the gateway.
@@ -239,6 +250,13 @@ impl TokenValidator {
             _ => Rejection::Malformed,
         })?;
         let claims = data.claims;
+        let tenant = self.directory.tenant_id().as_bytes();
+        if !claims
+            .tid
+            .is_some_and(|tid| tid.as_bytes().eq_ignore_ascii_case(tenant))
+        {
+            return Err(Rejection::Tenant);
+        }
         let oid = claims.oid.ok_or(Rejection::MissingOid)?;
         let assignment = self.directory.assignment_of(&oid);
         let by_oid = oid.as_bytes().eq_ignore_ascii_case(username);

@@ -4,6 +4,9 @@
 //! [`crate::faults::Faults::identity`] before anything else. The failure replies are shaped as
 //! the endpoint they imitate would shape them: Entra's AADSTS JSON for the token endpoint,
 //! `{"statusCode","message"}` for App Service, `{"error","error_description"}` for IMDS.
+//!
+//! [`IdentityFault::WrongAudience`] is not a failure: the request is served, and every place
+//! that signs an access token asks [`audience`] which `aud` to put in it.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -60,7 +63,7 @@ pub(crate) async fn apply(
                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             retry_after_secs,
         ),
-        IdentityFault::None => return None,
+        IdentityFault::None | IdentityFault::WrongAudience { .. } => return None,
     };
     let mut response = match flavor {
         Flavor::Entra => {
@@ -95,6 +98,15 @@ pub(crate) async fn apply(
         }
     }
     Some(response)
+}
+
+/// The `aud` to put in an access token requested for `requested`: the wrong audience while
+/// [`IdentityFault::WrongAudience`] is in force, else `requested`.
+pub(crate) fn audience(state: &IdentityState, requested: &str) -> String {
+    match state.faults.identity() {
+        IdentityFault::WrongAudience { audience } => audience,
+        _ => requested.to_string(),
+    }
 }
 
 /// The Entra error for an injected failure. The codes are Entra's own for these situations:

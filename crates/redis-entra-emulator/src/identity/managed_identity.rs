@@ -81,7 +81,8 @@ pub(crate) fn issue_counted(
     principal: &Principal,
     audience: &str,
 ) -> Option<IssuedToken> {
-    match state.issuer.issue(principal, audience) {
+    let audience = fault_injection::audience(state, audience);
+    match state.issuer.issue(principal, &audience) {
         Ok(issued) => {
             Stats::bump(&state.stats.tokens_issued);
             Some(issued)

@@ -131,6 +131,7 @@ async fn client_credentials(
         let audience = audience.map_err(|resource| {
             EntraError::resource_not_found(&resource, state.directory.tenant_id())
         })?;
+        let audience = fault_injection::audience(state, &audience);
         let issued = state.issuer.issue(&principal, &audience).map_err(|e| {
             tracing::warn!(error = %e, "the emulator could not sign a token");
             EntraError::new(

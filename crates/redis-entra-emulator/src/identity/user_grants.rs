@@ -371,9 +371,10 @@ fn user_token_reply(
         .by_object_id(&user.object_id)
         .ok_or_else(|| invalid_grant(50034, "The user account no longer exists."))?;
     let lifetime = state.issuer.lifetime().as_secs().max(1);
+    let audience = super::fault_injection::audience(state, audience);
     let mut claims = state
         .issuer
-        .claims_for(&principal, audience, lifetime as i64);
+        .claims_for(&principal, &audience, lifetime as i64);
     if let Value::Object(map) = &mut claims {
         map.insert("appid".into(), json!(client_id));
         map.insert("appidacr".into(), json!("0"));
