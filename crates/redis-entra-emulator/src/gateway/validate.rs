@@ -10,11 +10,17 @@
 //! [`Directory`]. Anything else is a [`Rejection`], whose reason
 //! is for debug logs only: the client always sees Redis' `WRONGPASS` text.
 //!
+//! A token whose signature and claims verified is remembered (up to [`VERIFIED_CAPACITY`]
+//! tokens, until they expire), so the same token presented again — a fleet of connections
+//! re-authenticating with the token their client just refreshed — costs a lookup instead of an
+//! RSA verification; its time window, key, username and access policy are still checked every
+//! time.
+//!
 //! Neither this module's types nor its errors ever hold or print the token.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -93,14 +99,25 @@ pub enum Rejection {
 
 /// The claims the gateway reads itself, after `jsonwebtoken` checked `exp`, `nbf`, `aud` and
 /// `iss`. Typed strictly: a claim of another type fails the whole token.
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 struct Claims {
     oid: Option<String>,
     exp: f64,
+    nbf: Option<f64>,
     /// Only a string: `jsonwebtoken` accepts an array that contains an accepted issuer.
     #[serde(rename = "iss")]
     _issuer: String,
     tid: Option<String>,
+}
+
+/// How many verified tokens are remembered at most.
+pub const VERIFIED_CAPACITY: usize = 4096;
+
+/// A token whose signature, algorithm, audience, issuer and tenant verified, with the key that
+/// signed it (the entry counts only while that key is still trusted).
+struct Verified {
+    kid: String,
+    claims: Claims,
 }
 
 /// Validates Entra access tokens presented to the gateway.
@@ -110,6 +127,7 @@ struct Claims {
 pub struct TokenValidator {
     directory: Arc<Directory>,
     keys: RwLock<HashMap<String, DecodingKey>>,
+    verified: Mutex<HashMap<Box<[u8]>, Verified>>,
     issuers: Vec<String>,
     audiences: Vec<String>,
     skew: Duration,
@@ -144,6 +162,7 @@ impl TokenValidator {
         Self {
             directory,
             keys: RwLock::new(HashMap::new()),
+            verified: Mutex::new(HashMap::new()),
             issuers,
             audiences: vec![
                 REDIS_RESOURCE.to_string(),
@@ -183,17 +202,29 @@ impl TokenValidator {
 
     /// Trusts `key` for tokens whose header carries `kid` (replacing any key with that `kid`).
     pub fn add_key(&self, kid: impl Into<String>, key: DecodingKey) {
+        let kid = kid.into();
         if let Ok(mut keys) = self.keys.write() {
-            keys.insert(kid.into(), key);
+            keys.insert(kid.clone(), key);
+        }
+        // A replaced key must not vouch for what the old one signed.
+        self.forget_signed_by(&kid);
+    }
+
+    fn forget_signed_by(&self, kid: &str) {
+        if let Ok(mut verified) = self.verified.lock() {
+            verified.retain(|_, v| v.kid != kid);
         }
     }
 
     /// Stops trusting the key `kid`; returns whether it was trusted.
     pub fn remove_key(&self, kid: &str) -> bool {
-        self.keys
+        let removed = self
+            .keys
             .write()
             .map(|mut keys| keys.remove(kid).is_some())
-            .unwrap_or(false)
+            .unwrap_or(false);
+        self.forget_signed_by(kid);
+        removed
     }
 
     /// The clock skew allowed on `exp` and `nbf`.
@@ -213,6 +244,47 @@ impl TokenValidator {
 
     /// Checks `AUTH <username> <token>` (the username being the object id or the alias).
     pub fn validate(&self, username: &[u8], token: &[u8]) -> Result<ValidToken, Rejection> {
+        let claims = match self.remembered(token)? {
+            Some(claims) => claims,
+            None => self.verify(token)?,
+        };
+        self.authorise(username, claims)
+    }
+
+    /// The claims of a token verified before, if it still counts: its key is still trusted and
+    /// it is inside its `nbf`/`exp` window, give or take the skew (as `jsonwebtoken` checks).
+    fn remembered(&self, token: &[u8]) -> Result<Option<Claims>, Rejection> {
+        let Ok(verified) = self.verified.lock() else {
+            return Ok(None);
+        };
+        let Some(entry) = verified.get(token) else {
+            return Ok(None);
+        };
+        let trusted = self
+            .keys
+            .read()
+            .map(|keys| keys.contains_key(&entry.kid))
+            .unwrap_or(false);
+        if !trusted {
+            return Err(Rejection::UnknownKey);
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0) as f64;
+        let skew = self.skew.as_secs() as f64;
+        if entry.claims.exp < now - skew {
+            return Err(Rejection::Expired);
+        }
+        if entry.claims.nbf.is_some_and(|nbf| nbf > now + skew) {
+            return Err(Rejection::NotYetValid);
+        }
+        Ok(Some(entry.claims.clone()))
+    }
+
+    /// Verifies a token's signature and claims (everything but the directory), and remembers
+    /// it when it passes.
+    fn verify(&self, token: &[u8]) -> Result<Claims, Rejection> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| Rejection::Malformed)?;
         if header.alg != Algorithm::RS256 {
             return Err(Rejection::Algorithm);
@@ -253,10 +325,37 @@ impl TokenValidator {
         let tenant = self.directory.tenant_id().as_bytes();
         if !claims
             .tid
+            .as_ref()
             .is_some_and(|tid| tid.as_bytes().eq_ignore_ascii_case(tenant))
         {
             return Err(Rejection::Tenant);
         }
+        if let Ok(mut verified) = self.verified.lock() {
+            if verified.len() >= VERIFIED_CAPACITY {
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0) as f64;
+                let skew = self.skew.as_secs() as f64;
+                verified.retain(|_, v| v.claims.exp >= now - skew);
+                if verified.len() >= VERIFIED_CAPACITY {
+                    verified.clear();
+                }
+            }
+            verified.insert(
+                token.into(),
+                Verified {
+                    kid,
+                    claims: claims.clone(),
+                },
+            );
+        }
+        Ok(claims)
+    }
+
+    /// Who the verified token lets in: its `oid` (or the assignment's alias) must be the
+    /// username, and that object id must have an access policy now.
+    fn authorise(&self, username: &[u8], claims: Claims) -> Result<ValidToken, Rejection> {
         let oid = claims.oid.ok_or(Rejection::MissingOid)?;
         let assignment = self.directory.assignment_of(&oid);
         let by_oid = oid.as_bytes().eq_ignore_ascii_case(username);
@@ -279,5 +378,86 @@ impl TokenValidator {
             },
             policy,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signing::TokenIssuer;
+
+    fn setup() -> (Arc<Directory>, TokenIssuer, TokenValidator, String, String) {
+        let directory = Arc::new(Directory::new());
+        let sp = directory.create_service_principal("app");
+        directory.assign(&sp.object_id, AccessPolicy::DataOwner);
+        let issuer = TokenIssuer::new(directory.tenant_id(), Duration::from_secs(3600)).unwrap();
+        let validator = TokenValidator::new(directory.clone());
+        validator.trust(&issuer).unwrap();
+        let token = issuer.issue(&sp, REDIS_RESOURCE).unwrap().token;
+        (directory, issuer, validator, sp.object_id, token)
+    }
+
+    #[test]
+    fn a_remembered_token_is_still_checked_against_keys_directory_and_username() {
+        let (directory, issuer, validator, oid, token) = setup();
+        let first = validator
+            .validate(oid.as_bytes(), token.as_bytes())
+            .unwrap();
+        // Remembered: the same answer, again and again.
+        assert_eq!(validator.verified.lock().unwrap().len(), 1);
+        let again = validator
+            .validate(oid.as_bytes(), token.as_bytes())
+            .unwrap();
+        assert_eq!(first, again);
+        // Another username with the same token: refused, even though the token is remembered.
+        assert_eq!(
+            validator.validate(b"someone-else", token.as_bytes()),
+            Err(Rejection::UsernameMismatch)
+        );
+        // The identity loses its policy: refused.
+        directory.remove_assignment(&oid);
+        assert_eq!(
+            validator.validate(oid.as_bytes(), token.as_bytes()),
+            Err(Rejection::NoAccessPolicy)
+        );
+        directory.assign(&oid, AccessPolicy::DataOwner);
+        assert!(validator.validate(oid.as_bytes(), token.as_bytes()).is_ok());
+        // The signing key is no longer trusted: refused, and forgotten.
+        assert!(validator.remove_key(issuer.kid()));
+        assert_eq!(
+            validator.validate(oid.as_bytes(), token.as_bytes()),
+            Err(Rejection::UnknownKey)
+        );
+        assert!(validator.verified.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_remembered_token_expires_and_a_failed_one_is_not_remembered() {
+        let (directory, issuer, validator, oid, _) = setup();
+        let sp = directory.by_object_id(&oid).unwrap();
+        // A token that expired long ago (beyond the skew) is refused and never remembered.
+        let expired = issuer
+            .sign(&issuer.claims_for(&sp, REDIS_RESOURCE, -60))
+            .unwrap();
+        assert_eq!(
+            validator.validate(oid.as_bytes(), expired.as_bytes()),
+            Err(Rejection::Expired)
+        );
+        assert!(validator.verified.lock().unwrap().is_empty());
+        // A token remembered while valid is refused once its exp (plus skew) has passed.
+        let token = issuer
+            .sign(&issuer.claims_for(&sp, REDIS_RESOURCE, 3600))
+            .unwrap();
+        assert!(validator.validate(oid.as_bytes(), token.as_bytes()).is_ok());
+        validator
+            .verified
+            .lock()
+            .unwrap()
+            .values_mut()
+            .for_each(|v| v.claims.exp = 1.0);
+        assert_eq!(
+            validator.validate(oid.as_bytes(), token.as_bytes()),
+            Err(Rejection::Expired)
+        );
     }
 }
