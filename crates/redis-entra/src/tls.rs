@@ -67,8 +67,7 @@ impl TlsOptions {
     /// The system's roots plus the extra CA.
     pub fn root_store(&self) -> Result<rustls::RootCertStore> {
         let mut store = rustls::RootCertStore::empty();
-        let native = rustls_native_certs::load_native_certs();
-        store.add_parsable_certificates(native.certs);
+        store.add_parsable_certificates(native_roots().iter().cloned());
         for cert in self.extra_certs()? {
             store
                 .add(cert)
@@ -80,14 +79,25 @@ impl TlsOptions {
     /// A PEM bundle of every trusted root, for clients that take one (the redis crate replaces
     /// the system store with the bundle it is given). `None` when there is no extra CA, so the
     /// client uses the system store itself.
+    ///
+    /// The bundle is built once per extra CA and kept (a few hundred KiB with the system's
+    /// roots): every connection asks for it, and building it meant reading and parsing the
+    /// system's certificate directory each time.
     pub fn pem_bundle(&self) -> Result<Option<Vec<u8>>> {
-        let extra = self.extra_certs()?;
-        if extra.is_empty() {
+        let Some(pem) = &self.extra_ca_pem else {
             return Ok(None);
+        };
+        static BUNDLES: std::sync::Mutex<Vec<(String, Arc<Vec<u8>>)>> =
+            std::sync::Mutex::new(Vec::new());
+        {
+            let bundles = BUNDLES.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((_, bundle)) = bundles.iter().find(|(p, _)| p == pem) {
+                return Ok(Some(bundle.as_ref().clone()));
+            }
         }
-        let native = rustls_native_certs::load_native_certs();
+        let extra = self.extra_certs()?;
         let mut out = String::new();
-        for der in native.certs.iter().chain(extra.iter()) {
+        for der in native_roots().iter().chain(extra.iter()) {
             out.push_str("-----BEGIN CERTIFICATE-----\n");
             let b64 = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
             for line in b64.as_bytes().chunks(64) {
@@ -96,7 +106,37 @@ impl TlsOptions {
             }
             out.push_str("-----END CERTIFICATE-----\n");
         }
-        Ok(Some(out.into_bytes()))
+        let bundle = out.into_bytes();
+        let mut bundles = BUNDLES.lock().unwrap_or_else(|p| p.into_inner());
+        // A handful of distinct CAs per process at most; keep the latest few.
+        if bundles.len() >= 8 {
+            bundles.remove(0);
+        }
+        bundles.push((pem.clone(), Arc::new(bundle.clone())));
+        Ok(Some(bundle))
+    }
+
+    /// The same configuration as [`Self::client_config`], built once per process for each
+    /// distinct `TlsOptions` and shared: every Redis connection this library opens uses it, so a
+    /// connection costs a handshake, not a root store (hundreds of certificates parsed and held
+    /// per connection, as the redis crate's own TLS set-up does).
+    pub fn shared_client_config(&self) -> Result<Arc<rustls::ClientConfig>> {
+        type Configs = Vec<(TlsOptions, Arc<rustls::ClientConfig>)>;
+        static CONFIGS: std::sync::Mutex<Configs> = std::sync::Mutex::new(Vec::new());
+        {
+            let configs = CONFIGS.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((_, config)) = configs.iter().find(|(o, _)| o == self) {
+                return Ok(config.clone());
+            }
+        }
+        let config = Arc::new(self.client_config()?);
+        let mut configs = CONFIGS.lock().unwrap_or_else(|p| p.into_inner());
+        // A handful of distinct trust settings per process at most; keep the latest few.
+        if configs.len() >= 8 {
+            configs.remove(0);
+        }
+        configs.push((self.clone(), config.clone()));
+        Ok(config)
     }
 
     /// A rustls client configuration (aws-lc-rs) that trusts [`Self::root_store`].
@@ -117,6 +157,15 @@ impl TlsOptions {
         };
         Ok(config)
     }
+}
+
+/// The system's roots, read once per process (`SSL_CERT_FILE`/`SSL_CERT_DIR` or the platform's
+/// store): reading and parsing them took a directory walk and hundreds of PEM decodes, which the
+/// soak (`docs/RELIABILITY.md`) found dominating the client's CPU when connections were opened
+/// every few seconds.
+fn native_roots() -> &'static [CertificateDer<'static>] {
+    static ROOTS: std::sync::OnceLock<Vec<CertificateDer<'static>>> = std::sync::OnceLock::new();
+    ROOTS.get_or_init(|| rustls_native_certs::load_native_certs().certs)
 }
 
 mod insecure {

@@ -154,3 +154,142 @@ async fn an_identity_outage_longer_than_the_token_is_survived() {
     assert!(!now.is_expired());
     emulator.shutdown().await;
 }
+
+/// Soak regression (docs/RELIABILITY.md, "Soak"): a connection the gateway closed while no
+/// token was left is re-established as soon as the manager gets the first token after the
+/// outage, not after a reconnect backoff that grew during it (up to 2 s before the fix, which
+/// made recovery slower than the 1 s goal).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soak_regression_a_connection_lost_without_a_token_returns_with_the_first_new_token() {
+    let emulator = emulator(Duration::from_secs(3)).await;
+    let manager = TokenManager::new(service_principal(&emulator), quick_options());
+    let mut events = manager.events();
+    let conn = EntraConnection::connect(connect_options(&emulator), manager.clone())
+        .await
+        .unwrap();
+    let id = conn.id();
+    emulator.faults().set_identity(IdentityFault::Unavailable);
+    // The gateway closes the connection once its token has expired (no event of ours says so).
+    let closed = tokio::time::timeout(Duration::from_secs(15), async {
+        while emulator.stats().closed_at_expiry.load(Ordering::Relaxed) == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the gateway did not close the connection");
+    // Let the connection's reconnect loop fail for a while (its old backoff reached 1.6-2 s).
+    let mut failures = 0u32;
+    while failures < 6 {
+        match tokio::time::timeout(Duration::from_secs(10), events.recv()).await {
+            Ok(Ok(TokenEvent::RefreshFailed {
+                time_left: None, ..
+            })) => failures += 1,
+            Ok(Ok(TokenEvent::Reconnected { connection_id, .. })) if connection_id == id => {
+                panic!("reconnected without a token")
+            }
+            Ok(Ok(_)) => {}
+            other => panic!("expected refresh failures, got {other:?}"),
+        }
+    }
+    emulator.faults().set_identity(IdentityFault::None);
+    let mut token_at = None;
+    let reconnected = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match events.recv().await {
+                Ok(TokenEvent::Refreshed { .. }) => token_at = Some(Instant::now()),
+                Ok(TokenEvent::Reconnected { connection_id, .. }) if connection_id == id => {
+                    return Instant::now();
+                }
+                Ok(_) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+    .await
+    .expect("the connection came back after the outage");
+    let token_at = token_at.expect("a token before the reconnection");
+    let after_token = reconnected.duration_since(token_at);
+    assert!(
+        after_token < Duration::from_millis(500),
+        "reconnected {after_token:?} after the first new token"
+    );
+    let mut conn = conn;
+    let pong: String = redis::cmd("PING").query_async(&mut conn).await.unwrap();
+    assert_eq!(pong, "PONG");
+    emulator.shutdown().await;
+}
+
+/// Soak regression (docs/RELIABILITY.md, "Soak"): every connection asks for the PEM bundle of
+/// trusted roots; it is built once (the system's roots read once per process), and still holds
+/// the system's roots and the extra CA.
+#[tokio::test]
+async fn soak_regression_the_pem_bundle_is_built_once_and_holds_the_extra_ca() {
+    let emulator = emulator(Duration::from_secs(60)).await;
+    let tls = tls(&emulator);
+    let first = tls
+        .pem_bundle()
+        .unwrap()
+        .expect("a bundle with an extra CA");
+    let started = Instant::now();
+    for _ in 0..100 {
+        assert_eq!(tls.pem_bundle().unwrap().as_deref(), Some(&first[..]));
+    }
+    eprintln!("100 bundles in {:?}", started.elapsed());
+    let text = String::from_utf8(first).unwrap();
+    let ca_body: String = emulator
+        .ca_pem()
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    assert!(
+        text.replace('\n', "").contains(&ca_body),
+        "the extra CA is in the bundle"
+    );
+    assert_eq!(
+        redis_entra::TlsOptions::default().pem_bundle().unwrap(),
+        None
+    );
+    emulator.shutdown().await;
+}
+
+/// Soak regression (docs/RELIABILITY.md, "Soak"): on RESP2 nothing tells the client that the
+/// server closed a connection whose token expired during an identity outage. The first command
+/// after the manager's new token arrived used to be written to that dead connection and fail
+/// ("broken pipe") although a valid token existed; the connection now replaces itself first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soak_regression_the_first_command_after_an_outage_that_expired_the_token_succeeds() {
+    let emulator = emulator(Duration::from_secs(3)).await;
+    let manager = TokenManager::new(service_principal(&emulator), quick_options());
+    let mut events = manager.events();
+    let mut options = connect_options(&emulator);
+    // No probe: only the application's commands would find out that the connection died.
+    options.health_check_interval = None;
+    let mut conn = EntraConnection::connect(options, manager.clone())
+        .await
+        .unwrap();
+    let _: () = conn.set("soak:k", 1).await.unwrap();
+    let first = manager.current().unwrap();
+    emulator.faults().set_identity(IdentityFault::Unavailable);
+    let closed = tokio::time::timeout(Duration::from_secs(15), async {
+        while emulator.stats().closed_at_expiry.load(Ordering::Relaxed) == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the gateway did not close the connection");
+    assert!(first.is_expired());
+    emulator.faults().set_identity(IdentityFault::None);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Ok(TokenEvent::Refreshed { .. }) = events.recv().await {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("a token after the outage");
+    // A valid token exists: the very next command must succeed.
+    let v: u64 = conn.get("soak:k").await.unwrap();
+    assert_eq!(v, 1);
+    emulator.shutdown().await;
+}

@@ -362,3 +362,75 @@ async fn resp2_handover_without_a_marker_loses_nothing_and_flags_duplicates() {
     drop(sink);
     emulator.shutdown().await;
 }
+
+/// Soak regression (docs/RELIABILITY.md, "Soak"): a subscription whose connection the gateway
+/// closed while no token was left resubscribes as soon as the first token after the outage
+/// arrives, not after a backoff that grew during the outage (up to 2 s before the fix).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soak_regression_a_subscription_lost_without_a_token_returns_with_the_first_new_token() {
+    use redis_entra_emulator::faults::IdentityFault;
+    let emulator = emulator(Duration::from_secs(3)).await;
+    let manager = TokenManager::new(service_principal(&emulator), quick_options());
+    let mut events = manager.events();
+    let mut options = connect_options(&emulator);
+    options.protocol = Protocol::Resp3;
+    let pubsub = EntraPubSub::connect(options, manager.clone())
+        .await
+        .unwrap();
+    let id = pubsub.id();
+    let (sink, mut messages) = pubsub.split();
+    sink.subscribe("soak").await.unwrap();
+    emulator.faults().set_identity(IdentityFault::Unavailable);
+    let closed = tokio::time::timeout(Duration::from_secs(15), async {
+        while emulator.stats().closed_at_expiry.load(Ordering::Relaxed) == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the gateway did not close the subscription");
+    let mut failures = 0u32;
+    while failures < 6 {
+        match tokio::time::timeout(Duration::from_secs(10), events.recv()).await {
+            Ok(Ok(TokenEvent::RefreshFailed {
+                time_left: None, ..
+            })) => failures += 1,
+            Ok(Ok(_)) => {}
+            other => panic!("expected refresh failures, got {other:?}"),
+        }
+    }
+    emulator.faults().set_identity(IdentityFault::None);
+    let mut token_at = None;
+    let reconnected = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match events.recv().await {
+                Ok(TokenEvent::Refreshed { .. }) => token_at = Some(Instant::now()),
+                Ok(TokenEvent::Reconnected { connection_id, .. }) if connection_id == id => {
+                    return Instant::now();
+                }
+                Ok(_) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+    .await
+    .expect("the subscription came back after the outage");
+    let token_at = token_at.expect("a token before the resubscription");
+    let after_token = reconnected.duration_since(token_at);
+    assert!(
+        after_token < Duration::from_millis(500),
+        "resubscribed {after_token:?} after the first new token"
+    );
+    // And it delivers again.
+    let mut publisher = EntraConnection::connect(connect_options(&emulator), manager.clone())
+        .await
+        .unwrap();
+    let receivers: i64 = publisher.publish("soak", "back").await.unwrap();
+    assert_eq!(receivers, 1);
+    let msg = tokio::time::timeout(Duration::from_secs(5), messages.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(msg.payload_str(), Some("back"));
+    drop(sink);
+    emulator.shutdown().await;
+}

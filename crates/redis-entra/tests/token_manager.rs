@@ -220,3 +220,58 @@ async fn the_background_task_stops_with_the_last_handle() {
         "the task kept running after the manager was dropped"
     );
 }
+
+/// Soak regression (docs/RELIABILITY.md, "Soak"): once the token has expired, the default retry
+/// policy must get the first token within about half a second of the identity service coming
+/// back. With the former 2 s `max_delay_without_token`, a heal right after a failed attempt
+/// waited 1.6-2 s for the next one.
+#[tokio::test]
+async fn soak_regression_default_policy_recovers_within_half_a_second_once_no_token_is_left() {
+    let idp = MockIdentity::new(Duration::from_secs(1));
+    let manager = TokenManager::new(idp.clone(), TokenManagerOptions::default());
+    let mut events = manager.events();
+    let first = manager.credentials().await.unwrap();
+    idp.down.store(true, Ordering::SeqCst);
+    // Fail until the token has expired and the backoff has grown past its cap.
+    let mut failures_without_token = 0u32;
+    while failures_without_token < 4 {
+        match tokio::time::timeout(Duration::from_secs(10), events.recv()).await {
+            Ok(Ok(TokenEvent::RefreshFailed {
+                time_left: None, ..
+            })) => failures_without_token += 1,
+            Ok(Ok(_)) => {}
+            other => panic!("expected refresh failures, got {other:?}"),
+        }
+    }
+    assert!(first.is_expired());
+    // Heal right after a failed attempt: the worst moment, a whole retry delay ahead.
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), events.recv()).await {
+            Ok(Ok(TokenEvent::RefreshFailed { retry_in, .. })) => {
+                assert!(
+                    retry_in <= Duration::from_millis(500),
+                    "retry in {retry_in:?} with no valid token"
+                );
+                break;
+            }
+            Ok(Ok(_)) => {}
+            other => panic!("expected a refresh failure, got {other:?}"),
+        }
+    }
+    idp.down.store(false, Ordering::SeqCst);
+    let healed = std::time::Instant::now();
+    let recovered = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Ok(TokenEvent::Refreshed { .. }) = events.recv().await {
+                return healed.elapsed();
+            }
+        }
+    })
+    .await
+    .expect("recovery after the outage");
+    // 500 ms at most, plus the mock's 20 ms and scheduling on a shared machine.
+    assert!(
+        recovered < Duration::from_millis(800),
+        "first token {recovered:?} after the identity service came back"
+    );
+}

@@ -161,22 +161,30 @@ impl EntraConnection {
     }
 
     async fn live(&self) -> redis::RedisResult<(MultiplexedConnection, u64)> {
-        {
+        let expired = {
             let slot = self.inner.lock();
-            if !slot.broken {
+            if !slot.broken && slot.expires_on > SystemTime::now() {
                 return Ok((slot.conn.clone(), slot.generation));
             }
-        }
-        self.inner
-            .reconnect("the connection was lost", false)
-            .await
-            .map_err(|e| {
-                RedisError::from((
-                    redis::ErrorKind::Io,
-                    "reconnecting with a fresh token failed",
-                    e.to_string(),
-                ))
-            })?;
+            (!slot.broken).then_some(slot.generation)
+        };
+        // The token this connection authenticated with has expired (an identity outage outlasted
+        // it): the server closes such a connection, and on RESP2 nothing tells us until a
+        // command fails on it. Replace it with a fresh token before sending anything.
+        let reason = match expired {
+            Some(generation) => {
+                self.inner.mark_broken(generation);
+                "its token expired"
+            }
+            None => "the connection was lost",
+        };
+        self.inner.reconnect(reason, false).await.map_err(|e| {
+            RedisError::from((
+                redis::ErrorKind::Io,
+                "reconnecting with a fresh token failed",
+                e.to_string(),
+            ))
+        })?;
         let slot = self.inner.lock();
         Ok((slot.conn.clone(), slot.generation))
     }
@@ -207,10 +215,25 @@ impl Inner {
             }
         }
         let mut attempt = 0u32;
+        // Failures to connect with a token in hand; they alone grow the backoff.
+        let mut connect_failures = 0u32;
         loop {
             attempt += 1;
+            let creds = match self.manager.credentials().await {
+                Ok(creds) => creds,
+                // No token: `credentials` waited for the manager's next attempt, which its retry
+                // policy paces, so try again at once: the first token after an identity outage
+                // is used as soon as it arrives, not after a backoff grown during the outage.
+                Err(e) if !matches!(e, Error::Stopped) => {
+                    tracing::warn!(connection = self.id, attempt, error = %e, "no token to reconnect with");
+                    if !forever && attempt >= 3 {
+                        return Err(e);
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let result = async {
-                let creds = self.manager.credentials().await?;
                 let generation = self.lock().generation + 1;
                 let conn = open(
                     &self.options,
@@ -257,8 +280,9 @@ impl Inner {
                     if !forever && attempt >= 3 {
                         return Err(e);
                     }
-                    let delay =
-                        Duration::from_millis(100u64 << attempt.min(5)).min(Duration::from_secs(2));
+                    connect_failures += 1;
+                    let delay = Duration::from_millis(100u64 << connect_failures.min(5))
+                        .min(Duration::from_secs(2));
                     tokio::time::sleep(delay).await;
                 }
             }
@@ -285,6 +309,13 @@ impl Inner {
             };
             if broken {
                 let _ = self.reconnect("the connection was lost", true).await;
+                return;
+            }
+            if expires_on <= SystemTime::now() {
+                // The server has closed (or is about to close) a connection whose token expired:
+                // `AUTH` on it would fail; connect afresh with the new token instead.
+                self.mark_broken(generation);
+                let _ = self.reconnect("its token expired", true).await;
                 return;
             }
             let started = Instant::now();
@@ -371,7 +402,6 @@ async fn open(
     live_generation: &Arc<AtomicU64>,
     generation: u64,
 ) -> Result<MultiplexedConnection> {
-    let client = options.client(creds)?;
     let lost = lost.clone();
     let live = live_generation.clone();
     let mut config = AsyncConnectionConfig::new()
@@ -387,9 +417,7 @@ async fn open(
             Ok::<(), redis::aio::SendError>(())
         });
     }
-    Ok(client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await?)
+    options.open_multiplexed(creds, config).await
 }
 
 /// The per-connection task: re-authenticate on every new token, reconnect on loss.

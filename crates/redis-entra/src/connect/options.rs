@@ -2,7 +2,12 @@
 
 use std::time::Duration;
 
-use redis::{IntoConnectionInfo, ProtocolVersion, RedisConnectionInfo, TlsCertificates};
+use redis::aio::MultiplexedConnection;
+use redis::{
+    AsyncConnectionConfig, IntoConnectionInfo, ProtocolVersion, RedisConnectionInfo,
+    TlsCertificates,
+};
+use rustls::pki_types::ServerName;
 
 use crate::error::{Error, Result};
 use crate::tls::TlsOptions;
@@ -56,6 +61,101 @@ impl ConnectOptions {
         }
     }
 
+    /// Opens a multiplexed connection signed in with `creds`: TCP, TLS with the process-wide
+    /// [`TlsOptions::shared_client_config`], then redis-rs' `AUTH`/`HELLO` and `SELECT`, all
+    /// within [`connect_timeout`](Self::connect_timeout). Its driver runs on its own task.
+    pub(crate) async fn open_multiplexed(
+        &self,
+        creds: &RedisCredentials,
+        config: AsyncConnectionConfig,
+    ) -> Result<MultiplexedConnection> {
+        self.open_multiplexed_with_password(Some(creds.username()), creds.token(), config)
+            .await
+    }
+
+    /// [`Self::open_multiplexed`] with a username (or none) and a password.
+    pub(crate) async fn open_multiplexed_with_password(
+        &self,
+        username: Option<&str>,
+        password: &str,
+        config: AsyncConnectionConfig,
+    ) -> Result<MultiplexedConnection> {
+        let settings = self.redis_settings(username, password);
+        self.within_connect_timeout(async {
+            let stream = self.tls_stream().await?;
+            let (conn, driver) =
+                MultiplexedConnection::new_with_config(&settings, stream, config).await?;
+            tokio::spawn(driver);
+            Ok(conn)
+        })
+        .await
+    }
+
+    /// Opens a RESP2 pub/sub connection signed in with `creds` (as [`Self::open_multiplexed`]).
+    pub(crate) async fn open_pubsub(&self, creds: &RedisCredentials) -> Result<redis::aio::PubSub> {
+        let settings = self.redis_settings(Some(creds.username()), creds.token());
+        self.within_connect_timeout(async {
+            let stream = self.tls_stream().await?;
+            Ok(redis::aio::PubSub::new(&settings, stream).await?)
+        })
+        .await
+    }
+
+    /// TCP, then TLS with the process-wide [`TlsOptions::shared_client_config`].
+    async fn tls_stream(&self) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+        if self.host.is_empty() {
+            return Err(Error::Config(
+                "no Redis host: set AZURE_REDIS_HOST (e.g. mycache.redis.cache.windows.net)".into(),
+            ));
+        }
+        let host = self.host.trim_start_matches('[').trim_end_matches(']');
+        let name = ServerName::try_from(host.to_string()).map_err(|e| {
+            Error::Config(format!(
+                "bad Redis host name {host:?}: {e}; use the cache's DNS name or an IP address"
+            ))
+        })?;
+        let tls = tokio_rustls::TlsConnector::from(self.tls.shared_client_config()?);
+        let tcp = tokio::net::TcpStream::connect((host, self.port))
+            .await
+            .map_err(redis::RedisError::from)?;
+        let _ = tcp.set_nodelay(true);
+        Ok(tls
+            .connect(name, tcp)
+            .await
+            .map_err(redis::RedisError::from)?)
+    }
+
+    async fn within_connect_timeout<T>(
+        &self,
+        connect: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        tokio::time::timeout(self.connect_timeout, connect)
+            .await
+            .map_err(|_| {
+                Error::from(redis::RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "connecting to {}:{} took longer than {:?}",
+                        self.host, self.port, self.connect_timeout
+                    ),
+                )))
+            })?
+    }
+
+    fn redis_settings(&self, username: Option<&str>, password: &str) -> RedisConnectionInfo {
+        let mut settings = RedisConnectionInfo::default()
+            .set_db(self.db)
+            .set_password(password)
+            .set_protocol(match self.protocol {
+                Protocol::Resp2 => ProtocolVersion::RESP2,
+                Protocol::Resp3 => ProtocolVersion::RESP3,
+            });
+        if let Some(user) = username {
+            settings = settings.set_username(user);
+        }
+        settings
+    }
+
     /// A redis client that authenticates with `creds`.
     pub fn client(&self, creds: &RedisCredentials) -> Result<redis::Client> {
         self.client_with_password(Some(creds.username()), creds.token())
@@ -84,16 +184,7 @@ impl ConnectOptions {
             ""
         };
         let url = format!("rediss://{host}:{}/{}{fragment}", self.port, self.db);
-        let mut settings = RedisConnectionInfo::default()
-            .set_db(self.db)
-            .set_password(password)
-            .set_protocol(match self.protocol {
-                Protocol::Resp2 => ProtocolVersion::RESP2,
-                Protocol::Resp3 => ProtocolVersion::RESP3,
-            });
-        if let Some(user) = username {
-            settings = settings.set_username(user);
-        }
+        let settings = self.redis_settings(username, password);
         let info = url
             .as_str()
             .into_connection_info()

@@ -325,13 +325,10 @@ mod bb8_impl {
         options: &ConnectOptions,
         creds: &RedisCredentials,
     ) -> Result<MultiplexedConnection> {
-        let client = options.client(creds)?;
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(options.connect_timeout))
             .set_response_timeout(options.response_timeout);
-        Ok(client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?)
+        options.open_multiplexed(creds, config).await
     }
 
     impl EntraPooledConnection {

@@ -488,21 +488,12 @@ impl Link {
         control: &[u8],
         subs: &Subscriptions,
     ) -> Result<Self> {
-        let client = options.client(creds)?;
         let (conn, events) = match options.protocol {
             Protocol::Resp2 => {
                 if !subs.shards.is_empty() {
                     return Err(shard_needs_resp3());
                 }
-                let pubsub =
-                    tokio::time::timeout(options.connect_timeout, client.get_async_pubsub())
-                        .await
-                        .map_err(|_| {
-                            Error::Config(format!(
-                                "connecting to {}:{} took longer than {:?}",
-                                options.host, options.port, options.connect_timeout
-                            ))
-                        })??;
+                let pubsub = options.open_pubsub(creds).await?;
                 let (sink, stream) = pubsub.split();
                 let events = stream
                     .filter_map(|msg| async move { Message::from_msg(msg).map(Event::Message) })
@@ -526,9 +517,7 @@ impl Link {
                         }
                         Ok::<(), redis::aio::SendError>(())
                     });
-                let conn = client
-                    .get_multiplexed_async_connection_with_config(&config)
-                    .await?;
+                let conn = options.open_multiplexed(creds, config).await?;
                 let events = futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
                     .chain(futures::stream::once(async { Event::Closed }))
                     .boxed();
@@ -1066,12 +1055,26 @@ impl Worker {
     /// (or the application drops the subscription).
     async fn replace(&mut self, reason: &str) -> std::result::Result<(), Gone> {
         let mut attempt = 0u32;
+        // Failures to connect with a token in hand; they alone grow the backoff.
+        let mut connect_failures = 0u32;
         loop {
             attempt += 1;
-            let opened = async {
-                let creds = self.manager.credentials().await?;
-                Link::open(&self.options, &creds, &self.control, &self.subs).await
+            let creds = tokio::select! {
+                c = self.manager.credentials() => c,
+                _ = self.out.closed() => return Err(Gone),
             };
+            let creds = match creds {
+                Ok(creds) => creds,
+                // No token: `credentials` waited for the manager's next attempt (paced by its
+                // retry policy), so ask again at once: the first token after an identity outage
+                // is used as soon as it arrives.
+                Err(e) if !matches!(e, Error::Stopped) => {
+                    tracing::warn!(subscription = self.id, attempt, error = %e, "no token to resubscribe with");
+                    continue;
+                }
+                Err(_) => return Err(Gone),
+            };
+            let opened = Link::open(&self.options, &creds, &self.control, &self.subs);
             let opened = tokio::select! {
                 o = opened => o,
                 _ = self.out.closed() => return Err(Gone),
@@ -1098,8 +1101,9 @@ impl Worker {
                         }
                     }
                     tracing::warn!(subscription = self.id, attempt, error = %e, "pub/sub reconnect failed");
-                    let delay =
-                        Duration::from_millis(100u64 << attempt.min(5)).min(Duration::from_secs(2));
+                    connect_failures += 1;
+                    let delay = Duration::from_millis(100u64 << connect_failures.min(5))
+                        .min(Duration::from_secs(2));
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
                         _ = self.out.closed() => return Err(Gone),
@@ -1150,10 +1154,7 @@ async fn publish_marker(
                 let config = AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(options.connect_timeout))
                     .set_response_timeout(Some(STEP_TIMEOUT));
-                let mut conn = options
-                    .client(creds)?
-                    .get_multiplexed_async_connection_with_config(&config)
-                    .await?;
+                let mut conn = options.open_multiplexed(creds, config).await?;
                 publish.query_async(&mut conn).await?
             }
         };
