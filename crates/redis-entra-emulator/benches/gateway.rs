@@ -292,7 +292,7 @@ async fn run(fd_limit: u64) -> Result<()> {
 /// highest bar, with a thin line at 100 % of haproxy. Primitives only: no text, so no fonts.
 fn plot(results: &[(&str, u32, String, f64, f64)]) -> Result<PathBuf> {
     use plotters::prelude::*;
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/gateway-bench.png");
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/gateway-bench.png");
     let (w, h) = (800i32, 400i32);
     let root = BitMapBackend::new(&path, (w as u32, h as u32)).into_drawing_area();
     root.fill(&WHITE)?;
