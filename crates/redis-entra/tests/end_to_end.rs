@@ -293,3 +293,45 @@ async fn soak_regression_the_first_command_after_an_outage_that_expired_the_toke
     assert_eq!(v, 1);
     emulator.shutdown().await;
 }
+
+/// Regression (found by the rotation bench's teardown): a connection dropped while its server
+/// was unreachable left its background task reconnecting forever, holding the token manager
+/// (which kept asking for tokens) long after the application had let go of both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_dropped_while_its_server_is_down_releases_its_task_and_the_manager() {
+    let emulator = emulator(Duration::from_secs(3600)).await;
+    let manager = TokenManager::new(service_principal(&emulator), quick_options());
+    let mut events = manager.events();
+    let mut options = connect_options(&emulator);
+    options.protocol = redis_entra::Protocol::Resp3;
+    options.connect_timeout = Duration::from_secs(1);
+    let mut conn = EntraConnection::connect(options, manager).await.unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("k")
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // The server goes away: the connection is lost and its task starts reconnecting.
+    emulator.shutdown().await;
+    let failed = redis::cmd("GET")
+        .arg("k")
+        .query_async::<redis::Value>(&mut conn)
+        .await;
+    assert!(failed.is_err(), "the server is gone: {failed:?}");
+    drop(conn);
+    // Every handle is gone: the task stops, the manager with it, and its event channel closes.
+    let closed = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match events.recv().await {
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                _ => continue,
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the connection's task still holds the token manager"
+    );
+}

@@ -207,7 +207,25 @@ impl Inner {
     /// trying (the background task); otherwise gives up after a few attempts (a caller waits).
     async fn reconnect(&self, reason: &str, forever: bool) -> Result<()> {
         let seen = self.lock().generation;
-        let _guard = self.reconnecting.lock().await;
+        let _guard = if forever {
+            self.reconnecting.lock().await
+        } else {
+            // A caller does not queue behind the background task's endless attempts while the
+            // server is unreachable: it waits one connect timeout, then gets an error.
+            match tokio::time::timeout(self.options.connect_timeout, self.reconnecting.lock()).await
+            {
+                Ok(guard) => guard,
+                Err(_) => {
+                    return Err(Error::from(RedisError::from(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!(
+                            "the connection to {}:{} is lost and could not be re-established within {:?}; it is retried in the background",
+                            self.options.host, self.options.port, self.options.connect_timeout
+                        ),
+                    ))))
+                }
+            }
+        };
         {
             let slot = self.lock();
             if slot.generation != seen && !slot.broken {
@@ -420,6 +438,22 @@ async fn open(
     options.open_multiplexed(creds, config).await
 }
 
+/// Reconnects (trying forever) for as long as some handle of the connection is left; `false`
+/// once none is (the application dropped the connection while it was down: the task stops, and
+/// with it its hold on the token manager).
+async fn reconnect_while_wanted(inner: &Arc<Inner>, reason: &str) -> bool {
+    let abandoned = async {
+        // This task's own reference is the only one left when every handle is gone.
+        while Arc::strong_count(inner) > 1 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    };
+    tokio::select! {
+        _ = inner.reconnect(reason, true) => true,
+        _ = abandoned => false,
+    }
+}
+
 /// The per-connection task: re-authenticate on every new token, reconnect on loss.
 async fn maintain(weak: Weak<Inner>) {
     let (mut tokens, lost, probe_every) = match weak.upgrade() {
@@ -465,7 +499,9 @@ async fn maintain(weak: Weak<Inner>) {
                     );
                 if !alive {
                     inner.mark_broken(generation);
-                    let _ = inner.reconnect("the connection stopped answering", true).await;
+                    if !reconnect_while_wanted(&inner, "the connection stopped answering").await {
+                        return;
+                    }
                 }
             }
             creds = tokens.next() => {
@@ -477,7 +513,9 @@ async fn maintain(weak: Weak<Inner>) {
                 let Some(inner) = weak.upgrade() else { return };
                 let generation = inner.lock().generation;
                 inner.mark_broken(generation);
-                let _ = inner.reconnect("the server closed the connection", true).await;
+                if !reconnect_while_wanted(&inner, "the server closed the connection").await {
+                    return;
+                }
             }
         }
     }
