@@ -785,6 +785,33 @@ struct Outage {
 // ---------------------------------------------------------------------------------------------
 // The kinds.
 
+/// One connection's load: `SET` then `GET` of its own key every `interval`, each recorded.
+async fn set_get_loop<C: redis::aio::ConnectionLike + Send + Sync>(
+    mut conn: C,
+    key: String,
+    i: usize,
+    probe: Probe,
+    stop: Arc<AtomicBool>,
+    interval: Duration,
+) {
+    let (mut n, mut epoch) = (0u64, 0u64);
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let v = probe.valid();
+        let set = timed(conn.set::<_, _, ()>(&key, n)).await;
+        let ok = set.is_ok();
+        probe.record(i, &mut epoch, v, set);
+        let ok = ok && {
+            let v = probe.valid();
+            let r = check(timed(conn.get::<_, u64>(&key)).await, n);
+            let ok = r.is_ok();
+            probe.record(i, &mut epoch, v, r);
+            ok
+        };
+        tokio::time::sleep(pause(ok, interval)).await;
+    }
+}
+
 async fn start_multiplexed(
     s: &Settings,
     options: ConnectOptions,
@@ -793,27 +820,16 @@ async fn start_multiplexed(
     keep: &mut Keep,
 ) -> anyhow::Result<()> {
     for i in 0..s.conns {
-        let mut conn = EntraConnection::connect(options.clone(), probe.manager.clone()).await?;
+        let conn = EntraConnection::connect(options.clone(), probe.manager.clone()).await?;
         let (probe, stop, interval) = (probe.clone(), stop.clone(), s.interval);
-        keep.tasks.push(tokio::spawn(async move {
-            let key = format!("m:{i}");
-            let (mut n, mut epoch) = (0u64, 0u64);
-            while !stop.load(Ordering::Relaxed) {
-                n += 1;
-                let v = probe.valid();
-                let set = timed(conn.set::<_, _, ()>(&key, n)).await;
-                let ok = set.is_ok();
-                probe.record(i, &mut epoch, v, set);
-                let ok = ok && {
-                    let v = probe.valid();
-                    let r = check(timed(conn.get::<_, u64>(&key)).await, n);
-                    let ok = r.is_ok();
-                    probe.record(i, &mut epoch, v, r);
-                    ok
-                };
-                tokio::time::sleep(pause(ok, interval)).await;
-            }
-        }));
+        keep.tasks.push(tokio::spawn(set_get_loop(
+            conn,
+            format!("m:{i}"),
+            i,
+            probe,
+            stop,
+            interval,
+        )));
     }
     Ok(())
 }
@@ -1033,28 +1049,16 @@ async fn start_cluster(
     keep: &mut Keep,
 ) -> anyhow::Result<()> {
     for i in 0..s.conns {
-        let mut conn =
-            EntraClusterConnection::connect(options.clone(), probe.manager.clone()).await?;
+        let conn = EntraClusterConnection::connect(options.clone(), probe.manager.clone()).await?;
         let (probe, stop, interval) = (probe.clone(), stop.clone(), s.interval);
-        keep.tasks.push(tokio::spawn(async move {
-            let key = format!("c:{i}");
-            let (mut n, mut epoch) = (0u64, 0u64);
-            while !stop.load(Ordering::Relaxed) {
-                n += 1;
-                let v = probe.valid();
-                let set = timed(conn.set::<_, _, ()>(&key, n)).await;
-                let ok = set.is_ok();
-                probe.record(i, &mut epoch, v, set);
-                let ok = ok && {
-                    let v = probe.valid();
-                    let r = check(timed(conn.get::<_, u64>(&key)).await, n);
-                    let ok = r.is_ok();
-                    probe.record(i, &mut epoch, v, r);
-                    ok
-                };
-                tokio::time::sleep(pause(ok, interval)).await;
-            }
-        }));
+        keep.tasks.push(tokio::spawn(set_get_loop(
+            conn,
+            format!("c:{i}"),
+            i,
+            probe,
+            stop,
+            interval,
+        )));
     }
     Ok(())
 }
