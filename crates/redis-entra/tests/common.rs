@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use azure_core::credentials::TokenCredential;
 use redis_entra::credential::{client_secret, ClientSecretOptions};
@@ -91,4 +91,34 @@ impl LogBuffer {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
+}
+
+/// Heals the identity service, then waits for connection `id` to be replaced
+/// (`TokenEvent::Reconnected`); returns how long after the manager's first new token that came.
+pub async fn heal_and_time_reconnection(
+    emulator: &Emulator,
+    events: &mut tokio::sync::broadcast::Receiver<redis_entra::TokenEvent>,
+    id: u64,
+) -> Duration {
+    use redis_entra::TokenEvent;
+    emulator
+        .faults()
+        .set_identity(redis_entra_emulator::faults::IdentityFault::None);
+    let mut token_at = None;
+    let reconnected = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match events.recv().await {
+                Ok(TokenEvent::Refreshed { .. }) => token_at = Some(Instant::now()),
+                Ok(TokenEvent::Reconnected { connection_id, .. }) if connection_id == id => {
+                    return Instant::now();
+                }
+                Ok(_) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+    .await
+    .expect("the connection came back after the outage");
+    let token_at = token_at.expect("a token before the reconnection");
+    reconnected.duration_since(token_at)
 }

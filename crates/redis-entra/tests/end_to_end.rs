@@ -191,24 +191,7 @@ async fn soak_regression_a_connection_lost_without_a_token_returns_with_the_firs
             other => panic!("expected refresh failures, got {other:?}"),
         }
     }
-    emulator.faults().set_identity(IdentityFault::None);
-    let mut token_at = None;
-    let reconnected = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match events.recv().await {
-                Ok(TokenEvent::Refreshed { .. }) => token_at = Some(Instant::now()),
-                Ok(TokenEvent::Reconnected { connection_id, .. }) if connection_id == id => {
-                    return Instant::now();
-                }
-                Ok(_) => {}
-                Err(e) => panic!("{e}"),
-            }
-        }
-    })
-    .await
-    .expect("the connection came back after the outage");
-    let token_at = token_at.expect("a token before the reconnection");
-    let after_token = reconnected.duration_since(token_at);
+    let after_token = heal_and_time_reconnection(&emulator, &mut events, id).await;
     assert!(
         after_token < Duration::from_millis(500),
         "reconnected {after_token:?} after the first new token"

@@ -69,18 +69,7 @@ impl ConnectOptions {
         creds: &RedisCredentials,
         config: AsyncConnectionConfig,
     ) -> Result<MultiplexedConnection> {
-        self.open_multiplexed_with_password(Some(creds.username()), creds.token(), config)
-            .await
-    }
-
-    /// [`Self::open_multiplexed`] with a username (or none) and a password.
-    pub(crate) async fn open_multiplexed_with_password(
-        &self,
-        username: Option<&str>,
-        password: &str,
-        config: AsyncConnectionConfig,
-    ) -> Result<MultiplexedConnection> {
-        let settings = self.redis_settings(username, password);
+        let settings = self.redis_settings(Some(creds.username()), creds.token());
         self.within_connect_timeout(async {
             let stream = self.tls_stream().await?;
             let (conn, driver) =
