@@ -20,6 +20,13 @@ pub enum Error {
     /// The token manager has stopped.
     #[error("the token manager has stopped")]
     Stopped,
+    /// The credential panicked while asked for a token (a bug in the credential). The token
+    /// manager treats it as a failed request and retries with backoff.
+    #[error("the credential panicked while asked for a token (a bug in it; its message went to the panic hook); retrying with backoff")]
+    CredentialPanicked,
+    /// The token manager's refresh task needs a Tokio runtime, and none is running here.
+    #[error("the token manager needs a Tokio runtime: call it from inside one, or use BlockingTokenManager in synchronous code")]
+    NoRuntime,
     /// Redis refused or failed.
     #[error("redis: {0}")]
     Redis(Arc<redis::RedisError>),

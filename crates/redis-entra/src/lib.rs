@@ -61,6 +61,6 @@ pub use tls::TlsOptions;
 pub use token::credentials::RedisCredentials;
 pub use token::events::TokenEvent;
 pub use token::manager::{
-    CredentialsWatch, TokenManager, TokenManagerOptions, Username, REDIS_SCOPE,
+    CredentialsWatch, TokenManager, TokenManagerOptions, TokenStats, Username, REDIS_SCOPE,
 };
 pub use token::policy::{RefreshPolicy, RetryPolicy};

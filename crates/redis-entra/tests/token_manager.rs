@@ -275,3 +275,162 @@ async fn soak_regression_default_policy_recovers_within_half_a_second_once_no_to
         "first token {recovered:?} after the identity service came back"
     );
 }
+
+/// A credential that panics on its first `panics` calls, then issues tokens.
+#[derive(Debug)]
+struct PanickyIdentity {
+    inner: Arc<MockIdentity>,
+    panics: AtomicU64,
+}
+
+#[async_trait::async_trait]
+impl TokenCredential for PanickyIdentity {
+    async fn get_token(
+        &self,
+        scopes: &[&str],
+        options: Option<TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<AccessToken> {
+        if self
+            .panics
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            panic!("a credential with a bug");
+        }
+        self.inner.get_token(scopes, options).await
+    }
+}
+
+/// Many connections refused by the server each ask for a new token (`refresh_now`): the identity
+/// service sees a bounded number of requests, not one per connection per failure.
+#[tokio::test]
+async fn forced_refreshes_are_rate_limited() {
+    let idp = MockIdentity::new(Duration::from_secs(3600));
+    let manager = TokenManager::new(idp.clone(), TokenManagerOptions::default());
+    manager.credentials().await.unwrap();
+    let started = std::time::Instant::now();
+    let mut asked = 0u64;
+    // 100 "connections" asking every 20 ms for two seconds: about 10,000 forced refreshes.
+    while started.elapsed() < Duration::from_secs(2) {
+        for _ in 0..100 {
+            manager.refresh_now();
+            asked += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let calls = idp.calls.load(Ordering::SeqCst);
+    // The first token, then forced refreshes at most 1 s, 2 s, … apart: 3 in two seconds.
+    assert!(
+        calls <= 4,
+        "{calls} token requests for {asked} forced refreshes in 2 s"
+    );
+    assert!(calls >= 2, "a forced refresh must still happen");
+    let stats = manager.stats();
+    assert_eq!(stats.requests, calls);
+    assert_eq!(stats.forced_calls, asked, "{stats:?}");
+    assert_eq!(stats.forced, calls - 1, "{stats:?}");
+}
+
+/// While a failed request's backoff runs, a forced refresh does not bring the next attempt
+/// forward (nor would it honour a `Retry-After` otherwise).
+#[tokio::test]
+async fn forced_refreshes_honour_the_backoff_after_a_failure() {
+    let idp = MockIdentity::new(Duration::from_secs(3600));
+    let manager = TokenManager::new(idp.clone(), TokenManagerOptions::default());
+    let mut events = manager.events();
+    manager.credentials().await.unwrap();
+    idp.down.store(true, Ordering::SeqCst);
+    manager.refresh_now();
+    // Wait for the failure: the default policy retries 500 ms later, then 1 s, then 2 s.
+    loop {
+        if let Ok(Ok(TokenEvent::RefreshFailed { .. })) =
+            tokio::time::timeout(Duration::from_secs(5), events.recv()).await
+        {
+            break;
+        }
+    }
+    let after_failure = idp.calls.load(Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_millis(1200) {
+        manager.refresh_now();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let during_backoff = idp.calls.load(Ordering::SeqCst) - after_failure;
+    assert!(
+        during_backoff <= 2,
+        "{during_backoff} requests during a 1.2 s backoff of 500 ms then 1 s"
+    );
+}
+
+/// The manager's task lives on the runtime that started it; when that runtime goes away (a
+/// `BlockingTokenManager` dropped, a test runtime ended), the next caller restarts it on its own
+/// runtime instead of waiting forever.
+#[test]
+fn the_task_restarts_after_its_runtime_was_dropped() {
+    let idp = MockIdentity::new(Duration::from_secs(3600));
+    let manager = TokenManager::new(idp.clone(), TokenManagerOptions::default());
+    {
+        let first = tokio::runtime::Runtime::new().unwrap();
+        first.block_on(manager.credentials()).unwrap();
+    }
+    // Through a BlockingTokenManager too: its runtime thread stops with it.
+    let blocking = redis_entra::BlockingTokenManager::with_manager(manager.clone()).unwrap();
+    drop(blocking);
+    let second = tokio::runtime::Runtime::new().unwrap();
+    second.block_on(async {
+        manager.refresh_now();
+        let mut watch = manager.watch();
+        let next = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                let c = watch.next().await.unwrap();
+                if c.generation() >= 2 {
+                    return c;
+                }
+            }
+        })
+        .await
+        .expect("a new token on the second runtime");
+        assert!(!next.is_expired());
+    });
+}
+
+/// A credential that panics is a failed request, retried with backoff; it does not kill the
+/// task (which used to leave every caller waiting forever).
+#[tokio::test]
+async fn a_panicking_credential_is_retried_not_fatal() {
+    let idp = Arc::new(PanickyIdentity {
+        inner: MockIdentity::new(Duration::from_secs(3600)),
+        panics: AtomicU64::new(2),
+    });
+    let manager = TokenManager::new(idp.clone(), fast_retry());
+    let creds = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match manager.credentials().await {
+                Ok(c) => return c,
+                Err(e) => assert!(e.to_string().contains("panicked"), "{e}"),
+            }
+        }
+    })
+    .await
+    .expect("a token after the credential stopped panicking");
+    assert_eq!(creds.generation(), 1);
+}
+
+/// Nonsense in a policy (NaN, infinities, negative shares) neither panics the task nor stops
+/// refreshes.
+#[tokio::test]
+async fn a_nonsense_refresh_policy_neither_panics_nor_stops_refreshing() {
+    let idp = MockIdentity::new(Duration::from_secs(2));
+    let mut options = fast_retry();
+    options.refresh.ratio = f64::NAN;
+    options.refresh.min_share = f64::INFINITY;
+    options.refresh.jitter = -3.0;
+    let manager = TokenManager::new(idp.clone(), options);
+    let mut watch = manager.watch();
+    watch.next().await.unwrap();
+    let second = tokio::time::timeout(Duration::from_secs(5), watch.next())
+        .await
+        .expect("a refresh within the token's life")
+        .unwrap();
+    assert_eq!(second.generation(), 2);
+}

@@ -193,7 +193,13 @@ mod r2d2_impl {
             let shared = conn.shared();
             shared.set_idle(true);
             let state = shared.lock();
-            if !SyncShared::is_open(&state) {
+            if let Err(why) = SyncShared::reusable(&state) {
+                // Never handed to the next borrower in a state it did not ask for.
+                tracing::debug!(
+                    connection = conn.id(),
+                    why,
+                    "discarding a returned connection"
+                );
                 return true;
             }
             if shared.is_stale(&state) {
@@ -219,7 +225,8 @@ mod bb8_impl {
 
     use super::*;
     use crate::connect::multiplexed::{is_auth_error, is_connection_error};
-    use crate::connect::{to_redis_error, MultiTracker};
+    use crate::connect::session::{CommandName, SessionState};
+    use crate::connect::{is_pong, to_redis_error};
     use crate::token::credentials::RedisCredentials;
     use crate::{ConnectOptions, Result, TokenEvent, TokenManager};
 
@@ -231,7 +238,7 @@ mod bb8_impl {
         expires_on: SystemTime,
         /// The lifetime of that token when the connection authenticated with it.
         token_lifetime: Duration,
-        multi: MultiTracker,
+        session: SessionState,
         last_used: Instant,
         /// Consecutive failed re-`AUTH`s with a newer token (0 when up to date).
         reauth_failures: u32,
@@ -243,7 +250,8 @@ mod bb8_impl {
         /// Takes on a connection freshly authenticated with `creds`.
         fn install(&mut self, conn: MultiplexedConnection, creds: &RedisCredentials) {
             self.conn = Some(conn);
-            self.multi.reset();
+            // A MULTI or WATCH open on the old connection is gone: the borrower is told.
+            self.session.replaced();
             self.authenticated_with(creds);
         }
 
@@ -348,7 +356,7 @@ mod bb8_impl {
                         token_generation: creds.generation(),
                         expires_on: creds.expires_on(),
                         token_lifetime: creds.time_left(),
-                        multi: MultiTracker::default(),
+                        session: SessionState::default(),
                         last_used: Instant::now(),
                         reauth_failures: 0,
                         retry_reauth_at: None,
@@ -402,7 +410,7 @@ mod bb8_impl {
 
         async fn reconnect(&self, state: &mut State, reason: &str) -> RedisResult<()> {
             state.conn = None;
-            state.multi.reset();
+            state.session.replaced();
             let (conn, creds) = self.open_fresh().await?;
             state.install(conn, &creds);
             self.reconnected(reason);
@@ -426,7 +434,7 @@ mod bb8_impl {
                 }
                 Err(e) => {
                     state.conn = None;
-                    state.multi.reset();
+                    state.session.replaced();
                     Err(e)
                 }
             }
@@ -502,7 +510,11 @@ mod bb8_impl {
             let Some(conn) = state.conn.as_mut() else {
                 return false;
             };
-            let ok = redis::cmd("PING").query_async::<Value>(conn).await.is_ok();
+            // Anything but PONG (QUEUED inside a MULTI) is not a connection in a known state.
+            let ok = redis::cmd("PING")
+                .query_async::<Value>(conn)
+                .await
+                .is_ok_and(|v| is_pong(&v));
             if ok {
                 state.last_used = Instant::now();
             }
@@ -516,11 +528,12 @@ mod bb8_impl {
             if state.expires_on <= SystemTime::now() {
                 return self.reconnect(state, "its token expired").await;
             }
-            if !state.multi.in_multi() {
+            if !state.session.in_multi() {
                 if let Some(creds) = self.manager.current() {
                     let due = state.retry_reauth_at.is_none_or(|at| Instant::now() >= at);
                     if creds.generation() > state.token_generation && !creds.is_expired() && due {
-                        if state.must_replace() {
+                        // A replacement would drop a WATCH; an AUTH doesn't.
+                        if state.must_replace() && state.session.replaceable() {
                             self.replace(state, "re-authentication kept failing")
                                 .await?;
                         } else {
@@ -529,7 +542,7 @@ mod bb8_impl {
                     }
                 }
             }
-            if probe && !state.multi.in_multi() {
+            if probe && state.session.replaceable() {
                 if let Some(every) = self.options.health_check_interval {
                     if state.last_used.elapsed() >= every && !self.ping(state).await {
                         return self
@@ -542,6 +555,13 @@ mod bb8_impl {
         }
 
         async fn validate(&self, state: &mut State) -> RedisResult<()> {
+            if !state.session.is_clean() {
+                return Err(redis::RedisError::from((
+                    redis::ErrorKind::Client,
+                    "the pooled connection is not in a clean state",
+                    state.session.why_unclean().to_string(),
+                )));
+            }
             self.prepare(state, false).await?;
             if !self.ping(state).await {
                 self.reconnect(state, "the connection stopped answering")
@@ -591,13 +611,14 @@ mod bb8_impl {
 
         /// Notes the outcome of a command.
         fn finish<T>(&mut self, result: &RedisResult<T>) {
+            self.session.replied();
             self.last_used = Instant::now();
             if let Err(e) = result {
                 if is_connection_error(e) {
                     // The next command reconnects; this one may or may not have run, so it is
                     // not retried: the caller decides.
                     self.conn = None;
-                    self.multi.reset();
+                    self.session.replaced();
                 }
             }
         }
@@ -607,8 +628,12 @@ mod bb8_impl {
         fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
             Box::pin(async move {
                 let mut state = self.shared.begin().await?;
-                let result = state.conn()?.req_packed_command(cmd).await;
-                state.multi.saw_cmd(cmd);
+                let conn = state.conn()?.clone();
+                // Noted before sending: a caller cancelled while awaiting the reply leaves the
+                // connection unclean, so a pool drops it instead of handing it on.
+                state.session.admit([CommandName::of_cmd(cmd)])?;
+                let mut conn = conn;
+                let result = conn.req_packed_command(cmd).await;
                 state.finish(&result);
                 result
             })
@@ -622,11 +647,11 @@ mod bb8_impl {
         ) -> RedisFuture<'a, Vec<Value>> {
             Box::pin(async move {
                 let mut state = self.shared.begin().await?;
-                let result = state
-                    .conn()?
-                    .req_packed_commands(pipeline, offset, count)
-                    .await;
-                pipeline.cmd_iter().for_each(|c| state.multi.saw_cmd(c));
+                let mut conn = state.conn()?.clone();
+                state
+                    .session
+                    .admit(pipeline.cmd_iter().map(CommandName::of_cmd))?;
+                let result = conn.req_packed_commands(pipeline, offset, count).await;
                 state.finish(&result);
                 result
             })
@@ -770,7 +795,13 @@ mod bb8_impl {
             let Ok(state) = shared.state.try_lock() else {
                 return false;
             };
-            if state.conn.is_none() {
+            if state.conn.is_none() || !state.session.is_clean() {
+                // Never handed to the next borrower in a state it did not ask for.
+                tracing::debug!(
+                    connection = shared.id,
+                    why = state.session.why_unclean(),
+                    "discarding a returned connection"
+                );
                 return true;
             }
             if shared.is_stale(&state) {

@@ -45,7 +45,8 @@ use tokio::sync::broadcast;
 
 use super::multiplexed::{is_auth_error, is_connection_error};
 use super::options::ConnectOptions;
-use super::{to_redis_error, MultiTracker};
+use super::session::{PackedNames, SessionState};
+use super::to_redis_error;
 use crate::error::{Error, Result};
 use crate::token::credentials::RedisCredentials;
 use crate::token::events::TokenEvent;
@@ -206,7 +207,7 @@ pub(crate) struct SyncState {
     conn: Option<redis::Connection>,
     token_generation: u64,
     expires_on: SystemTime,
-    multi: MultiTracker,
+    session: SessionState,
     last_used: Instant,
 }
 
@@ -272,7 +273,7 @@ impl EntraSyncConnection {
                     conn: Some(conn),
                     token_generation: creds.generation(),
                     expires_on: creds.expires_on(),
-                    multi: MultiTracker::default(),
+                    session: SessionState::default(),
                     last_used: Instant::now(),
                 }),
                 idle: AtomicBool::new(false),
@@ -365,7 +366,8 @@ impl SyncShared {
     /// Replaces the connection with one authenticated with a fresh token (one attempt).
     fn reconnect(&self, state: &mut SyncState, reason: &str) -> RedisResult<()> {
         state.conn = None;
-        state.multi.reset();
+        // A MULTI or WATCH open on the old connection is gone: the borrower is told.
+        state.session.replaced();
         let creds = self
             .tokens
             .credentials()
@@ -451,14 +453,14 @@ impl SyncShared {
         if state.expires_on <= SystemTime::now() {
             return self.reconnect(state, "its token expired");
         }
-        if !state.multi.in_multi() {
+        if !state.session.in_multi() {
             if let Some(creds) = self.tokens.current() {
                 if creds.generation() > state.token_generation && !creds.is_expired() {
                     self.reauthenticate(state, &creds)?;
                 }
             }
         }
-        if probe && !state.multi.in_multi() {
+        if probe && state.session.replaceable() {
             if let Some(every) = self.options.health_check_interval {
                 if state.last_used.elapsed() >= every && !self.ping(state) {
                     return self.reconnect(state, "the connection stopped answering");
@@ -473,7 +475,11 @@ impl SyncShared {
         let Some(conn) = state.conn.as_mut() else {
             return false;
         };
-        let ok = redis::cmd("PING").query::<Value>(conn).is_ok();
+        // Anything but PONG (QUEUED inside a MULTI, a subscriber's reply) is not a healthy
+        // connection in a known state.
+        let ok = redis::cmd("PING")
+            .query::<Value>(conn)
+            .is_ok_and(|v| super::is_pong(&v));
         if ok {
             state.last_used = Instant::now();
         }
@@ -483,6 +489,13 @@ impl SyncShared {
     /// Checks the connection and pings it, reconnecting if it does not answer (pool checkout).
     #[cfg_attr(not(feature = "r2d2"), allow(dead_code))]
     pub(crate) fn validate(&self, state: &mut SyncState) -> RedisResult<()> {
+        if let Err(why) = Self::reusable(state) {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::Client,
+                "the pooled connection is not in a clean state",
+                why.to_string(),
+            )));
+        }
         self.prepare(state, false)?;
         if !self.ping(state) {
             self.reconnect(state, "the connection stopped answering")?;
@@ -509,26 +522,40 @@ impl SyncShared {
         }
     }
 
+    /// Whether a pool may hand the connection to another borrower as it is.
+    #[cfg_attr(not(feature = "r2d2"), allow(dead_code))]
+    pub(crate) fn reusable(state: &SyncState) -> std::result::Result<(), &'static str> {
+        if !Self::is_open(state) {
+            return Err("the connection is closed");
+        }
+        if !state.session.is_clean() {
+            return Err(state.session.why_unclean());
+        }
+        Ok(())
+    }
+
     fn run<T>(
         &self,
-        track: impl FnOnce(&mut MultiTracker),
+        packed: &[u8],
         send: impl FnOnce(&mut redis::Connection) -> RedisResult<T>,
     ) -> RedisResult<T> {
         let mut state = self.lock();
         self.set_idle(false);
         self.prepare(&mut state, true)?;
+        // Noted before sending: if `send` panics, the state stays unknown (unclean).
+        state.session.admit(PackedNames::new(packed))?;
         let result = match state.conn.as_mut() {
             Some(conn) => send(conn),
             None => Err(not_connected()),
         };
-        track(&mut state.multi);
+        state.session.replied();
         state.last_used = Instant::now();
         if let Err(e) = &result {
             if is_connection_error(e) {
                 // The next command reconnects; this one may or may not have run, so it is
                 // not retried: the caller decides.
                 state.conn = None;
-                state.multi.reset();
+                state.session.replaced();
             }
         }
         result
@@ -537,8 +564,7 @@ impl SyncShared {
 
 impl ConnectionLike for EntraSyncConnection {
     fn req_packed_command(&mut self, cmd: &[u8]) -> RedisResult<Value> {
-        self.shared
-            .run(|m| m.saw_packed(cmd), |conn| conn.req_packed_command(cmd))
+        self.shared.run(cmd, |conn| conn.req_packed_command(cmd))
     }
 
     fn req_packed_commands(
@@ -547,10 +573,8 @@ impl ConnectionLike for EntraSyncConnection {
         offset: usize,
         count: usize,
     ) -> RedisResult<Vec<Value>> {
-        self.shared.run(
-            |m| m.saw_packed(cmd),
-            |conn| conn.req_packed_commands(cmd, offset, count),
-        )
+        self.shared
+            .run(cmd, |conn| conn.req_packed_commands(cmd, offset, count))
     }
 
     fn get_db(&self) -> i64 {

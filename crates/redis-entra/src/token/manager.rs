@@ -1,9 +1,12 @@
 //! The token manager: one background task per credential that keeps a fresh token, refreshes
 //! it before expiry, retries failures forever, and hands the result to every connection.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
+
+use futures::FutureExt;
 
 use azure_core::credentials::TokenCredential;
 use tokio::sync::{broadcast, watch, Notify};
@@ -60,6 +63,32 @@ impl Default for TokenManagerOptions {
 struct State {
     credentials: Option<Arc<RedisCredentials>>,
     last_error: Option<(u64, Error)>,
+    /// Bumped each time the background task ends (its runtime went away), to wake waiters.
+    task_ended: u64,
+}
+
+/// Counters of a [`TokenManager`]'s token requests (see [`TokenManager::stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TokenStats {
+    /// Token requests made to the credential.
+    pub requests: u64,
+    /// Of those, requests made because of [`TokenManager::refresh_now`].
+    pub forced: u64,
+    /// Calls to [`TokenManager::refresh_now`]. Those beyond `forced` caused no request of
+    /// their own: folded into one already due, deferred by the pace, or left to a backoff.
+    pub forced_calls: u64,
+    /// Times the background task was started (more than one: its runtime went away and a
+    /// later caller restarted it).
+    pub task_starts: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    requests: AtomicU64,
+    forced: AtomicU64,
+    forced_calls: AtomicU64,
+    task_starts: AtomicU64,
 }
 
 struct Shared {
@@ -69,8 +98,71 @@ struct Shared {
     events: broadcast::Sender<TokenEvent>,
     wake: Notify,
     forced: AtomicBool,
-    started: std::sync::Once,
+    /// Whether the background task is running.
+    running: AtomicBool,
+    /// When the task was last started (restarts are at least a second apart).
+    last_start: Mutex<Option<Instant>>,
     alive: watch::Receiver<()>,
+    counters: Counters,
+}
+
+impl Shared {
+    /// Starts the background task if it is not running (first use, or its runtime went away),
+    /// on the current Tokio runtime. `false` if it can't run: no runtime here, or every
+    /// [`TokenManager`] is gone.
+    fn ensure_running(self: &Arc<Self>) -> bool {
+        if self.running.load(Ordering::SeqCst) {
+            return true;
+        }
+        if self.alive.has_changed().is_err() {
+            return false; // the last manager was dropped
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return false;
+        };
+        if self
+            .running
+            .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
+            return true;
+        }
+        // A task that keeps dying (its runtimes keep going away) is restarted at most once a
+        // second, so waiters never spin.
+        let delay = {
+            let mut last = self.last_start.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            let delay = last
+                .map(|at| (at + Duration::from_secs(1)).saturating_duration_since(now))
+                .unwrap_or_default();
+            *last = Some(now + delay);
+            delay
+        };
+        self.counters.task_starts.fetch_add(1, Ordering::Relaxed);
+        // Made before the task is spawned, so that it is dropped (and the task's end noted)
+        // even if the runtime drops the task before ever polling it.
+        let guard = Running(self.clone());
+        runtime.spawn(async move {
+            let guard = guard;
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            run(&guard.0, guard.0.alive.clone()).await;
+        });
+        true
+    }
+}
+
+/// Held by the running task: when the task ends, however it ends (its runtime dropped it, the
+/// last manager went away), the manager knows and wakes whoever waits, so that they can
+/// restart it instead of waiting forever.
+struct Running(Arc<Shared>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.running.store(false, Ordering::SeqCst);
+        self.0.state.send_modify(|s| s.task_ended += 1);
+    }
 }
 
 /// Dropped with the last [`TokenManager`] clone, which stops the background task.
@@ -121,8 +213,10 @@ impl TokenManager {
                 events,
                 wake: Notify::new(),
                 forced: AtomicBool::new(false),
-                started: std::sync::Once::new(),
+                running: AtomicBool::new(false),
+                last_start: Mutex::new(None),
                 alive,
+                counters: Counters::default(),
             }),
             _alive: Arc::new(Alive(alive_tx)),
         }
@@ -133,12 +227,26 @@ impl TokenManager {
         &self.shared.options
     }
 
-    /// Starts the background task, if it hasn't started. Called by every async method; call it
-    /// yourself to fetch the first token ahead of need. Must run inside a Tokio runtime.
+    /// Starts the background task on the current Tokio runtime, if it isn't running. Called by
+    /// every async method; call it yourself to fetch the first token ahead of need. Outside a
+    /// runtime it does nothing (the next call from inside one starts the task).
+    ///
+    /// The task lives on the runtime that started it. If that runtime goes away, the next
+    /// caller of [`credentials`](Self::credentials) or [`watch`](Self::watch) restarts it on its
+    /// own runtime.
     pub fn start(&self) {
-        self.shared.started.call_once(|| {
-            tokio::spawn(run(self.shared.clone(), self.shared.alive.clone()));
-        });
+        self.shared.ensure_running();
+    }
+
+    /// Counters of token requests, forced refreshes and task starts.
+    pub fn stats(&self) -> TokenStats {
+        let c = &self.shared.counters;
+        TokenStats {
+            requests: c.requests.load(Ordering::Relaxed),
+            forced: c.forced.load(Ordering::Relaxed),
+            forced_calls: c.forced_calls.load(Ordering::Relaxed),
+            task_starts: c.task_starts.load(Ordering::Relaxed),
+        }
     }
 
     /// The current credentials, if a token has been acquired (it may have expired).
@@ -150,7 +258,6 @@ impl TokenManager {
     /// next ones the background task acquires. If that attempt fails, its error is returned
     /// (the task keeps trying).
     pub async fn credentials(&self) -> Result<Arc<RedisCredentials>> {
-        self.start();
         let mut rx = self.shared.state.subscribe();
         let seen_error = {
             let state = rx.borrow_and_update();
@@ -163,6 +270,10 @@ impl TokenManager {
         };
         self.shared.wake.notify_one();
         loop {
+            // (Re)started here if its runtime went away while we waited.
+            if !self.shared.ensure_running() {
+                return Err(Error::NoRuntime);
+            }
             rx.changed().await.map_err(|_| Error::Stopped)?;
             let state = rx.borrow_and_update();
             if let Some(c) = &state.credentials {
@@ -183,6 +294,7 @@ impl TokenManager {
         self.start();
         CredentialsWatch {
             rx: self.shared.state.subscribe(),
+            shared: Arc::downgrade(&self.shared),
             seen: 0,
         }
     }
@@ -192,8 +304,19 @@ impl TokenManager {
         self.shared.events.subscribe()
     }
 
-    /// Asks for a new token now (for example after the server refused the current one).
+    /// Asks for a new token soon (for example after the server refused the current one).
+    ///
+    /// Bounded, so that many connections refused at once cannot flood the identity service:
+    /// calls that come while a request is already due are folded into it; forced requests are at
+    /// least [`RetryPolicy::forced_refresh_interval`] apart, the gap doubling (up to
+    /// [`RetryPolicy::max_delay`]) while they keep coming; and while a failed request's backoff
+    /// (or a `Retry-After`) runs, the next attempt stays where the backoff put it.
+    /// [`stats`](Self::stats) counts them.
     pub fn refresh_now(&self) {
+        self.shared
+            .counters
+            .forced_calls
+            .fetch_add(1, Ordering::Relaxed);
         self.start();
         self.shared.forced.store(true, Ordering::SeqCst);
         self.shared.wake.notify_one();
@@ -254,37 +377,110 @@ async fn fetch(shared: &Shared, generation: u64) -> Result<RedisCredentials> {
     Ok(RedisCredentials::new(username, secret, expires_on, claims).with_generation(generation))
 }
 
-async fn run(shared: Arc<Shared>, mut alive: watch::Receiver<()>) {
-    let mut generation = 0u64;
+/// Paces forced refreshes: at least a gap apart, the gap doubling while they keep coming.
+struct ForcedPace {
+    gap: Duration,
+    /// No forced request before this.
+    allowed_at: Option<Instant>,
+    /// A forced refresh was deferred to `allowed_at`.
+    deferred: bool,
+}
+
+impl ForcedPace {
+    fn new(policy: &RetryPolicy) -> Self {
+        Self {
+            gap: policy.forced_refresh_interval,
+            allowed_at: None,
+            deferred: false,
+        }
+    }
+
+    /// Whether a forced request may go now; if so, the next one is a gap later.
+    fn admit(&mut self, now: Instant, policy: &RetryPolicy) -> bool {
+        let first = policy.forced_refresh_interval;
+        match self.allowed_at {
+            Some(at) if now < at => return false,
+            // Quiet for a while since the last one: start again from the shortest gap.
+            Some(at) if now > at + self.gap => self.gap = first,
+            _ => {}
+        }
+        self.allowed_at = Some(now + self.gap);
+        self.gap = (self.gap * 2).min(policy.max_delay.max(first));
+        self.deferred = false;
+        true
+    }
+}
+
+async fn run(shared: &Arc<Shared>, mut alive: watch::Receiver<()>) {
+    // A restarted task carries on from what the previous one published.
+    let (mut generation, mut error_count, current) = {
+        let state = shared.state.borrow();
+        let generation = state.credentials.as_ref().map_or(0, |c| c.generation());
+        let errors = state.last_error.as_ref().map_or(0, |(n, _)| *n);
+        (generation, errors, state.credentials.clone())
+    };
     let mut failures = 0u32;
-    let mut error_count = 0u64;
-    // When to ask next; `None` means now.
-    let mut next_at: Option<Instant> = None;
+    let mut pace = ForcedPace::new(&shared.options.retry);
+    // When to ask next; `None` means now (no valid token yet).
+    let mut next_at: Option<Instant> = current
+        .filter(|c| !c.is_expired())
+        .map(|c| Instant::now() + shared.options.refresh.refresh_after(c.time_left(), unit()));
     loop {
+        let mut forced = false;
         if let Some(at) = next_at {
             tokio::select! {
-                _ = tokio::time::sleep_until(at) => {}
+                _ = tokio::time::sleep_until(at) => {
+                    // A forced refresh deferred by the pace is due now.
+                    if pace.deferred && pace.admit(Instant::now(), &shared.options.retry) {
+                        forced = true;
+                    }
+                }
                 _ = shared.wake.notified() => {
-                    let forced = shared.forced.swap(false, Ordering::SeqCst);
+                    let asked = shared.forced.swap(false, Ordering::SeqCst);
                     let valid = shared
                         .state
                         .borrow()
                         .credentials
                         .as_ref()
                         .is_some_and(|c| !c.is_expired());
-                    // A caller waiting for a token wakes the task only when there is none and no
-                    // backoff is running; `refresh_now` always does.
-                    if !forced && (valid || failures > 0) {
+                    if asked {
+                        let now = Instant::now();
+                        if failures > 0 {
+                            // A backoff (or a Retry-After) runs: it decides when to ask next.
+                            continue;
+                        }
+                        if !pace.admit(now, &shared.options.retry) {
+                            // Deferred, not lost: asked for when the pace allows, unless the
+                            // schedule asks sooner.
+                            if let Some(allowed) = pace.allowed_at {
+                                pace.deferred = true;
+                                next_at = Some(at.min(allowed));
+                            }
+                            continue;
+                        }
+                        forced = true;
+                    } else if valid || failures > 0 {
+                        // A caller waiting for a token wakes the task only when there is none
+                        // and no backoff is running.
                         continue;
                     }
                 }
                 _ = alive.changed() => return,
             }
         }
+        if forced {
+            shared.counters.forced.fetch_add(1, Ordering::Relaxed);
+            // Calls made while this request is on its way are answered by it.
+            shared.forced.store(false, Ordering::SeqCst);
+        }
         let current = shared.state.borrow().credentials.clone();
         let received_at = Instant::now();
+        shared.counters.requests.fetch_add(1, Ordering::Relaxed);
+        // A credential that panics is a failed request (retried with backoff), not the end of
+        // the task.
+        let request = AssertUnwindSafe(fetch(shared, generation + 1)).catch_unwind();
         let result = tokio::select! {
-            r = fetch(&shared, generation + 1) => r,
+            r = request => r.unwrap_or(Err(Error::CredentialPanicked)),
             _ = alive.changed() => return,
         };
         match result {
@@ -371,10 +567,20 @@ impl Shared {
 }
 
 /// Yields each new token a [`TokenManager`] acquires, once. See [`TokenManager::watch`].
-#[derive(Debug)]
 pub struct CredentialsWatch {
     rx: watch::Receiver<State>,
+    /// To restart the manager's task if its runtime went away (weak: a watch alone does not
+    /// keep the manager alive).
+    shared: Weak<Shared>,
     seen: u64,
+}
+
+impl std::fmt::Debug for CredentialsWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredentialsWatch")
+            .field("seen", &self.seen)
+            .finish_non_exhaustive()
+    }
 }
 
 impl CredentialsWatch {
@@ -390,6 +596,9 @@ impl CredentialsWatch {
                         return Some(c.clone());
                     }
                 }
+            }
+            if let Some(shared) = self.shared.upgrade() {
+                shared.ensure_running();
             }
             self.rx.changed().await.ok()?;
         }

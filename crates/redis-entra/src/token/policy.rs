@@ -46,15 +46,28 @@ impl Default for RefreshPolicy {
 impl RefreshPolicy {
     /// How long after receipt a token living `lifetime` should be refreshed, given a random
     /// draw `unit` in `[0, 1)` for the jitter.
+    ///
+    /// Shares outside `[0, 1]` are clamped into it, and a share that is not a number (NaN,
+    /// infinite) counts as its default.
     pub fn refresh_after(&self, lifetime: Duration, unit: f64) -> Duration {
+        let d = Self::default();
         let l = lifetime.as_secs_f64();
-        let ratio = self.ratio.clamp(0.0, 1.0);
-        let min_share = self.min_share.clamp(0.0, ratio);
+        let ratio = share(self.ratio, d.ratio);
+        let min_share = share(self.min_share, d.min_share).min(ratio);
         let by_ratio = l * ratio;
         let by_margin = l - self.margin.as_secs_f64();
-        let jitter = l * self.jitter.clamp(0.0, 1.0) * unit.clamp(0.0, 1.0);
+        let jitter = l * share(self.jitter, d.jitter) * share(unit, 0.0);
         let at = (by_ratio.min(by_margin) - jitter).clamp(l * min_share, by_ratio);
         Duration::from_secs_f64(at.max(0.0))
+    }
+}
+
+/// `x` clamped into `[0, 1]`, or `default` when `x` is not a finite number.
+fn share(x: f64, default: f64) -> f64 {
+    if x.is_finite() {
+        x.clamp(0.0, 1.0)
+    } else {
+        default
     }
 }
 
@@ -83,6 +96,10 @@ pub struct RetryPolicy {
     pub jitter: f64,
     /// How long one token request may take (default 10 s).
     pub request_timeout: Duration,
+    /// Forced refreshes ([`TokenManager::refresh_now`](crate::TokenManager::refresh_now)) are
+    /// at least this far apart, the gap doubling up to `max_delay` while they keep coming
+    /// (default 1 s).
+    pub forced_refresh_interval: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -96,6 +113,7 @@ impl Default for RetryPolicy {
             min_delay: Duration::from_millis(100),
             jitter: 0.2,
             request_timeout: Duration::from_secs(10),
+            forced_refresh_interval: Duration::from_secs(1),
         }
     }
 }
@@ -192,5 +210,46 @@ mod tests {
             "without a token, retries stay frequent"
         );
         assert!(p.delay(1, Some(Duration::ZERO), None, 0.0) >= p.min_delay);
+    }
+
+    #[test]
+    fn nonsense_policies_never_panic() {
+        let weird = [
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            -1.0,
+            2.0,
+            0.0,
+            1.0,
+        ];
+        for &ratio in &weird {
+            for &min_share in &weird {
+                for &jitter in &weird {
+                    let p = RefreshPolicy {
+                        ratio,
+                        min_share,
+                        jitter,
+                        ..RefreshPolicy::default()
+                    };
+                    for &unit in &weird {
+                        let l = Duration::from_secs(60);
+                        assert!(p.refresh_after(l, unit) <= l, "{p:?} {unit}");
+                    }
+                }
+            }
+        }
+        for &m in &weird {
+            let p = RetryPolicy {
+                multiplier: m,
+                max_share_of_time_left: m,
+                jitter: m,
+                ..RetryPolicy::default()
+            };
+            for &unit in &weird {
+                let d = p.delay(3, Some(Duration::from_secs(60)), None, unit);
+                assert!(d <= p.max_delay && d >= p.min_delay, "{p:?}: {d:?}");
+            }
+        }
     }
 }
