@@ -12,9 +12,6 @@ use std::sync::Arc;
 use azure_core::credentials::TokenCredential;
 use clap::Args;
 use redis_entra::config::RedisConfig;
-use redis_entra::credential::{
-    default_azure_credential, prefers_default_chain, DefaultAzureCredentialOptions,
-};
 use redis_entra::{ConnectOptions, Protocol, TlsOptions};
 
 use crate::exit::UsageError;
@@ -209,21 +206,13 @@ impl ConnectionArgs {
 /// The Entra credential of a configuration; an access key is a usage error (callers that accept
 /// a key, such as the session, handle it before asking).
 ///
-/// When the variables name no identity at all (a system-assigned managed identity by Service
-/// Connector's rules) and no managed-identity endpoint is set, or when `AZURE_TOKEN_CREDENTIALS`
-/// is set, the command uses the `DefaultAzureCredential` chain instead (environment, workload
-/// identity, managed identity, Azure CLI, Azure Developer CLI), so `az login` on a laptop works.
+/// The library's one rule applies: when the variables name no identity at all (a
+/// system-assigned managed identity by Service Connector's rules) and no managed-identity
+/// endpoint is set, or when `AZURE_TOKEN_CREDENTIALS` is set, it is the `DefaultAzureCredential`
+/// chain (environment, workload identity, managed identity, Azure CLI, Azure Developer CLI), so
+/// `az login` on a laptop works.
 pub fn entra_credential(config: &RedisConfig) -> anyhow::Result<Arc<dyn TokenCredential>> {
-    if prefers_default_chain(&config.auth) {
-        let chain = default_azure_credential(DefaultAzureCredentialOptions {
-            tls: config.tls.clone(),
-            authority_host: config.authority_host.clone(),
-            ..DefaultAzureCredentialOptions::default()
-        })
-        .map_err(|e| usage(e.to_string()))?;
-        return Ok(chain);
-    }
-    match config.credential()? {
+    match config.credential().map_err(|e| usage(e.to_string()))? {
         Some(credential) => Ok(credential),
         None => Err(usage(
             "the environment describes an access key (AZURE_REDIS_PASSWORD or AZURE_REDIS_CONNECTIONSTRING), which is no Microsoft Entra ID token: to get a token, configure an identity instead (AZURE_REDIS_CLIENTID/AZURE_REDIS_CLIENTSECRET/AZURE_REDIS_TENANTID, or a managed identity)".into(),

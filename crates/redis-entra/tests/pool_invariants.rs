@@ -189,11 +189,19 @@ fn sync_a_reconnect_after_watch_never_commits_the_transaction() {
         .exec(&mut conn)
         .unwrap();
     assert!(emulator.faults().close_all_connections() >= 1);
-    // The loss is noticed (a failed command) before the transaction is sent.
-    assert!(redis::cmd("GET")
-        .arg("inv:sync:w")
-        .query::<Option<String>>(&mut conn)
-        .is_err());
+    // The loss is noticed (a failed command) before the transaction is sent; the gateway
+    // closes the connection asynchronously, so a command or two may still be answered.
+    let noticed = (0..500).any(|_| {
+        let failed = redis::cmd("GET")
+            .arg("inv:sync:w")
+            .query::<Option<String>>(&mut conn)
+            .is_err();
+        if !failed {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        failed
+    });
+    assert!(noticed, "the closed connection never failed a command");
     let mut other =
         EntraSyncConnection::connect(connect_options(&emulator), tokens.clone()).unwrap();
     let _: () = other.set("inv:sync:w", "theirs").unwrap();
@@ -358,4 +366,45 @@ async fn bb8_a_reconnect_inside_multi_fails_the_transaction_instead_of_running_i
     let _: () = conn.set("inv:bb8:after", 3).await.unwrap();
     drop(conn);
     emulator.shutdown().await;
+}
+
+/// The server refuses every new token (the identity lost its policy) while the connection's own
+/// token is still valid: commands keep running, and the refused `AUTH` is retried with backoff,
+/// not before every command (nor does each refusal cost a token request).
+#[test]
+fn sync_a_refused_reauthentication_is_retried_with_backoff_not_per_command() {
+    let rt = runtime();
+    let emulator = rt.block_on(emulator(Duration::from_secs(60)));
+    let tokens = BlockingTokenManager::new(service_principal(&emulator), quick_options()).unwrap();
+    let mut conn =
+        EntraSyncConnection::connect(connect_options(&emulator), tokens.clone()).unwrap();
+    let mut events = tokens.events();
+    let oid = tokens.current().unwrap().username().to_string();
+    assert!(emulator.remove_policy_assignment(&oid));
+    tokens.refresh_now();
+    let generation = tokens.current().unwrap().generation();
+    while tokens.current().unwrap().generation() == generation {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let requests_before = tokens.manager().stats().requests;
+    for i in 0..300 {
+        let _: () = conn.set("inv:sync:backoff", i).unwrap();
+    }
+    let mut refused = 0;
+    while let Ok(e) = events.try_recv() {
+        if matches!(e, redis_entra::TokenEvent::ReauthenticationFailed { .. }) {
+            refused += 1;
+        }
+    }
+    assert!(
+        (1..=12).contains(&refused),
+        "{refused} refused AUTHs for 300 commands"
+    );
+    let requests = tokens.manager().stats().requests - requests_before;
+    assert!(
+        requests <= 4,
+        "{requests} token requests for {refused} refusals"
+    );
+    drop((conn, tokens));
+    rt.block_on(emulator.shutdown());
 }

@@ -550,11 +550,28 @@ impl Auth {
 
     /// The credential for this sign-in (`None` for an access key). `authority_host` overrides
     /// `AZURE_AUTHORITY_HOST` and the public cloud.
+    ///
+    /// One rule for every entry point (this, [`RedisConfig::connect`],
+    /// [`credential::from_env`](crate::credential::from_env) and the `redis-entra` command):
+    /// when no identity is named at all, or `AZURE_TOKEN_CREDENTIALS` is set, it is the
+    /// [`default_azure_credential`](crate::credential::default_azure_credential) chain (see
+    /// [`prefers_default_chain`](crate::credential::prefers_default_chain)), so the same program
+    /// signs in with a VM's managed identity and with a developer's `az login`.
     pub fn credential(
         &self,
         authority_host: Option<String>,
         tls: &TlsOptions,
     ) -> Result<Option<Arc<dyn TokenCredential>>> {
+        if crate::credential::prefers_default_chain(self) {
+            let chain = crate::credential::default_azure_credential(
+                crate::credential::DefaultAzureCredentialOptions {
+                    tls: tls.clone(),
+                    authority_host,
+                    ..Default::default()
+                },
+            )?;
+            return Ok(Some(chain));
+        }
         let credential: Arc<dyn TokenCredential> = match self {
             Self::AccessKey { .. } => return Ok(None),
             Self::ClientSecret {

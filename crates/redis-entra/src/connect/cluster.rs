@@ -50,7 +50,6 @@
 //!   written as one unit, so no `AUTH` lands inside it.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -70,8 +69,6 @@ use crate::error::{Error, Result};
 use crate::token::credentials::RedisCredentials;
 use crate::token::events::TokenEvent;
 use crate::token::manager::{CredentialsWatch, TokenManager};
-
-static NEXT_ID: AtomicU64 = AtomicU64::new(4_000_000);
 
 /// How long one re-`AUTH` round (every node) may take.
 const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -243,7 +240,7 @@ impl EntraClusterConnection {
         }
         let client = builder.build()?;
         let conn = client.get_async_connection().await?;
-        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let id = crate::connect::next_connection_id();
         let task = tokio::spawn(reauthenticate(
             id,
             conn.clone(),

@@ -40,7 +40,6 @@
 //! # Ok(()) }
 //! ```
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -57,8 +56,6 @@ use crate::error::{Error, Result};
 use crate::token::credentials::RedisCredentials;
 use crate::token::events::TokenEvent;
 use crate::token::manager::TokenManager;
-
-static NEXT_ID: AtomicU64 = AtomicU64::new(3_000_000);
 
 /// How long one re-`AUTH` may take.
 const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -222,7 +219,7 @@ pub fn keep_authenticated<C>(client: &C, manager: TokenManager) -> FredReauthent
 where
     C: AuthInterface + ClientLike + Clone + Send + Sync + 'static,
 {
-    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let id = crate::connect::next_connection_id();
     let client = client.clone();
     let task = tokio::spawn(async move {
         let mut tokens = manager.watch();

@@ -20,7 +20,15 @@ pub mod pubsub;
 pub(crate) mod session;
 pub mod sync;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use crate::error::Error;
+
+/// A process-wide id for a new connection of any kind (events name connections by it).
+pub(crate) fn next_connection_id() -> u64 {
+    static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+    NEXT_ID.fetch_add(1, Ordering::Relaxed)
+}
 
 /// Turns a library error into a redis error, for the `ConnectionLike` paths.
 pub(crate) fn to_redis_error(context: &'static str, e: Error) -> redis::RedisError {

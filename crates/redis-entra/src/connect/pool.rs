@@ -216,7 +216,7 @@ pub use self::bb8_impl::{EntraAsyncConnectionManager, EntraPooledConnection};
 
 #[cfg(feature = "bb8")]
 mod bb8_impl {
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::OnceLock;
     use std::time::{Duration, Instant, SystemTime};
 
@@ -229,8 +229,6 @@ mod bb8_impl {
     use crate::connect::{is_pong, to_redis_error};
     use crate::token::credentials::RedisCredentials;
     use crate::{ConnectOptions, Result, TokenEvent, TokenManager};
-
-    static NEXT_ID: AtomicU64 = AtomicU64::new(2_000_000);
 
     struct State {
         conn: Option<MultiplexedConnection>,
@@ -344,7 +342,7 @@ mod bb8_impl {
         pub async fn connect(options: ConnectOptions, manager: TokenManager) -> Result<Self> {
             let creds = manager.credentials().await?;
             let conn = open(&options, &creds).await?;
-            let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+            let id = crate::connect::next_connection_id();
             tracing::debug!(connection = id, "connected (pooled) with an Entra ID token");
             Ok(Self {
                 shared: Arc::new(Shared {

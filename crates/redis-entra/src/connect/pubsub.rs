@@ -40,6 +40,22 @@
 //! duplicates are flagged, never dropped** (a genuinely new message identical in channel and
 //! payload to one just delivered can be flagged too, hence "possible").
 //!
+//! # Bounded buffers, and a consumer that falls behind
+//!
+//! Messages wait for the application in a buffer of [`MESSAGE_BUFFER`] messages (and, on
+//! RESP3, as many again between the connection and the task). A consumer that falls further
+//! behind is treated as Redis treats a slow subscriber (`client-output-buffer-limit`): the
+//! connection is dropped, what was buffered is still delivered in order, and once the
+//! application has read half of it a new connection resubscribes. A [`TokenEvent::Reconnected`]
+//! whose reason says the application fell behind reports the gap. Memory never grows without
+//! bound.
+//!
+//! # Refused channels
+//!
+//! If the server refuses a channel when the subscription is renewed on a new connection (the
+//! identity's access policy changed: `NOPERM`), that channel is dropped and reported with
+//! [`TokenEvent::SubscriptionDropped`]; the other channels carry on.
+//!
 //! # Lost connections
 //!
 //! A connection lost on either protocol (network, server restart, a token that could not be
@@ -70,7 +86,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
@@ -88,10 +104,15 @@ use crate::token::credentials::RedisCredentials;
 use crate::token::events::TokenEvent;
 use crate::token::manager::TokenManager;
 
-static NEXT_ID: AtomicU64 = AtomicU64::new(3_000_000);
-
 /// How long one step of a handover (a marker's trip, a subscription) may take.
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How many messages wait for the application at most (see the module docs for what happens
+/// past it).
+pub const MESSAGE_BUFFER: usize = 10_000;
+
+/// How many subscription changes may wait for the task at once (callers beyond wait).
+const REQUEST_BUFFER: usize = 64;
 
 /// What a subscription is to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -223,7 +244,7 @@ struct Request {
 #[derive(Clone)]
 pub struct EntraPubSubSink {
     id: u64,
-    requests: mpsc::UnboundedSender<Request>,
+    requests: mpsc::Sender<Request>,
 }
 
 impl std::fmt::Debug for EntraPubSubSink {
@@ -236,7 +257,7 @@ impl std::fmt::Debug for EntraPubSubSink {
 
 /// The messages of an [`EntraPubSub`], from [`EntraPubSub::split`].
 pub struct EntraPubSubStream {
-    messages: mpsc::UnboundedReceiver<Message>,
+    messages: mpsc::Receiver<Message>,
 }
 
 impl std::fmt::Debug for EntraPubSubStream {
@@ -290,13 +311,13 @@ impl EntraPubSub {
     /// Opens a subscribed connection (with the manager's current token) and starts the task
     /// that keeps it authenticated. Subscribe with the methods below.
     pub async fn connect(options: ConnectOptions, manager: TokenManager) -> Result<Self> {
-        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let id = crate::connect::next_connection_id();
         let control =
             format!("__redis-entra:handover:{:032x}", rand::random::<u128>()).into_bytes();
         let creds = manager.credentials().await?;
-        let link = Link::open(&options, &creds, &control, &Subscriptions::default()).await?;
-        let (requests, requests_rx) = mpsc::unbounded_channel();
-        let (out, messages) = mpsc::unbounded_channel();
+        let (link, _) = Link::open(&options, &creds, &control, &Subscriptions::default()).await?;
+        let (requests, requests_rx) = mpsc::channel(REQUEST_BUFFER);
+        let (out, messages) = mpsc::channel(MESSAGE_BUFFER);
         let worker = Worker {
             id,
             tokens: manager.watch(),
@@ -307,6 +328,7 @@ impl EntraPubSub {
             out,
             link,
             dedup: HashMap::new(),
+            behind: 0,
         };
         tokio::spawn(worker.run(requests_rx));
         tracing::debug!(
@@ -388,6 +410,7 @@ impl EntraPubSubSink {
                 names: names.to_redis_args(),
                 reply,
             })
+            .await
             .map_err(|_| Error::Stopped)?;
         rx.await.map_err(|_| Error::Stopped)?
     }
@@ -452,10 +475,19 @@ enum LinkConn {
     Resp3(MultiplexedConnection),
 }
 
+/// A subscription the server refused on a new connection.
+struct Refused {
+    kind: SubscriptionKind,
+    name: Vec<u8>,
+    error: String,
+}
+
 /// One subscribed connection.
 struct Link {
     conn: LinkConn,
     events: BoxStream<'static, Event>,
+    /// Set when the connection's own buffer (RESP3 pushes) filled: the application fell behind.
+    overflowed: Arc<AtomicBool>,
     token_generation: u64,
     expires_on: SystemTime,
     /// Whether it is subscribed to the control channel (so a marker can be used).
@@ -481,13 +513,14 @@ impl LinkConn {
 
 impl Link {
     /// Opens a connection authenticated with `creds`, subscribed to the control channel (if
-    /// allowed) and to `subs`.
+    /// allowed) and to `subs`, less what the server refuses (returned).
     async fn open(
         options: &ConnectOptions,
         creds: &RedisCredentials,
         control: &[u8],
         subs: &Subscriptions,
-    ) -> Result<Self> {
+    ) -> Result<(Self, Vec<Refused>)> {
+        let overflowed = Arc::new(AtomicBool::new(false));
         let (conn, events) = match options.protocol {
             Protocol::Resp2 => {
                 if !subs.shards.is_empty() {
@@ -502,7 +535,8 @@ impl Link {
                 (LinkConn::Resp2(sink), events)
             }
             Protocol::Resp3 => {
-                let (tx, mut rx) = mpsc::unbounded_channel();
+                let (tx, mut rx) = mpsc::channel(MESSAGE_BUFFER);
+                let full = overflowed.clone();
                 let config = AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(options.connect_timeout))
                     .set_response_timeout(options.response_timeout)
@@ -513,20 +547,30 @@ impl Link {
                             Message::from_push(info).map(Event::Message)
                         };
                         if let Some(event) = event {
-                            let _ = tx.send(event);
+                            // Bounded: a full buffer means the application fell behind; the
+                            // task drops this connection (see the module docs).
+                            if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(event) {
+                                full.store(true, Ordering::Release);
+                            }
                         }
                         Ok::<(), redis::aio::SendError>(())
                     });
                 let conn = options.open_multiplexed(creds, config).await?;
-                let events = futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
-                    .chain(futures::stream::once(async { Event::Closed }))
-                    .boxed();
+                let full = overflowed.clone();
+                let events = futures::stream::poll_fn(move |cx| match rx.poll_recv(cx) {
+                    // What was buffered first, then the end of this connection.
+                    Poll::Pending if full.load(Ordering::Acquire) => Poll::Ready(None),
+                    other => other,
+                })
+                .chain(futures::stream::once(async { Event::Closed }))
+                .boxed();
                 (LinkConn::Resp3(conn), events)
             }
         };
         let mut link = Self {
             conn,
             events,
+            overflowed,
             token_generation: creds.generation(),
             expires_on: creds.expires_on(),
             control: false,
@@ -545,17 +589,46 @@ impl Link {
                 tracing::debug!(error = %e, "no control channel: handovers will flag duplicates")
             }
         }
+        let mut refused = Vec::new();
         for (kind, set) in [
             (SubscriptionKind::Channel, &subs.channels),
             (SubscriptionKind::Pattern, &subs.patterns),
             (SubscriptionKind::Shard, &subs.shards),
         ] {
-            if !set.is_empty() {
-                link.change(Op::Subscribe, kind, set.iter().cloned().collect())
-                    .await?;
+            if set.is_empty() {
+                continue;
+            }
+            match link
+                .change(Op::Subscribe, kind, set.iter().cloned().collect())
+                .await
+            {
+                Ok(()) => {}
+                Err(Error::Redis(e)) if is_connection_error(&e) => return Err(Error::Redis(e)),
+                // Redis refuses the whole command for one channel it denies: find which, and
+                // keep the others.
+                Err(_) => {
+                    for name in set {
+                        match link.change(Op::Subscribe, kind, vec![name.clone()]).await {
+                            Ok(()) => {}
+                            Err(Error::Redis(e)) if is_connection_error(&e) => {
+                                return Err(Error::Redis(e))
+                            }
+                            Err(e) => refused.push(Refused {
+                                kind,
+                                name: name.clone(),
+                                error: e.to_string(),
+                            }),
+                        }
+                    }
+                }
             }
         }
-        Ok(link)
+        Ok((link, refused))
+    }
+
+    /// Whether the application fell behind this connection's buffer.
+    fn overflowed(&self) -> bool {
+        self.overflowed.load(Ordering::Acquire)
     }
 
     /// Subscribes or unsubscribes, waiting for the server's confirmations.
@@ -641,25 +714,27 @@ struct Worker {
     tokens: crate::CredentialsWatch,
     control: Vec<u8>,
     subs: Subscriptions,
-    out: mpsc::UnboundedSender<Message>,
+    out: mpsc::Sender<Message>,
     link: Link,
     /// After a handover without a marker: fingerprints of what the old connection delivered
     /// during it, to flag the new connection's first messages that repeat them.
     dedup: HashMap<u64, usize>,
+    /// Messages dropped because the application's buffer was full (0: not behind).
+    behind: u64,
 }
 
 /// The application dropped the subscription.
 struct Gone;
 
 impl Worker {
-    async fn run(mut self, mut requests: mpsc::UnboundedReceiver<Request>) {
+    async fn run(mut self, mut requests: mpsc::Receiver<Request>) {
         let _ = self.serve(&mut requests).await;
         tracing::debug!(subscription = self.id, "pub/sub stopped");
     }
 
     async fn serve(
         &mut self,
-        requests: &mut mpsc::UnboundedReceiver<Request>,
+        requests: &mut mpsc::Receiver<Request>,
     ) -> std::result::Result<(), Gone> {
         let mut requests_open = true;
         let mut retry: Option<(tokio::time::Instant, u32)> = None;
@@ -671,6 +746,9 @@ impl Worker {
             })
         });
         loop {
+            if self.behind > 0 || self.link.overflowed() {
+                self.catch_up().await?;
+            }
             let retry_at = retry.map(|(at, _)| at);
             tokio::select! {
                 biased;
@@ -703,6 +781,7 @@ impl Worker {
                 // Last, so that a flood of messages cannot hold back a token or a request.
                 event = self.link.events.next() => match event {
                     Some(Event::Message(m)) => self.deliver_new(m)?,
+                    _ if self.link.overflowed() => self.catch_up().await?,
                     _ => self.replace("the server closed the connection").await?,
                 },
             }
@@ -710,29 +789,70 @@ impl Worker {
     }
 
     /// Hands a message from the live connection to the application.
-    fn deliver_new(&mut self, mut m: Message) -> std::result::Result<(), Gone> {
-        if !self.dedup.is_empty() {
-            let f = m.fingerprint();
-            match self.dedup.get_mut(&f) {
-                Some(n) => {
-                    m.possible_duplicate = true;
-                    *n -= 1;
-                    if *n == 0 {
-                        self.dedup.remove(&f);
-                    }
-                }
-                // The overlap is a prefix of the new connection's messages: it is over.
-                None => self.dedup.clear(),
-            }
+    fn deliver_new(&mut self, m: Message) -> std::result::Result<(), Gone> {
+        match screen(&mut self.dedup, &self.control, m) {
+            Some(m) => self.deliver(m),
+            None => Ok(()),
         }
-        self.deliver(m)
     }
 
-    fn deliver(&self, m: Message) -> std::result::Result<(), Gone> {
-        if m.channel == self.control {
+    /// Queues a message for the application; past [`MESSAGE_BUFFER`] the application has
+    /// fallen behind, and the message is dropped (the serve loop reports the gap).
+    fn deliver(&mut self, m: Message) -> std::result::Result<(), Gone> {
+        if self.behind > 0 {
+            self.behind += 1;
             return Ok(());
         }
-        self.out.send(m).map_err(|_| Gone)
+        match self.out.try_send(m) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.behind = 1;
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(Gone),
+        }
+    }
+
+    /// The application fell behind: drop the connection (no more buffering), wait until it has
+    /// read half of what is buffered, then resubscribe and report the gap.
+    async fn catch_up(&mut self) -> std::result::Result<(), Gone> {
+        let dropped = self.behind;
+        tracing::warn!(
+            subscription = self.id,
+            dropped,
+            "the application fell behind its pub/sub buffer; dropping the connection"
+        );
+        // No more reading from the old connection: its messages are the gap, reported now.
+        self.link.events = futures::stream::pending().boxed();
+        self.manager.emit(TokenEvent::Reconnected {
+            connection_id: self.id,
+            reason: format!(
+                "the application fell behind by more than {MESSAGE_BUFFER} messages: the connection was dropped, and messages published until it is replaced are lost"
+            ),
+        });
+        tokio::select! {
+            permits = self.out.reserve_many(MESSAGE_BUFFER / 2) => {
+                permits.map_err(|_| Gone)?;
+            }
+            _ = self.out.closed() => return Err(Gone),
+        }
+        self.behind = 0;
+        self.replace("resubscribing once the application caught up")
+            .await
+    }
+
+    /// Drops `names` the server refused on a new connection from the subscription, and says so.
+    fn drop_refused(&mut self, refused: Vec<Refused>) {
+        for r in refused {
+            let name = String::from_utf8_lossy(&r.name).into_owned();
+            tracing::warn!(subscription = self.id, %name, error = %r.error, "the server refused a subscription; it is dropped");
+            self.subs.of(r.kind).remove(&r.name);
+            self.manager.emit(TokenEvent::SubscriptionDropped {
+                connection_id: self.id,
+                name,
+                error: r.error,
+            });
+        }
     }
 
     async fn handle(&mut self, r: Request) -> std::result::Result<(), Gone> {
@@ -753,10 +873,19 @@ impl Worker {
         let result = self.change_live(op_copy(&op), kind, names.clone()).await;
         let result = match result {
             Err(Error::Redis(e)) if is_connection_error(&e) => {
-                // Recorded below; the replacement connection subscribes to it.
-                self.record(&op, kind, names);
-                let _ = reply.send(Ok(()));
-                return self.replace("the connection was lost").await;
+                // The replacement connection subscribes to it; the caller hears once the server
+                // confirmed (or refused) it there.
+                self.record(&op, kind, names.clone());
+                self.replace("the connection was lost").await?;
+                let set = self.subs.of(kind);
+                let result = match op {
+                    Op::Subscribe if !names.iter().all(|n| set.contains(n)) => Err(Error::Config(
+                        "the server refused the subscription on the new connection (see the SubscriptionDropped event)".into(),
+                    )),
+                    _ => Ok(()),
+                };
+                let _ = reply.send(result);
+                return Ok(());
             }
             other => other,
         };
@@ -828,8 +957,18 @@ impl Worker {
             tracing::warn!(subscription = self.id, %error, "re-authentication failed; handing over to a new connection");
         }
         match self.handover(&creds).await? {
-            Ok(()) => {
+            Ok(Switch::Seamless) => {
                 self.reauthenticated(&creds, started);
+                Ok(None)
+            }
+            Ok(Switch::Gap) => {
+                // The old connection died before the switch point: say there may be a gap.
+                self.manager.emit(TokenEvent::Reconnected {
+                    connection_id: self.id,
+                    reason:
+                        "the old connection closed during a handover; messages may have been lost"
+                            .into(),
+                });
                 Ok(None)
             }
             Err(e) => {
@@ -904,7 +1043,7 @@ impl Worker {
     async fn handover(
         &mut self,
         creds: &Arc<RedisCredentials>,
-    ) -> std::result::Result<Result<()>, Gone> {
+    ) -> std::result::Result<Result<Switch>, Gone> {
         let mut tail = Vec::new();
         let mut alive = true;
         let options = self.options.clone();
@@ -920,7 +1059,10 @@ impl Worker {
             )
             .await?;
         let mut new = match opened {
-            Ok(link) => link,
+            Ok((link, refused)) => {
+                self.drop_refused(refused);
+                link
+            }
             Err(e) => {
                 return Ok(Err(e));
             }
@@ -987,7 +1129,7 @@ impl Worker {
                             if self.is_marker(&m, &marker) {
                                 self.dedup.clear();
                                 self.link = new;
-                                return Ok(Ok(()));
+                                return Ok(Ok(Switch::Seamless));
                             }
                             // Published before the marker: the old connection delivered it.
                         }
@@ -1044,7 +1186,9 @@ impl Worker {
             *self.dedup.entry(f).or_insert(0) += 1;
         }
         self.link = new;
-        Ok(Ok(()))
+        // Alive: the old connection was unsubscribed and drained, so nothing fell between the
+        // two; dead: what it would have received before the switch is unaccounted for.
+        Ok(Ok(if alive { Switch::Seamless } else { Switch::Gap }))
     }
 
     fn is_marker(&self, m: &Message, marker: &[u8]) -> bool {
@@ -1080,9 +1224,10 @@ impl Worker {
                 _ = self.out.closed() => return Err(Gone),
             };
             match opened {
-                Ok(link) => {
+                Ok((link, refused)) => {
                     self.link = link;
                     self.dedup.clear();
+                    self.drop_refused(refused);
                     tracing::info!(
                         subscription = self.id,
                         reason,
@@ -1112,6 +1257,39 @@ impl Worker {
             }
         }
     }
+}
+
+/// How a handover ended.
+enum Switch {
+    /// Every message was delivered once (duplicates flagged).
+    Seamless,
+    /// The old connection died before the switch point: messages may be missing.
+    Gap,
+}
+
+/// What the application gets of a message from the live connection: nothing for the control
+/// channel; otherwise the message, flagged if it repeats one the old connection delivered
+/// during a handover without a marker (`dedup`, cleared once the overlap is over).
+fn screen(dedup: &mut HashMap<u64, usize>, control: &[u8], mut m: Message) -> Option<Message> {
+    // Before the duplicate check: a control message is no evidence that the overlap is over.
+    if m.kind == SubscriptionKind::Channel && m.channel == control {
+        return None;
+    }
+    if !dedup.is_empty() {
+        let f = m.fingerprint();
+        match dedup.get_mut(&f) {
+            Some(n) => {
+                m.possible_duplicate = true;
+                *n -= 1;
+                if *n == 0 {
+                    dedup.remove(&f);
+                }
+            }
+            // The overlap is a prefix of the new connection's messages: it is over.
+            None => dedup.clear(),
+        }
+    }
+    Some(m)
 }
 
 fn op_copy(op: &Op) -> Op {
@@ -1200,4 +1378,41 @@ async fn unsubscribe_all(
     tokio::time::timeout(STEP_TIMEOUT, step)
         .await
         .map_err(|_| Error::Redis(Arc::new(timed_out("unsubscribing the old connection"))))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(channel: &str, payload: &str) -> Message {
+        Message {
+            kind: SubscriptionKind::Channel,
+            channel: channel.as_bytes().to_vec(),
+            pattern: None,
+            payload: payload.as_bytes().to_vec(),
+            possible_duplicate: false,
+        }
+    }
+
+    /// RESP2 handover fallback: a control-channel message arriving among the new connection's
+    /// first messages must not end the duplicate check (it used to clear it, so the duplicates
+    /// after it went unflagged).
+    #[test]
+    fn a_control_message_does_not_end_the_duplicate_check() {
+        let control = b"__redis-entra:handover:x".to_vec();
+        let mut dedup = HashMap::new();
+        for m in [msg("c", "1"), msg("c", "2")] {
+            *dedup.entry(m.fingerprint()).or_insert(0) += 1;
+        }
+        let first = screen(&mut dedup, &control, msg("c", "1")).unwrap();
+        assert!(first.possible_duplicate());
+        assert!(screen(&mut dedup, &control, msg("__redis-entra:handover:x", "m")).is_none());
+        let second = screen(&mut dedup, &control, msg("c", "2")).unwrap();
+        assert!(
+            second.possible_duplicate(),
+            "a duplicate after a control message went unflagged"
+        );
+        let fresh = screen(&mut dedup, &control, msg("c", "3")).unwrap();
+        assert!(!fresh.possible_duplicate());
+    }
 }

@@ -35,7 +35,7 @@
 //! ```
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
 
@@ -51,8 +51,6 @@ use crate::error::{Error, Result};
 use crate::token::credentials::RedisCredentials;
 use crate::token::events::TokenEvent;
 use crate::token::manager::{TokenManager, TokenManagerOptions};
-
-static NEXT_ID: AtomicU64 = AtomicU64::new(1_000_000);
 
 /// Stops the runtime thread when dropped (with the last [`BlockingTokenManager`] clone).
 struct RuntimeThread {
@@ -209,6 +207,9 @@ pub(crate) struct SyncState {
     expires_on: SystemTime,
     session: SessionState,
     last_used: Instant,
+    /// Consecutive refused re-`AUTH`s, and no retry before the instant (backoff).
+    reauth_failures: u32,
+    retry_reauth_at: Option<Instant>,
 }
 
 /// What a pool's idle-connection worker shares with the connection.
@@ -262,7 +263,7 @@ impl EntraSyncConnection {
     pub fn connect(options: ConnectOptions, tokens: BlockingTokenManager) -> Result<Self> {
         let creds = tokens.credentials()?;
         let conn = open(&options, &creds)?;
-        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let id = crate::connect::next_connection_id();
         tracing::debug!(connection = id, "connected (sync) with an Entra ID token");
         Ok(Self {
             shared: Arc::new(SyncShared {
@@ -275,6 +276,8 @@ impl EntraSyncConnection {
                     expires_on: creds.expires_on(),
                     session: SessionState::default(),
                     last_used: Instant::now(),
+                    reauth_failures: 0,
+                    retry_reauth_at: None,
                 }),
                 idle: AtomicBool::new(false),
             }),
@@ -384,6 +387,8 @@ impl SyncShared {
         state.token_generation = creds.generation();
         state.expires_on = creds.expires_on();
         state.last_used = Instant::now();
+        state.reauth_failures = 0;
+        state.retry_reauth_at = None;
         tracing::info!(
             connection = self.id,
             reason,
@@ -412,6 +417,8 @@ impl SyncShared {
                 state.token_generation = creds.generation();
                 state.expires_on = creds.expires_on();
                 state.last_used = Instant::now();
+                state.reauth_failures = 0;
+                state.retry_reauth_at = None;
                 tracing::debug!(connection = self.id, ?took, "re-authenticated (sync)");
                 self.tokens
                     .manager()
@@ -426,11 +433,22 @@ impl SyncShared {
                 self.reconnect(state, "the connection was lost during re-authentication")
             }
             Err(e) => {
-                // The connection stays authenticated with its current token; the next command
-                // tries again, and the connection is replaced once that token expires.
+                // The connection stays authenticated with its current token; a later command
+                // tries again after a backoff (not every command), and the connection is
+                // replaced once that token expires.
                 if is_auth_error(&e) {
                     self.tokens.refresh_now();
                 }
+                state.reauth_failures = state.reauth_failures.saturating_add(1);
+                let left = state
+                    .expires_on
+                    .duration_since(SystemTime::now())
+                    .unwrap_or_default();
+                let delay =
+                    std::time::Duration::from_millis(100u64 << state.reauth_failures.min(8))
+                        .min(left / 4)
+                        .max(std::time::Duration::from_millis(50));
+                state.retry_reauth_at = Some(Instant::now() + delay);
                 tracing::warn!(connection = self.id, error = %e, "re-authentication failed");
                 self.tokens
                     .manager()
@@ -453,7 +471,8 @@ impl SyncShared {
         if state.expires_on <= SystemTime::now() {
             return self.reconnect(state, "its token expired");
         }
-        if !state.session.in_multi() {
+        let due = state.retry_reauth_at.is_none_or(|at| Instant::now() >= at);
+        if !state.session.in_multi() && due {
             if let Some(creds) = self.tokens.current() {
                 if creds.generation() > state.token_generation && !creds.is_expired() {
                     self.reauthenticate(state, &creds)?;

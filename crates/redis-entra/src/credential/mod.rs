@@ -79,20 +79,13 @@ pub fn prefers_default_chain(auth: &crate::config::Auth) -> bool {
 
 /// The Entra credential the environment describes: Service Connector's variables first, then
 /// the Azure SDK's (see [`crate::config`]); the [`default_azure_credential`] chain when they
-/// name no identity (see [`prefers_default_chain`]).
+/// name no identity (see [`prefers_default_chain`]). The same rule as
+/// [`RedisConfig::credential`](crate::config::RedisConfig::credential) and the command.
 pub fn from_env(options: &FromEnvOptions) -> Result<Arc<dyn TokenCredential>> {
     let authority_host = std::env::var("AZURE_AUTHORITY_HOST")
         .ok()
         .filter(|v| !v.trim().is_empty());
-    let auth = crate::config::Auth::entra_from_env()?;
-    if prefers_default_chain(&auth) {
-        let chain = default_azure_credential(DefaultAzureCredentialOptions {
-            tls: options.tls.clone(),
-            authority_host,
-            ..DefaultAzureCredentialOptions::default()
-        })?;
-        return Ok(chain);
-    }
-    auth.credential(authority_host, &options.tls)?
+    crate::config::Auth::entra_from_env()?
+        .credential(authority_host, &options.tls)?
         .ok_or_else(|| Error::Config("an access key is not an Entra credential".into()))
 }

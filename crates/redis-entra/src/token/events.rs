@@ -59,4 +59,16 @@ pub enum TokenEvent {
         /// Why it was reconnected.
         reason: String,
     },
+    /// A pub/sub connection's channel, pattern or shard channel was refused by the server when
+    /// the subscription was renewed on a new connection (for example `NOPERM` after the
+    /// identity's access policy changed). It was dropped from the subscription; the others
+    /// carry on.
+    SubscriptionDropped {
+        /// The subscription's id within this process.
+        connection_id: u64,
+        /// The channel or pattern (lossy UTF-8).
+        name: String,
+        /// What the server said.
+        error: String,
+    },
 }
