@@ -207,3 +207,36 @@ async fn every_new_token_reaches_the_live_connection_even_across_reconnects() {
     );
     emulator.shutdown().await;
 }
+
+/// A hand-written `MULTI` kept open until its connection's token nears expiry: the connection
+/// must be replaced (the server would close it), and the transaction then fails as a whole
+/// instead of its remaining commands running outside it on the new connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_written_multi_outliving_its_token_fails_instead_of_running_piecemeal() {
+    let emulator = emulator(Duration::from_secs(3)).await;
+    let manager = TokenManager::new(service_principal(&emulator), quick_options());
+    let mut conn = EntraConnection::connect(connect_options(&emulator), manager.clone())
+        .await
+        .unwrap();
+    let mut events = manager.events();
+    redis::cmd("MULTI").exec_async(&mut conn).await.unwrap();
+    let _: () = conn.set("inv:mx:t1", 1).await.unwrap();
+    let replaced = wait_for(&mut events, Duration::from_secs(10), |e| {
+        matches!(e, TokenEvent::Reconnected { .. })
+    })
+    .await;
+    eprintln!("{replaced:?}");
+    let second: redis::RedisResult<()> = conn.set("inv:mx:t2", 2).await;
+    assert!(second.is_err(), "a command of a lost transaction ran");
+    let exec: redis::RedisResult<redis::Value> = redis::cmd("EXEC").query_async(&mut conn).await;
+    assert!(exec.is_err(), "EXEC of a lost transaction is an error");
+    let t1: Option<String> = conn.get("inv:mx:t1").await.unwrap();
+    let t2: Option<String> = conn.get("inv:mx:t2").await.unwrap();
+    assert_eq!((t1, t2), (None, None), "part of a transaction ran");
+    assert_eq!(
+        emulator.stats().closed_at_expiry.load(Ordering::Relaxed),
+        0,
+        "the connection was replaced before the server closed it"
+    );
+    emulator.shutdown().await;
+}

@@ -14,6 +14,38 @@
 //!
 //! A command issued while the connection is being replaced either succeeds on the new
 //! connection or returns an error the caller can retry; it is never dropped silently.
+//!
+//! # Invariants
+//!
+//! What you can rely on, each with a test that tries to break it (in
+//! `tests/multiplexed_invariants.rs` unless named otherwise):
+//!
+//! - **Every new token reaches the live connection** before the old one expires: `AUTH` in
+//!   place, or a connection opened with it, including when the token arrives while the
+//!   connection is being replaced (`every_new_token_reaches_the_live_connection_even_across_reconnects`;
+//!   `tests/end_to_end.rs`: `traffic_across_ten_rotations_has_no_failed_command`).
+//! - **No `AUTH` inside a hand-written `MULTI`**: the task waits for `EXEC` or `DISCARD`
+//!   (`a_token_arriving_inside_a_hand_written_multi_waits_for_exec`). A `MULTI` still open when
+//!   the token nears expiry loses its connection, and the transaction then fails as a whole
+//!   until `EXEC`/`DISCARD`, never running in part
+//!   (`a_hand_written_multi_outliving_its_token_fails_instead_of_running_piecemeal`). A
+//!   transaction sent as one atomic pipeline is never split. (A hand-written `MULTI` on a
+//!   connection that other tasks use at the same time interleaves their commands: use atomic
+//!   pipelines, or a pool, for that.)
+//! - **One lost connection, one reconnect**, however many signals report it
+//!   (`one_dead_connection_is_replaced_once`).
+//! - **A slow reply is not a dead connection**: the RESP2 probe never runs while commands are in
+//!   flight (`a_slow_reply_is_not_taken_for_a_dead_connection`).
+//! - **The task stops when the last handle is dropped**, whatever it is doing, and releases the
+//!   token manager (`a_connection_dropped_while_refused_stops_its_task_and_releases_the_manager`;
+//!   `tests/end_to_end.rs`: `a_connection_dropped_while_its_server_is_down_releases_its_task_and_the_manager`).
+//! - **No command is dropped silently**: each gets its reply or an error; during an outage a
+//!   command fails after one connect timeout instead of queueing (`tests/faults.rs`).
+//! - **Bounded**: no queue of its own; token requests caused by refused `AUTH`s are paced by the
+//!   [`TokenManager`] (see [`TokenManager::refresh_now`]).
+//! - **The command path** is one atomic load while nothing changed: each handle keeps the
+//!   connection it last used, and the task bumps an epoch when it replaces the connection,
+//!   finds it dead, or sees its token expire.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

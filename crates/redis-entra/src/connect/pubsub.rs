@@ -56,6 +56,25 @@
 //! identity's access policy changed: `NOPERM`), that channel is dropped and reported with
 //! [`TokenEvent::SubscriptionDropped`]; the other channels carry on.
 //!
+//! # Invariants
+//!
+//! Each with a test that tries to break it (`tests/pubsub.rs`, `tests/pubsub_invariants.rs`,
+//! and this module's unit tests):
+//!
+//! - **No message lost or repeated unflagged across a token rotation** while a connection is
+//!   subscribed (`resp3_pubsub_reauthenticates_in_place_across_ten_rotations`,
+//!   `resp2_pubsub_hands_over_before_expiry_across_ten_rotations`,
+//!   `resp2_handover_without_a_marker_loses_nothing_and_flags_duplicates`,
+//!   `a_control_message_does_not_end_the_duplicate_check`).
+//! - **A possible gap is always reported** with [`TokenEvent::Reconnected`]: a lost connection,
+//!   a handover whose old connection died, a consumer that fell behind
+//!   (`a_consumer_that_stops_reading_keeps_memory_bounded_and_is_told_of_the_gap`,
+//!   `resp3_a_lost_connection_is_replaced_and_resubscribed`).
+//! - **Memory is bounded** by [`MESSAGE_BUFFER`] per queue, whatever the consumer does (same test).
+//! - **One refused channel never stops the others** (`a_refused_channel_does_not_stop_the_allowed_ones`).
+//! - **`subscribe` returns once the server confirmed** the subscription, on the live connection
+//!   or on its replacement.
+//!
 //! # Lost connections
 //!
 //! A connection lost on either protocol (network, server restart, a token that could not be

@@ -18,6 +18,9 @@
 //!   fails on the wire is not retried (it may have run): it returns an error the caller can retry,
 //!   and the next command reconnects.
 //!
+//! The invariants of [`EntraSyncConnection`] are the pools' (it is r2d2's connection): see
+//! [`pool`](crate::connect::pool#invariants) for the list and the tests that attack them.
+//!
 //! ```no_run
 //! use redis::Commands;
 //! use redis_entra::{BlockingTokenManager, ConnectOptions, EntraSyncConnection, TokenManagerOptions};

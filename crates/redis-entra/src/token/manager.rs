@@ -174,6 +174,22 @@ struct Alive(#[allow(dead_code)] watch::Sender<()>);
 /// when the last clone is dropped. Only that task asks the credential for tokens, so any number
 /// of concurrent callers cause one request.
 ///
+/// # Invariants
+///
+/// Each with a test that tries to break it (`tests/token_manager.rs`):
+///
+/// - **One request for any number of callers** (`concurrent_callers_share_one_request`), and one
+///   per refresh (`refreshes_before_expiry_once_per_lifetime`).
+/// - **It never gives up**: failures are retried with backoff for as long as a clone lives
+///   (`keeps_retrying_through_an_outage_and_recovers`); a credential that panics is a failed
+///   request (`a_panicking_credential_is_retried_not_fatal`); nonsense in a policy never panics
+///   (`a_nonsense_refresh_policy_neither_panics_nor_stops_refreshing`).
+/// - **No caller waits forever**: a task whose runtime went away is restarted by the next caller
+///   on its own runtime (`the_task_restarts_after_its_runtime_was_dropped`).
+/// - **Forced refreshes are bounded** ([`refresh_now`](Self::refresh_now)):
+///   `forced_refreshes_are_rate_limited`, `forced_refreshes_honour_the_backoff_after_a_failure`.
+/// - **It stops with the last clone** (`the_background_task_stops_with_the_last_handle`).
+///
 /// ```no_run
 /// # async fn run() -> redis_entra::Result<()> {
 /// use redis_entra::{TokenManager, TokenManagerOptions};
