@@ -1,5 +1,5 @@
-//! `redis-entra demo`: the project's main job. Starts the local Azure in process, then runs seed
-//! 000's two scenarios against it: hello world, and a long-running client that keeps working
+//! `redis-entra demo`: the project's main job. Starts the local Azure in process, then runs the two
+//! scenarios of Microsoft's Azure Cache for Redis Python samples against it: hello world, and a long-running client that keeps working
 //! across several token lifetimes while a connection that is never re-authenticated is closed
 //! at expiry, as Azure closes it.
 

@@ -60,8 +60,8 @@ pub enum Command {
     /// Check configuration, DNS, TCP, TLS, token, claims, AUTH, a read and a write, and say what
     /// to change for each failure.
     Doctor(doctor::DoctorArgs),
-    /// Start a local Azure in process and run seed 000's hello world and re-authentication
-    /// scenario against it.
+    /// Start a local Azure in process and run the hello world and re-authentication scenarios
+    /// of Microsoft's Azure Cache for Redis Python samples against it.
     Demo(demo::DemoArgs),
     /// Run the local Azure (fake Entra ID + Redis gateway) until interrupted.
     Emulator(emulator::EmulatorArgs),

@@ -1,5 +1,5 @@
 //! Microsoft's own Python SDK (azure-identity) and redis-py against `redis-entra emulator`,
-//! configured by nothing but the emulator's env file: seed 000's hello world, done right
+//! configured by nothing but the emulator's env file: the hello world of Microsoft's Python samples, done right
 //! (base64url-decoded payload, no CA argument: trust comes from SSL_CERT_FILE and
 //! REQUESTS_CA_BUNDLE).
 //!
@@ -15,7 +15,7 @@ use common::{
     assert_no_secrets, clean_command, run_with_timeout, EmulatorProcess, COMMAND_TIMEOUT,
 };
 
-/// Seed 000's hello world, corrected. `argv[1]` picks the credential (`default`,
+/// The Python samples' hello world, corrected. `argv[1]` picks the credential (`default`,
 /// `managed-identity` or `client-secret`), `argv[2]` the protocol (2 or 3).
 const HELLO_WORLD: &str = r#"
 import base64
@@ -157,7 +157,7 @@ fn hello_world(emulator: &EmulatorProcess, kind: &str, protocol: u8) -> String {
 fn managed_identity_with_default_azure_credential() {
     let emulator =
         EmulatorProcess::start(&["--identity", "managed-identity", "--token-lifetime", "60s"]);
-    // As the seed does: DefaultAzureCredential reaches the App Service endpoint offline.
+    // As the sample does: DefaultAzureCredential reaches the App Service endpoint offline.
     let used = hello_world(&emulator, "default", 2);
     assert_eq!(
         used, "ManagedIdentityCredential",

@@ -1,4 +1,4 @@
-//! Seed 000's "hello world", done right: get an Entra token for Redis, take the username from
+//! The "hello world" of Microsoft's Azure Cache for Redis Python samples, done right: get an Entra token for Redis, take the username from
 //! its `oid` claim (base64url JSON, not plain base64), connect over TLS, SET and GET `Az:key1`.
 //!
 //! Run it with Service Connector's variables, or the emulator's env file:

@@ -1,4 +1,4 @@
-//! Seed 000's "handle re-authentication", done right: a long-running client whose connection is
+//! The "handle re-authentication" sample of Microsoft's Azure Cache for Redis Python samples, done right: a long-running client whose connection is
 //! re-authenticated in place before each token expires, and reconnected with a fresh token if it
 //! is lost, with no retry limit anywhere. Prints each refresh and re-authentication.
 //!

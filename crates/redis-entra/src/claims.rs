@@ -203,7 +203,7 @@ mod tests {
 
     #[test]
     fn reads_claims_with_base64url_characters() {
-        // A payload whose base64 form has '-' and '_' (the seeds' plain base64 breaks here).
+        // A payload whose base64 form has '-' and '_' (the Python samples' plain base64 breaks here).
         let t = jwt(
             r#"{"oid":"a~b?c>>>","exp":1700000000.5,"aud":"https://redis.azure.com","ver":"1.0"}"#,
         );

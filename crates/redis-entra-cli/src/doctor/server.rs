@@ -13,14 +13,14 @@ use crate::format;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What to do about `WRONGPASS` (seed 000, first case).
+/// What to do about `WRONGPASS` (the first troubleshooting case of Microsoft's Azure Cache for Redis documentation).
 fn wrongpass_fix(oid: &str) -> String {
     format!(
         "in the Azure portal, on the cache: under Settings > Data Access Configuration, assign an access policy (Data Owner, Data Contributor or Data Reader) to the identity with object id {oid} (the username redis-entra sends is the token's oid); and under Settings > Authentication > Microsoft Entra Authentication, check 'Enable Microsoft Entra Authentication' and Save"
     )
 }
 
-/// What to do about `NOPERM` (seed 000, second case).
+/// What to do about `NOPERM` (its second case).
 fn noperm_fix(oid: &str, command: &str) -> String {
     format!(
         "in the Azure portal, on the cache: under Settings > Data Access Configuration, assign {oid} a policy that allows {command} (Data Owner or Data Contributor; Data Reader allows reads only); with a custom access policy, include the command and the keys (e.g. +@read +@write ~*)"

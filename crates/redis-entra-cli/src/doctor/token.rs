@@ -23,7 +23,7 @@ const REDIS_AUDIENCES: &[&str] = &[
 /// How far the token's times may be off before the clock is suspect.
 const SKEW_TOLERANCE: u64 = 5 * 60;
 
-/// Seed 000's third troubleshooting case.
+/// The third troubleshooting case of Microsoft's Azure Cache for Redis documentation.
 const NO_MANAGED_IDENTITY: &str = "managed identity works only on Azure: your code must run on an Azure VM, App Service, Functions, Container Apps, AKS or another Azure resource with the identity assigned; on a development machine use a service principal (set AZURE_CLIENT_ID, AZURE_TENANT_ID and AZURE_CLIENT_SECRET, or Service Connector's AZURE_REDIS_CLIENTID, AZURE_REDIS_TENANTID and AZURE_REDIS_CLIENTSECRET) or sign in as a user; for local tests `redis-entra emulator --identity managed-identity` provides an identity endpoint";
 
 /// The whole chain of an error, as text.
