@@ -34,6 +34,20 @@
 //!    with [`EntraClusterConnection::id`]. Each rotation therefore costs two `AUTH`s per node;
 //!    both are cheap and in order with the traffic.
 //!
+//! # Invariants
+//!
+//! Each with a test that tries to break it (`tests/cluster.rs`, `tests/faults.rs`):
+//!
+//! - **Every node connection follows every token**, including connections opened after a
+//!   `MOVED`/`ASK` or a topology change
+//!   (`every_node_connection_follows_ten_token_rotations_without_a_failed_command`,
+//!   `a_slot_migration_under_traffic_fails_no_read`).
+//! - **A refused re-`AUTH` is retried until every node accepted the token**
+//!   (`a_refused_reauth_is_retried_until_every_node_accepts_the_token`).
+//! - **No acknowledged write is lost across a node restart**
+//!   (`a_restarted_node_loses_no_acknowledged_write_and_the_client_recovers`;
+//!   `cluster_connection_recovers_from_random_closes_and_a_node_restart`).
+//!
 //! # Limits
 //!
 //! - If every retry fails until the token expires (the identity lost its access policy), the

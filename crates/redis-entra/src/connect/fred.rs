@@ -15,6 +15,13 @@
 //! re-`AUTH` keeps failing, the client is told to reconnect (fred then fetches the current token)
 //! before the old token expires.
 //!
+//! Invariants, each with a test in `tests/fred.rs`: every new token reaches every node
+//! (`fred_stays_authenticated_across_ten_rotations`, and with fred's own interval
+//! `fred_with_its_own_fixed_interval_stays_authenticated`); a re-`AUTH` that keeps failing gets
+//! the client reconnected before the token expires
+//! (`fred_is_reconnected_before_expiry_when_reauth_keeps_failing`). Connection ids are shared
+//! with the other kinds (one process-wide sequence).
+//!
 //! TLS is configured from [`TlsOptions::client_config`](crate::TlsOptions::client_config) (our
 //! aws-lc-rs rustls configuration); fred's `enable-rustls` feature uses aws-lc-rs too, so no
 //! second crypto provider and no process-wide default provider are involved.
