@@ -54,6 +54,10 @@ pub struct EmulatorArgs {
     /// Clock skew the gateway tolerates on exp/nbf.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub clock_skew: Duration,
+    /// The longest token lifetime the gateway accepts (exp - iat, exp - nbf and exp - now,
+    /// each plus the clock skew); at least --token-lifetime.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pub max_token_lifetime: Duration,
 }
 
 async fn terminated() {
@@ -87,6 +91,7 @@ pub async fn run(args: EmulatorArgs) -> Outcome {
         gateway_port: args.port,
         authority_port: args.authority_port,
         clock_skew: args.clock_skew,
+        max_token_lifetime: args.max_token_lifetime,
         cluster: args.cluster_nodes,
         federated_token_lifetime: args.federated_token_lifetime,
     })

@@ -30,7 +30,8 @@ use crate::backend::Backend;
 use crate::cluster::Cluster;
 use crate::directory::{AccessPolicy, Directory, FederatedCredential, Principal};
 use crate::faults::Faults;
-use crate::gateway::{validate::TokenValidator, Gateway, GatewayState};
+use crate::gateway::validate::{TokenValidator, DEFAULT_MAX_LIFETIME};
+use crate::gateway::{Gateway, GatewayState};
 use crate::identity::{self, IdentityState};
 use crate::signing::TokenIssuer;
 use crate::stats::Stats;
@@ -107,6 +108,10 @@ pub struct EmulatorConfig {
     pub authority_port: u16,
     /// The clock skew the gateway allows on `exp` and `nbf` (default 2 s).
     pub clock_skew: Duration,
+    /// The longest token lifetime the gateway accepts (default 24 h, as Entra's
+    /// managed-identity tokens; see [`DEFAULT_MAX_LIFETIME`]). Must be at least
+    /// `token_lifetime`.
+    pub max_token_lifetime: Duration,
     /// Cluster mode (`--cluster N`): `Some(n)` spawns `n` `redis-server` nodes in cluster mode
     /// (no replicas), each behind its own gateway, the first on `gateway_port`; `None` (the
     /// default) runs one standalone backend. Cannot be combined with `backend`.
@@ -125,6 +130,7 @@ impl Default for EmulatorConfig {
             gateway_port: 0,
             authority_port: 0,
             clock_skew: Duration::from_secs(2),
+            max_token_lifetime: DEFAULT_MAX_LIFETIME,
             cluster: None,
             federated_token_lifetime: Duration::from_secs(3600),
         }
@@ -184,6 +190,14 @@ async fn bind(port: u16, what: &str) -> Result<TcpListener, Error> {
 impl Emulator {
     /// Starts everything; returns once every endpoint accepts connections.
     pub async fn start(config: EmulatorConfig) -> Result<Self, Error> {
+        if config.token_lifetime > config.max_token_lifetime {
+            return Err(Error::Config(format!(
+                "the token lifetime ({} s) exceeds the longest lifetime the gateway accepts ({} s): \
+                 raise max_token_lifetime or shorten token_lifetime",
+                config.token_lifetime.as_secs(),
+                config.max_token_lifetime.as_secs()
+            )));
+        }
         let pki = Pki::generate()?;
         let directory = Arc::new(Directory::new());
         let issuer = Arc::new(TokenIssuer::new(
@@ -283,7 +297,8 @@ impl Emulator {
         let validator = Arc::new(
             TokenValidator::new(directory.clone())
                 .with_authority(&authority)
-                .with_skew(config.clock_skew),
+                .with_skew(config.clock_skew)
+                .with_max_lifetime(config.max_token_lifetime),
         );
         validator.trust(&issuer)?;
         let mut gateways = Vec::with_capacity(pending.listeners.len());

@@ -58,6 +58,7 @@
 
 pub mod resp;
 mod session;
+mod trusted_keys;
 pub mod validate;
 
 use std::net::SocketAddr;
