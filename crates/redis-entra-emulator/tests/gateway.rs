@@ -465,6 +465,9 @@ async fn bad_tokens_get_wrongpass() -> Result<()> {
             err(WRONGPASS),
             "HELLO, {what}"
         );
+        // A connection is closed once it has MAX_FAILED_AUTH_PER_CONNECTION refused AUTHs
+        // (tests/token_checks.rs): the next case on a connection of its own.
+        conn = env.connect().await?;
     }
     assert_eq!(Stats::get(&env.stats.auth_failed), 2 * cases.len() as u64);
     // Still the same connection, still usable; the username is compared as a GUID.
@@ -578,6 +581,9 @@ async fn jwt_attacks_get_wrongpass_and_the_gateway_keeps_serving() -> Result<()>
             err(WRONGPASS),
             "HELLO, {what}"
         );
+        // A connection is closed once it has MAX_FAILED_AUTH_PER_CONNECTION refused AUTHs
+        // (tests/token_checks.rs): the next case on a connection of its own.
+        conn = env.connect().await?;
     }
     assert_eq!(Stats::get(&env.stats.auth_failed), 2 * cases.len() as u64);
     assert_eq!(

@@ -8,9 +8,10 @@ mod support;
 
 use anyhow::Result;
 use redis_entra_emulator::directory::REDIS_RESOURCE;
+use redis_entra_emulator::gateway::MAX_FAILED_AUTH_PER_CONNECTION;
 use redis_entra_emulator::signing::now_secs;
 use serde_json::json;
-use support::{ok, Env, Reply, WRONGPASS};
+use support::{bulk, encode, ok, Env, Reply, WRONGPASS};
 
 /// Sends `AUTH` with each token on a fresh connection and checks the reply.
 async fn expect_auth(env: &Env, cases: &[(&str, String)], expected: &Reply) -> Result<()> {
@@ -180,6 +181,89 @@ async fn issuers_are_checked_per_token_version_as_entra_issues_them() -> Result<
         ),
     ];
     expect_auth(&env, &refused_cases, &refused()).await?;
+    assert_eq!(
+        bystander.cmd(&["PING"]).await?,
+        Reply::Simple("PONG".into())
+    );
+    Ok(())
+}
+
+/// A token with a valid header (the trusted `kid`) and claims, and a garbage signature of the
+/// right length: refused only after an RSA verification.
+fn garbage_signed(env: &Env, n: usize) -> Result<String> {
+    use base64::Engine;
+    let good = env.signed_with(|c| {
+        c.insert("uti".into(), json!(n));
+    })?;
+    let (signed, _) = good
+        .rsplit_once('.')
+        .ok_or_else(|| anyhow::anyhow!("not a JWT"))?;
+    let garbage = vec![0x5a_u8; 256];
+    let signature = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(garbage);
+    Ok(format!("{signed}.{signature}"))
+}
+
+#[tokio::test]
+async fn garbage_signed_auths_are_bounded_per_connection_and_do_not_stall_others() -> Result<()> {
+    const ATTACKERS: usize = 8;
+    const ATTEMPTS: usize = 40;
+    let bound = MAX_FAILED_AUTH_PER_CONNECTION as usize;
+    let env = Env::start().await?;
+    let mut bystander = env.authenticated().await?;
+    let before = env.validator.verifications_run();
+
+    // Each attacker pipelines 40 garbage-signed AUTHs in one write, all at once.
+    let mut attacks = tokio::task::JoinSet::new();
+    for a in 0..ATTACKERS {
+        let mut conn = env.connect().await?;
+        let mut burst = Vec::new();
+        for i in 0..ATTEMPTS {
+            let token = garbage_signed(&env, a * ATTEMPTS + i)?;
+            burst.extend_from_slice(&encode(&["AUTH", env.oid(), &token]));
+        }
+        attacks.spawn(async move {
+            conn.send(&burst).await?;
+            conn.closed().await
+        });
+    }
+    // Meanwhile the bystander's commands are answered.
+    for i in 0..20 {
+        assert_eq!(
+            bystander.cmd(&["INCR", "bystander"]).await?,
+            Reply::Int(i + 1)
+        );
+    }
+    while let Some(sent) = attacks.join_next().await {
+        let sent = String::from_utf8(sent??)?;
+        assert_eq!(
+            sent.matches(&format!("-{WRONGPASS}\r\n")).count(),
+            bound,
+            "each attacker gets {bound} WRONGPASS, then is closed"
+        );
+        assert_eq!(sent.len(), bound * (WRONGPASS.len() + 3), "nothing else");
+    }
+    let run = env.validator.verifications_run() - before;
+    assert!(
+        run <= (ATTACKERS * bound) as u64,
+        "{run} verifications for {ATTACKERS} attackers (bound {bound} each)"
+    );
+
+    // On an authenticated connection: every AUTH gets WRONGPASS in order, only the first
+    // `bound` cost a verification, and the connection keeps serving.
+    let mut authed = env.authenticated().await?;
+    let before = env.validator.verifications_run();
+    let mut burst = Vec::new();
+    for i in 0..ATTEMPTS {
+        let token = garbage_signed(&env, 10_000 + i)?;
+        burst.extend_from_slice(&encode(&["AUTH", env.oid(), &token]));
+    }
+    authed.send(&burst).await?;
+    for _ in 0..ATTEMPTS {
+        assert_eq!(authed.read().await?, refused());
+    }
+    assert_eq!(authed.cmd(&["GET", "bystander"]).await?, bulk("20"));
+    let run = env.validator.verifications_run() - before;
+    assert!(run <= bound as u64, "{run} verifications (bound {bound})");
     assert_eq!(
         bystander.cmd(&["PING"]).await?,
         Reply::Simple("PONG".into())

@@ -79,6 +79,12 @@ use crate::Error;
 
 pub use validate::{Rejection, TokenValidator, ValidToken};
 
+/// How many refused `AUTH`s (tokens or access keys, `AUTH` or `HELLO … AUTH`) a connection may
+/// send. Before authentication, the one that reaches this bound gets its `WRONGPASS` and the
+/// connection is closed. On an authenticated connection, every `AUTH` past the bound gets
+/// `WRONGPASS` without being verified (no RSA), and the connection keeps serving its identity.
+pub const MAX_FAILED_AUTH_PER_CONNECTION: u32 = 10;
+
 /// How long a client has to finish its TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 

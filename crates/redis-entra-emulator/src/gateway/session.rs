@@ -33,6 +33,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, BytesMut};
@@ -43,7 +44,7 @@ use tracing::debug;
 
 use super::resp::{encode_command, Event, Frame, Limits, RequestParser};
 use super::validate::{Rejection, ValidToken};
-use super::GatewayState;
+use super::{GatewayState, MAX_FAILED_AUTH_PER_CONNECTION};
 use crate::backend::BackendUser;
 use crate::stats::Stats;
 
@@ -78,6 +79,9 @@ enum End {
     Quit,
     /// The client broke the protocol before authenticating.
     Protocol,
+    /// The client sent [`MAX_FAILED_AUTH_PER_CONNECTION`] refused `AUTH`s before
+    /// authenticating.
+    AuthFailures,
     /// The backend closed its side (after `QUIT`, a protocol error, …) or failed.
     Backend,
     /// The token expired and was not renewed.
@@ -377,16 +381,21 @@ enum Local {
 struct Ctx<'a> {
     id: u64,
     state: &'a GatewayState,
+    /// Refused `AUTH`s so far (bounded by [`MAX_FAILED_AUTH_PER_CONNECTION`]).
+    failures: AtomicU32,
 }
 
 impl Ctx<'_> {
     /// Checks `AUTH <user> <password>`: an access key when the user is `default`, else a
     /// token; finds the backend user to substitute.
-    fn authenticate(&self, user: &[u8], password: &[u8]) -> Result<Granted, ()> {
+    async fn authenticate(&self, user: &[u8], password: &[u8]) -> Result<Granted, ()> {
         if user == b"default" {
             return self.authenticate_key(password);
         }
-        match self.state.validator.validate(user, password) {
+        if self.too_many_failures() {
+            return Err(());
+        }
+        match self.state.validator.check(user, password).await {
             Ok(valid) => match self.state.backend.user_for(&valid.policy) {
                 Some(backend_user) => Ok(Granted {
                     pubsub: self.state.backend.allows_pubsub(&valid.policy),
@@ -412,6 +421,9 @@ impl Ctx<'_> {
 
     /// Checks an access key (`AUTH <key>`, `AUTH default <key>`).
     fn authenticate_key(&self, key: &[u8]) -> Result<Granted, ()> {
+        if self.too_many_failures() {
+            return Err(());
+        }
         match self.state.directory.access_keys().check(key) {
             Ok(epoch) => Ok(Granted {
                 grant: Grant::AccessKey { epoch },
@@ -443,10 +455,25 @@ impl Ctx<'_> {
     fn refused(&self, rejection: &Rejection) {
         debug!(conn = self.id, reason = %rejection, "AUTH refused");
         Stats::bump(&self.state.stats.auth_failed);
+        self.failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether the connection used up its refused `AUTH`s: further ones are refused unchecked
+    /// (and, before authentication, the connection is closed).
+    fn too_many_failures(&self) -> bool {
+        let failed = self.failures.load(Ordering::Relaxed) >= MAX_FAILED_AUTH_PER_CONNECTION;
+        if failed {
+            debug!(
+                conn = self.id,
+                "AUTH refused unchecked: too many refused AUTHs on this connection"
+            );
+            Stats::bump(&self.state.stats.auth_failed);
+        }
+        failed
     }
 
     /// Phase 1: answers a request of an unauthenticated client.
-    fn local(&self, frame: &Frame, bytes: &[u8]) -> Local {
+    async fn local(&self, frame: &Frame, bytes: &[u8]) -> Local {
         let Some(name) = frame.name(bytes) else {
             return Local::Nothing;
         };
@@ -458,7 +485,7 @@ impl Ctx<'_> {
                     2 | 3 => {
                         let granted = match args.len() {
                             2 => self.authenticate_key(&args[1]),
-                            _ => self.authenticate(&args[1], &args[2]),
+                            _ => self.authenticate(&args[1], &args[2]).await,
                         };
                         match granted {
                             Ok(granted) => Local::Authenticated(Authenticated {
@@ -481,7 +508,7 @@ impl Ctx<'_> {
                         let Some((user, token)) = hello.auth else {
                             return Local::Reply(Cow::Borrowed(NOAUTH_HELLO));
                         };
-                        match self.authenticate(user, token) {
+                        match self.authenticate(user, token).await {
                             Ok(granted) => Local::Authenticated(Authenticated {
                                 command: hello.with_credentials(
                                     granted.user.name.as_bytes(),
@@ -595,7 +622,7 @@ impl Forwarder {
 
     /// Frames `buf` and returns how many bytes of it are ready to go to the backend. Those are
     /// `buf[..n]` unless a request was substituted, in which case they are in `self.out`.
-    fn process(&mut self, buf: &[u8], ctx: &Ctx<'_>) -> usize {
+    async fn process(&mut self, buf: &[u8], ctx: &Ctx<'_>) -> usize {
         if self.passthrough {
             return buf.len();
         }
@@ -610,7 +637,9 @@ impl Forwarder {
                     let bytes = rest.get(..len).unwrap_or(&[]);
                     let cmd = frame.name(bytes).and_then(classify);
                     if let Some(cmd) = cmd {
-                        if let Action::Substitute(with) = self.intercept(cmd, &frame, bytes, ctx) {
+                        if let Action::Substitute(with) =
+                            self.intercept(cmd, &frame, bytes, ctx).await
+                        {
                             self.out
                                 .extend_from_slice(buf.get(copied..pos).unwrap_or(&[]));
                             self.out.extend_from_slice(&with);
@@ -636,7 +665,7 @@ impl Forwarder {
         pos
     }
 
-    fn intercept(&mut self, cmd: Cmd, frame: &Frame, bytes: &[u8], ctx: &Ctx<'_>) -> Action {
+    async fn intercept(&mut self, cmd: Cmd, frame: &Frame, bytes: &[u8], ctx: &Ctx<'_>) -> Action {
         match cmd {
             Cmd::Auth => {
                 let args = frame.args(bytes);
@@ -647,7 +676,7 @@ impl Forwarder {
                     2 | 3 => {
                         let granted = match args.len() {
                             2 => ctx.authenticate_key(&args[1]),
-                            _ => ctx.authenticate(&args[1], &args[2]),
+                            _ => ctx.authenticate(&args[1], &args[2]).await,
                         };
                         match granted {
                             Ok(granted) => {
@@ -679,7 +708,7 @@ impl Forwarder {
                         Some(_) if ctx.reauth_refused() => Action::Substitute(
                             hello.with_credentials(INVALID_USER, random_password().as_bytes()),
                         ),
-                        Some((user, token)) => match ctx.authenticate(user, token) {
+                        Some((user, token)) => match ctx.authenticate(user, token).await {
                             Ok(granted) => {
                                 self.reauthenticated(&granted, hello.version, ctx);
                                 Action::Substitute(hello.with_credentials(
@@ -757,7 +786,11 @@ pub(crate) async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let ctx = Ctx { id, state: &state };
+    let ctx = Ctx {
+        id,
+        state: &state,
+        failures: AtomicU32::new(0),
+    };
     let (mut reader, mut writer) = tokio::io::split(stream);
     let mut buf = BytesMut::with_capacity(CLIENT_READ);
     let mut close_all_rx = state.faults.watch_close_all();
@@ -845,10 +878,18 @@ where
             match parser.next_frame(buf) {
                 Event::Frame(frame) => {
                     let len = frame.byte_len();
-                    let local = ctx.local(&frame, buf.get(..len).unwrap_or(&[]));
+                    let local = ctx.local(&frame, buf.get(..len).unwrap_or(&[])).await;
                     buf.advance(len);
                     match local {
-                        Local::Reply(reply) => replies.extend_from_slice(&reply),
+                        Local::Reply(reply) => {
+                            replies.extend_from_slice(&reply);
+                            if ctx.failures.load(Ordering::Relaxed)
+                                >= MAX_FAILED_AUTH_PER_CONNECTION
+                            {
+                                write_client(writer, &replies, shutdown).await?;
+                                return Err(End::AuthFailures);
+                            }
+                        }
                         Local::Nothing => {}
                         Local::Quit => {
                             replies.extend_from_slice(OK);
@@ -923,7 +964,7 @@ where
 
     // The substituted AUTH/HELLO, then whatever the client pipelined behind it.
     let mut first = auth.command;
-    let n = fwd.process(buf, ctx);
+    let n = fwd.process(buf, ctx).await;
     if fwd.out.is_empty() {
         first.extend_from_slice(buf.get(..n).unwrap_or(&[]));
     } else {
@@ -960,7 +1001,7 @@ where
                 }
                 Ok(_) => {}
             }
-            let n = fwd.process(buf, ctx);
+            let n = fwd.process(buf, ctx).await;
             let (deadline, epoch) = (fwd.deadline, fwd.key_epoch);
             let bytes: &[u8] = if fwd.out.is_empty() {
                 buf.get(..n).unwrap_or(&[])

@@ -23,16 +23,26 @@
 //! verification, or removed, voids it. Its time window, username and access policy are checked
 //! on every hit.
 //!
+//! RSA verification is the one costly step. [`TokenValidator::check`], which the gateway's
+//! sessions call, runs it on Tokio's blocking pool, never on the runtime threads that serve
+//! connections, with at most [`verification_slots`](TokenValidator::verification_slots)
+//! verifications at a time (the number of CPUs, at least 2); an `AUTH` that waits more than
+//! [`VERIFICATION_QUEUE_TIMEOUT`] for a slot is refused ([`Rejection::Busy`]) without being
+//! verified. Cheap checks (the header, the `kid`, the verified-token memory) run first, inline,
+//! so garbage costs no RSA. The gateway bounds the failures each connection may cause (see
+//! [`MAX_FAILED_AUTH_PER_CONNECTION`](super::MAX_FAILED_AUTH_PER_CONNECTION)).
+//!
 //! Neither this module's types nor its errors ever hold or print the token.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 
 use super::trusted_keys::{TrustedKey, TrustedKeys};
 use crate::directory::{AccessPolicy, Directory, REDIS_APP_ID, REDIS_RESOURCE};
@@ -46,6 +56,10 @@ pub const DEFAULT_SKEW: Duration = Duration::from_secs(2);
 /// managed-identity tokens (its other tokens live 60–90 minutes). A token whose `exp` is
 /// farther than this (plus the skew) from its `iat`, its `nbf` or now is refused.
 pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// How long an `AUTH` waits for a verification slot before it is refused as
+/// [`Rejection::Busy`].
+pub const VERIFICATION_QUEUE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The v1 issuer Entra puts in `iss` for tenant `tid` (tokens with `ver: 1.0`).
 pub fn v1_issuer(tid: &str) -> String {
@@ -159,6 +173,14 @@ struct Verified {
     claims: Claims,
 }
 
+/// The default number of verification slots: the CPUs, at least 2.
+fn default_slots() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .max(2)
+}
+
 fn now_f64() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -179,6 +201,11 @@ pub struct TokenValidator {
     audiences: Vec<String>,
     skew: Duration,
     max_lifetime: Duration,
+    /// Bounds the RSA verifications running at once.
+    slots: Arc<Semaphore>,
+    slot_count: usize,
+    /// RSA verifications run so far.
+    verifications: AtomicU64,
 }
 
 impl std::fmt::Debug for TokenValidator {
@@ -215,7 +242,30 @@ impl TokenValidator {
             ],
             skew: DEFAULT_SKEW,
             max_lifetime: DEFAULT_MAX_LIFETIME,
+            slots: Arc::new(Semaphore::new(default_slots())),
+            slot_count: default_slots(),
+            verifications: AtomicU64::new(0),
         }
+    }
+
+    /// Sets how many RSA verifications [`check`](Self::check) runs at once (at least 1;
+    /// default: the number of CPUs, at least 2).
+    pub fn with_verification_slots(mut self, slots: usize) -> Self {
+        let slots = slots.max(1);
+        self.slots = Arc::new(Semaphore::new(slots));
+        self.slot_count = slots;
+        self
+    }
+
+    /// How many RSA verifications [`check`](Self::check) runs at once.
+    pub fn verification_slots(&self) -> usize {
+        self.slot_count
+    }
+
+    /// How many RSA signature verifications have run (remembered tokens and tokens refused
+    /// before the signature, for their header or `kid`, cost none).
+    pub fn verifications_run(&self) -> u64 {
+        self.verifications.load(Ordering::Relaxed)
     }
 
     /// Also accepts, for `ver: 2.0` tokens, the v2 issuer `{authority}/{tid}/v2.0` of the fake
@@ -342,6 +392,38 @@ impl TokenValidator {
         self.authorise(username, generation, claims)
     }
 
+    /// Checks `AUTH <username> <token>` as [`validate`](Self::validate) does, with the RSA
+    /// verification (when the token is not remembered) on Tokio's blocking pool, at most
+    /// [`verification_slots`](Self::verification_slots) at a time; refused as
+    /// [`Rejection::Busy`] after waiting [`VERIFICATION_QUEUE_TIMEOUT`] for a slot.
+    pub async fn check(
+        self: &Arc<Self>,
+        username: &[u8],
+        token: &[u8],
+    ) -> Result<ValidToken, Rejection> {
+        if let Some((generation, claims)) = self.remembered(token)? {
+            return self.authorise(username, generation, claims);
+        }
+        let (kid, key) = self.key_for(token)?;
+        let permit = tokio::time::timeout(
+            VERIFICATION_QUEUE_TIMEOUT,
+            self.slots.clone().acquire_owned(),
+        )
+        .await
+        .map_err(|_| Rejection::Busy)?
+        .map_err(|_| Rejection::Busy)?;
+        let this = Arc::clone(self);
+        let owned: Box<[u8]> = token.into();
+        let generation = key.generation;
+        let claims = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            this.verify(&owned, kid, &key)
+        })
+        .await
+        .map_err(|_| Rejection::Busy)??;
+        self.authorise(username, generation, claims)
+    }
+
     /// The claims of a token verified before, with the generation of the key that verified
     /// it, if it still counts: that key is still trusted under its `kid` and the token is
     /// inside its `nbf`/`exp` window, give or take the skew (as `jsonwebtoken` checks).
@@ -387,6 +469,7 @@ impl TokenValidator {
     /// its claims (everything but the directory), and remembers it when it passes and `key` is
     /// still the one trusted under `kid`.
     fn verify(&self, token: &[u8], kid: String, key: &TrustedKey) -> Result<Claims, Rejection> {
+        self.verifications.fetch_add(1, Ordering::Relaxed);
         let mut validation = Validation::new(Algorithm::RS256);
         validation.algorithms = vec![Algorithm::RS256];
         validation.leeway = self.skew.as_secs();
