@@ -24,6 +24,12 @@
 //! no deadline; it is closed when access keys are disabled. A re-`AUTH` switches it: to a token,
 //! and it gets that token's deadline; to a key, and it loses its deadline.
 //!
+//! A connection in with a token is closed, without a word, as soon as the signing key that
+//! verified that token is removed or replaced under its `kid` (it watches the validator's
+//! revocation counter beside its deadline). A connection may have
+//! [`MAX_FAILED_AUTH_PER_CONNECTION`] refused `AUTH`s: before authentication the last one closes
+//! it; after, further `AUTH`s are refused without being verified.
+//!
 //! Injected faults end connections abruptly (no reply, no TLS `close_notify`, the TCP
 //! connection dropped): every connection at
 //! [`close_all_connections`](crate::faults::Faults::close_all_connections), and each
@@ -43,7 +49,7 @@ use tokio::time::{sleep_until, timeout, Instant};
 use tracing::debug;
 
 use super::resp::{encode_command, Event, Frame, Limits, RequestParser};
-use super::validate::{Rejection, ValidToken};
+use super::validate::{Rejection, TokenValidator, ValidToken};
 use super::{GatewayState, MAX_FAILED_AUTH_PER_CONNECTION};
 use crate::backend::BackendUser;
 use crate::stats::Stats;
@@ -88,6 +94,8 @@ enum End {
     Expired,
     /// Access keys were disabled while the connection was in with one.
     KeysDisabled,
+    /// The signing key that verified the connection's token was removed or replaced.
+    KeyRevoked,
     /// The gateway is shutting down.
     Shutdown,
     /// An injected fault closed it ([`Faults::set_random_close`],
@@ -284,6 +292,28 @@ async fn keys_disabled(rx: &mut watch::Receiver<u64>, epoch: Option<u64>) {
             }
         }
         None => std::future::pending::<()>().await,
+    }
+}
+
+/// Resolves when the signing key of generation `generation` (the one that verified the
+/// connection's token) is no longer trusted; never for a connection in with an access key
+/// (`None`). `rx` is the validator's revocation counter, marked changed when the session
+/// starts so that a key removed before is seen.
+async fn key_revoked(
+    rx: &mut watch::Receiver<u64>,
+    validator: &TokenValidator,
+    generation: Option<u64>,
+) {
+    let Some(generation) = generation else {
+        return std::future::pending::<()>().await;
+    };
+    loop {
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        if !validator.is_trusted(generation) {
+            return;
+        }
     }
 }
 
@@ -568,6 +598,9 @@ struct Forwarder {
     exp: u64,
     /// Set while the connection is in with an access key: the revocation epoch it saw.
     key_epoch: Option<u64>,
+    /// Set while the connection is in with a token: the generation of the signing key that
+    /// verified it.
+    key_generation: Option<u64>,
     /// Whether the connection's backend user may subscribe.
     pubsub: bool,
     proto: u8,
@@ -589,6 +622,7 @@ impl Forwarder {
             deadline: Instant::now() + MAX_DEADLINE,
             exp: 0,
             key_epoch: None,
+            key_generation: None,
             pubsub: granted.pubsub,
             proto,
             subscriptions: Subscriptions::default(),
@@ -601,6 +635,7 @@ impl Forwarder {
     fn switch_to(&mut self, grant: &Grant, skew: Duration) {
         match grant {
             Grant::Token(token) => {
+                self.key_generation = Some(token.key_generation);
                 let deadline = deadline_for(token.exp, skew);
                 if self.key_epoch.take().is_some() || deadline > self.deadline || self.exp == 0 {
                     self.deadline = deadline;
@@ -608,6 +643,7 @@ impl Forwarder {
                 }
             }
             Grant::AccessKey { epoch } => {
+                self.key_generation = None;
                 self.key_epoch = Some(*epoch);
                 self.deadline = Instant::now() + MAX_DEADLINE;
                 self.exp = 0;
@@ -830,6 +866,12 @@ pub(crate) async fn serve<S>(
     if end == End::Expired {
         Stats::bump(&state.stats.closed_at_expiry);
         debug!(conn = id, "token expired: closing the connection");
+    } else if end == End::KeyRevoked {
+        Stats::bump(&state.stats.closed_key_revoked);
+        debug!(
+            conn = id,
+            "the token's signing key is no longer trusted: closing the connection"
+        );
     } else if end == End::KeysDisabled {
         Stats::bump(&state.stats.closed_keys_disabled);
         debug!(
@@ -961,6 +1003,9 @@ where
     let skew = ctx.state.validator.skew();
     let mut fwd = Forwarder::new(&auth.granted, auth.proto.unwrap_or(2), skew);
     let mut revocations = ctx.state.directory.access_keys().revocations();
+    let validator = &ctx.state.validator;
+    let mut key_revocations = validator.revocations();
+    key_revocations.mark_changed();
 
     // The substituted AUTH/HELLO, then whatever the client pipelined behind it.
     let mut first = auth.command;
@@ -973,20 +1018,24 @@ where
     buf.advance(n);
 
     let client_to_backend = async {
-        let (deadline, epoch) = (fwd.deadline, fwd.key_epoch);
+        let (deadline, epoch, signer) = (fwd.deadline, fwd.key_epoch, fwd.key_generation);
         tokio::select! {
             r = backend_writer.write_all(&first) => if r.is_err() { return End::Backend },
             _ = sleep_until(deadline) => return End::Expired,
             _ = keys_disabled(&mut revocations, epoch) => return End::KeysDisabled,
+            _ = key_revoked(&mut key_revocations, validator, signer) => return End::KeyRevoked,
         }
         drop(first);
         loop {
             buf.reserve(CLIENT_READ);
-            let (deadline, epoch) = (fwd.deadline, fwd.key_epoch);
+            let (deadline, epoch, signer) = (fwd.deadline, fwd.key_epoch, fwd.key_generation);
             let read = tokio::select! {
                 read = reader.read_buf(buf) => read,
                 _ = sleep_until(deadline) => return End::Expired,
                 _ = keys_disabled(&mut revocations, epoch) => return End::KeysDisabled,
+                _ = key_revoked(&mut key_revocations, validator, signer) => {
+                    return End::KeyRevoked
+                }
             };
             match read {
                 Ok(0) | Err(_) => {
@@ -997,12 +1046,15 @@ where
                         _ = keys_disabled(&mut revocations, fwd.key_epoch) => {
                             return End::KeysDisabled
                         }
+                        _ = key_revoked(&mut key_revocations, validator, fwd.key_generation) => {
+                            return End::KeyRevoked
+                        }
                     }
                 }
                 Ok(_) => {}
             }
             let n = fwd.process(buf, ctx).await;
-            let (deadline, epoch) = (fwd.deadline, fwd.key_epoch);
+            let (deadline, epoch, signer) = (fwd.deadline, fwd.key_epoch, fwd.key_generation);
             let bytes: &[u8] = if fwd.out.is_empty() {
                 buf.get(..n).unwrap_or(&[])
             } else {
@@ -1013,6 +1065,9 @@ where
                     r = backend_writer.write_all(bytes) => if r.is_err() { return End::Backend },
                     _ = sleep_until(deadline) => return End::Expired,
                     _ = keys_disabled(&mut revocations, epoch) => return End::KeysDisabled,
+                    _ = key_revoked(&mut key_revocations, validator, signer) => {
+                        return End::KeyRevoked
+                    }
                 }
             }
             fwd.out.clear();
