@@ -43,6 +43,10 @@ pub struct EmulatorArgs {
     /// The fake Entra ID's HTTPS port on 127.0.0.1 (0: a free one).
     #[arg(long, default_value_t = 0)]
     pub authority_port: u16,
+    /// The emulated VM's instance metadata service (IMDS) port on 127.0.0.1, plain HTTP, a
+    /// listener of its own (0: a free one); the env file names it as REDIS_ENTRA_EMULATOR_IMDS.
+    #[arg(long, default_value_t = 0)]
+    pub imds_port: u16,
     /// Run an OSS-policy cluster of N redis-server nodes, each behind its own gateway listener
     /// (CLUSTER SLOTS, MOVED and ASK name the gateways); the env file names the first node.
     #[arg(long = "cluster", id = "cluster_nodes", value_name = "N")]
@@ -90,6 +94,7 @@ pub async fn run(args: EmulatorArgs) -> Outcome {
         backend: args.backend,
         gateway_port: args.port,
         authority_port: args.authority_port,
+        imds_port: args.imds_port,
         clock_skew: args.clock_skew,
         max_token_lifetime: args.max_token_lifetime,
         cluster: args.cluster_nodes,

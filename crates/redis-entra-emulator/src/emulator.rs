@@ -106,6 +106,9 @@ pub struct EmulatorConfig {
     pub gateway_port: u16,
     /// The fake Entra ID's HTTPS port (0 picks a free one).
     pub authority_port: u16,
+    /// The emulated VM's instance metadata service (IMDS), plain HTTP on 127.0.0.1, a listener
+    /// of its own (0 picks a free one). In the env file as `REDIS_ENTRA_EMULATOR_IMDS`.
+    pub imds_port: u16,
     /// The clock skew the gateway allows on `exp` and `nbf` (default 2 s).
     pub clock_skew: Duration,
     /// The longest token lifetime the gateway accepts (default 24 h, as Entra's
@@ -129,6 +132,7 @@ impl Default for EmulatorConfig {
             backend: None,
             gateway_port: 0,
             authority_port: 0,
+            imds_port: 0,
             clock_skew: Duration::from_secs(2),
             max_token_lifetime: DEFAULT_MAX_LIFETIME,
             cluster: None,
@@ -151,6 +155,7 @@ pub struct Emulator {
     cluster: Option<Arc<Cluster>>,
     authority: String,
     msi_endpoint: String,
+    imds_endpoint: String,
     arc_endpoint: String,
     identity_header: String,
     admin_url: String,
@@ -231,6 +236,11 @@ impl Emulator {
             "http://127.0.0.1:{}/msi/token",
             local(&msi_listener)?.port()
         );
+        let imds_listener = bind(config.imds_port, "instance metadata service (IMDS)").await?;
+        let imds_endpoint = format!(
+            "http://127.0.0.1:{}/metadata/identity/oauth2/token",
+            local(&imds_listener)?.port()
+        );
         let identity_header = uuid::Uuid::new_v4().simple().to_string();
         let service_account_issuer = Arc::new(ServiceAccountIssuer::new(
             &identity::oidc_issuer_url(&authority, "aks-emulator"),
@@ -270,6 +280,12 @@ impl Emulator {
                 msi_listener,
                 None,
                 identity::managed_identity_router(state.clone()),
+                until_stopped(stop_rx.clone()),
+            ),
+            identity::serve(
+                imds_listener,
+                None,
+                identity::imds_router(state.clone()),
                 until_stopped(stop_rx.clone()),
             ),
         ];
@@ -368,6 +384,7 @@ impl Emulator {
             cluster,
             authority,
             msi_endpoint,
+            imds_endpoint,
             arc_endpoint,
             identity_header,
             admin_url,
@@ -464,6 +481,13 @@ impl Emulator {
     /// The App Service managed-identity endpoint (`IDENTITY_ENDPOINT`).
     pub fn managed_identity_endpoint(&self) -> &str {
         &self.msi_endpoint
+    }
+
+    /// The emulated VM's instance metadata service token endpoint,
+    /// `http://127.0.0.1:PORT/metadata/identity/oauth2/token`: a listener of its own, needing
+    /// only `Metadata: true`, serving the identities attached to the emulated compute resource.
+    pub fn imds_endpoint(&self) -> &str {
+        &self.imds_endpoint
     }
 
     /// The `IDENTITY_HEADER` secret.
@@ -667,7 +691,9 @@ impl Emulator {
     }
 
     /// The environment for an identity kind (DESIGN.md §4.2). Every kind also gets
-    /// `REDIS_ENTRA_EMULATOR_ADMIN` and `REDIS_ENTRA_EMULATOR_ADMIN_KEY` (the admin interface).
+    /// `REDIS_ENTRA_EMULATOR_ADMIN` and `REDIS_ENTRA_EMULATOR_ADMIN_KEY` (the admin interface),
+    /// and `REDIS_ENTRA_EMULATOR_IMDS` (the emulated VM's IMDS, `http://127.0.0.1:PORT`; no SDK
+    /// reads it: IMDS is at a fixed address on Azure).
     pub fn env_for(&self, kind: IdentityKind) -> Vec<(String, String)> {
         let addr = self.gateway_addr();
         let ca = self.ca_file().display().to_string();
@@ -680,6 +706,12 @@ impl Emulator {
             ("REQUESTS_CA_BUNDLE".into(), ca.clone()),
             ("NODE_EXTRA_CA_CERTS".into(), ca),
             ("REDIS_ENTRA_EMULATOR_ADMIN".into(), self.admin_url.clone()),
+            (
+                "REDIS_ENTRA_EMULATOR_IMDS".into(),
+                self.imds_endpoint
+                    .trim_end_matches("/metadata/identity/oauth2/token")
+                    .to_string(),
+            ),
             (
                 "REDIS_ENTRA_EMULATOR_ADMIN_KEY".into(),
                 self.admin_key.clone(),
