@@ -307,6 +307,7 @@ impl Emulator {
                 cluster: pending.cluster.clone(),
                 stats: stats.clone(),
                 admin_key: admin_key.clone(),
+                max_token_lifetime: config.max_token_lifetime,
             }),
             until_stopped(stop_rx.clone()),
         ));

@@ -69,6 +69,7 @@ mod policies;
 mod tokens;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::routing::{get, post, put};
 use axum::Router;
@@ -99,6 +100,9 @@ pub struct AdminState {
     pub stats: Arc<Stats>,
     /// The bearer key every request must present (a secret: `Debug` redacts it).
     pub admin_key: String,
+    /// The longest token lifetime the gateway accepts: `PUT /admin/token-lifetime` refuses a
+    /// longer one (its tokens would all get `WRONGPASS`).
+    pub max_token_lifetime: Duration,
 }
 
 impl std::fmt::Debug for AdminState {

@@ -670,6 +670,28 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn revoked_resolves_once_the_key_that_verified_the_token_goes() {
+        let (_directory, issuer, validator, oid, token) = setup();
+        let valid = validator
+            .validate(oid.as_bytes(), token.as_bytes())
+            .unwrap();
+        let validator = Arc::new(validator);
+        let watcher = validator.clone();
+        let generation = valid.key_generation;
+        let waiting = tokio::spawn(async move { watcher.revoked(generation).await });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "the key is still trusted");
+        assert!(validator.remove_key(issuer.kid()));
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("revoked() resolves when the key is removed")
+            .unwrap();
+        // A key no longer trusted: at once.
+        validator.revoked(generation).await;
+        assert!(!validator.is_trusted(generation));
+    }
+
     #[test]
     fn a_remembered_token_expires_and_a_failed_one_is_not_remembered() {
         let (directory, issuer, validator, oid, _) = setup();
