@@ -15,7 +15,10 @@
 //! - The identity's access policy (built-in or custom) is a real ACL user on the backend, so
 //!   `NOPERM` and every other reply come from Redis itself.
 //! - The connection is closed, without a reply, when its token expires, unless the client sent
-//!   `AUTH` with a newer valid token first. In RESP2 subscribed mode Redis refuses `AUTH`, so
+//!   `AUTH` with a newer valid token first, and as soon as the signing key that verified its
+//!   token is removed or replaced.
+//! - RSA verification runs off the runtime threads, a bounded number at a time; a connection
+//!   gets [`MAX_FAILED_AUTH_PER_CONNECTION`] refused `AUTH`s (see [`validate`]). In RESP2 subscribed mode Redis refuses `AUTH`, so
 //!   such connections are closed at every expiry, as on Azure.
 //!
 //! In [cluster mode](crate::cluster) each node has its own gateway, in front of that node only;

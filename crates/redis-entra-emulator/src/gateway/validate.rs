@@ -404,7 +404,8 @@ impl TokenValidator {
         if let Some((generation, claims)) = self.remembered(token)? {
             return self.authorise(username, generation, claims);
         }
-        let (kid, key) = self.key_for(token)?;
+        // Cheap refusals before queueing: a malformed header, another algorithm, an unknown kid.
+        let (kid, _) = self.key_for(token)?;
         let permit = tokio::time::timeout(
             VERIFICATION_QUEUE_TIMEOUT,
             self.slots.clone().acquire_owned(),
@@ -412,6 +413,8 @@ impl TokenValidator {
         .await
         .map_err(|_| Rejection::Busy)?
         .map_err(|_| Rejection::Busy)?;
+        // The key trusted now, not when the AUTH was queued (it may have been replaced since).
+        let key = self.keys.get(&kid).ok_or(Rejection::UnknownKey)?;
         let this = Arc::clone(self);
         let owned: Box<[u8]> = token.into();
         let generation = key.generation;
