@@ -247,6 +247,12 @@ async fn garbage_signed_auths_are_bounded_per_connection_and_do_not_stall_others
         run <= (ATTACKERS * bound) as u64,
         "{run} verifications for {ATTACKERS} attackers (bound {bound} each)"
     );
+    let peak = env.validator.peak_concurrent_verifications();
+    assert!(
+        (1..=env.validator.verification_slots()).contains(&peak),
+        "{peak} verifications at once, {} slots",
+        env.validator.verification_slots()
+    );
 
     // On an authenticated connection: every AUTH gets WRONGPASS in order, only the first
     // `bound` cost a verification, and the connection keeps serving.

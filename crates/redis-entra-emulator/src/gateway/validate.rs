@@ -35,7 +35,7 @@
 //! Neither this module's types nor its errors ever hold or print the token.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -206,6 +206,9 @@ pub struct TokenValidator {
     slot_count: usize,
     /// RSA verifications run so far.
     verifications: AtomicU64,
+    /// RSA verifications running now through [`check`](Self::check), and the most ever.
+    in_flight: AtomicUsize,
+    peak_in_flight: AtomicUsize,
 }
 
 impl std::fmt::Debug for TokenValidator {
@@ -245,6 +248,8 @@ impl TokenValidator {
             slots: Arc::new(Semaphore::new(default_slots())),
             slot_count: default_slots(),
             verifications: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            peak_in_flight: AtomicUsize::new(0),
         }
     }
 
@@ -260,6 +265,12 @@ impl TokenValidator {
     /// How many RSA verifications [`check`](Self::check) runs at once.
     pub fn verification_slots(&self) -> usize {
         self.slot_count
+    }
+
+    /// The most RSA verifications [`check`](Self::check) ever ran at once (at most
+    /// [`verification_slots`](Self::verification_slots)).
+    pub fn peak_concurrent_verifications(&self) -> usize {
+        self.peak_in_flight.load(Ordering::Relaxed)
     }
 
     /// How many RSA signature verifications have run (remembered tokens and tokens refused
@@ -420,7 +431,11 @@ impl TokenValidator {
         let generation = key.generation;
         let claims = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            this.verify(&owned, kid, &key)
+            let now = this.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+            this.peak_in_flight.fetch_max(now, Ordering::Relaxed);
+            let verified = this.verify(&owned, kid, &key);
+            this.in_flight.fetch_sub(1, Ordering::Relaxed);
+            verified
         })
         .await
         .map_err(|_| Rejection::Busy)??;
