@@ -63,6 +63,7 @@ pub mod resp;
 mod session;
 mod trusted_keys;
 pub mod validate;
+mod verified;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

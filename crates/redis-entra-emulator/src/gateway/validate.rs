@@ -15,8 +15,8 @@
 //! is a [`Rejection`], whose reason is for debug logs only: the client always sees Redis'
 //! `WRONGPASS` text.
 //!
-//! A token whose signature and claims verified is remembered (up to [`VERIFIED_CAPACITY`]
-//! tokens, until they expire), so the same token presented again — a fleet of connections
+//! A token whose signature and claims verified is remembered (up to
+//! [`VERIFIED_CAPACITY`] tokens, until they expire), so the same token presented again — a fleet of connections
 //! re-authenticating with the token their client just refreshed — costs a lookup instead of an
 //! RSA verification. An entry remembers the generation of the key that verified it and counts
 //! only while that very key is trusted: a key replaced under the same `kid`, even during the
@@ -34,10 +34,9 @@
 //!
 //! Neither this module's types nor its errors ever hold or print the token.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::Duration;
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -45,6 +44,8 @@ use serde::Deserialize;
 use tokio::sync::{watch, Semaphore};
 
 use super::trusted_keys::{TrustedKey, TrustedKeys};
+pub use super::verified::VERIFIED_CAPACITY;
+use super::verified::{now_f64, Proof, VerifiedTokens};
 use crate::directory::{AccessPolicy, Directory, REDIS_APP_ID, REDIS_RESOURCE};
 use crate::signing::TokenIssuer;
 use crate::Error;
@@ -162,30 +163,12 @@ struct Claims {
     tid: Option<String>,
 }
 
-/// How many verified tokens are remembered at most.
-pub const VERIFIED_CAPACITY: usize = 4096;
-
-/// A token whose signature, algorithm, audience, issuer, lifetime and tenant verified, with the
-/// key that signed it (the entry counts only while that very key, by generation, is trusted).
-struct Verified {
-    kid: String,
-    generation: u64,
-    claims: Claims,
-}
-
 /// The default number of verification slots: the CPUs, at least 2.
 fn default_slots() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2)
         .max(2)
-}
-
-fn now_f64() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 /// Validates Entra access tokens presented to the gateway.
@@ -195,7 +178,7 @@ fn now_f64() -> f64 {
 pub struct TokenValidator {
     directory: Arc<Directory>,
     keys: TrustedKeys,
-    verified: Mutex<HashMap<Box<[u8]>, Verified>>,
+    verified: VerifiedTokens<Claims>,
     v1_issuers: Vec<String>,
     v2_issuers: Vec<String>,
     audiences: Vec<String>,
@@ -235,7 +218,7 @@ impl TokenValidator {
         Self {
             directory,
             keys: TrustedKeys::new(),
-            verified: Mutex::new(HashMap::new()),
+            verified: VerifiedTokens::new(),
             v1_issuers: vec![v1_issuer(&tid)],
             v2_issuers: vec![v2_issuer(&tid)],
             audiences: vec![
@@ -320,20 +303,14 @@ impl TokenValidator {
         let kid = kid.into();
         self.keys.insert(kid.clone(), key);
         // A replaced key must not vouch for what the old one signed.
-        self.forget_signed_by(&kid);
-    }
-
-    fn forget_signed_by(&self, kid: &str) {
-        if let Ok(mut verified) = self.verified.lock() {
-            verified.retain(|_, v| v.kid != kid);
-        }
+        self.verified.forget_signed_by(&kid);
     }
 
     /// Stops trusting the key `kid`; returns whether it was trusted. Sessions authenticated
     /// with a token it verified are [revoked](Self::revoked).
     pub fn remove_key(&self, kid: &str) -> bool {
         let removed = self.keys.remove(kid);
-        self.forget_signed_by(kid);
+        self.verified.forget_signed_by(kid);
         removed
     }
 
@@ -392,7 +369,7 @@ impl TokenValidator {
     /// Checks `AUTH <username> <token>` (the username being the object id or the alias), on
     /// the calling thread.
     pub fn validate(&self, username: &[u8], token: &[u8]) -> Result<ValidToken, Rejection> {
-        let (generation, claims) = match self.remembered(token)? {
+        let (generation, claims) = match self.verified.lookup(token, &self.keys, self.skew)? {
             Some(hit) => hit,
             None => {
                 let (kid, key) = self.key_for(token)?;
@@ -412,7 +389,7 @@ impl TokenValidator {
         username: &[u8],
         token: &[u8],
     ) -> Result<ValidToken, Rejection> {
-        if let Some((generation, claims)) = self.remembered(token)? {
+        if let Some((generation, claims)) = self.verified.lookup(token, &self.keys, self.skew)? {
             return self.authorise(username, generation, claims);
         }
         // Cheap refusals before queueing: a malformed header, another algorithm, an unknown kid.
@@ -440,36 +417,6 @@ impl TokenValidator {
         .await
         .map_err(|_| Rejection::Busy)??;
         self.authorise(username, generation, claims)
-    }
-
-    /// The claims of a token verified before, with the generation of the key that verified
-    /// it, if it still counts: that key is still trusted under its `kid` and the token is
-    /// inside its `nbf`/`exp` window, give or take the skew (as `jsonwebtoken` checks).
-    fn remembered(&self, token: &[u8]) -> Result<Option<(u64, Claims)>, Rejection> {
-        let Ok(mut verified) = self.verified.lock() else {
-            return Ok(None);
-        };
-        let Some(entry) = verified.get(token) else {
-            return Ok(None);
-        };
-        match self.keys.generation_of(&entry.kid) {
-            None => return Err(Rejection::UnknownKey),
-            Some(now) if now != entry.generation => {
-                // Verified by a key since replaced: verify again, with the key trusted now.
-                verified.remove(token);
-                return Ok(None);
-            }
-            Some(_) => {}
-        }
-        let now = now_f64();
-        let skew = self.skew.as_secs() as f64;
-        if entry.claims.exp < now - skew {
-            return Err(Rejection::Expired);
-        }
-        if entry.claims.nbf.is_some_and(|nbf| nbf > now + skew) {
-            return Err(Rejection::NotYetValid);
-        }
-        Ok(Some((entry.generation, entry.claims.clone())))
     }
 
     /// The header's `kid` and the key trusted under it (cheap: no signature is checked).
@@ -525,7 +472,18 @@ impl TokenValidator {
         {
             return Err(Rejection::Tenant);
         }
-        self.remember(token, kid, key.generation, &claims);
+        self.verified.remember(
+            token,
+            Proof {
+                kid,
+                generation: key.generation,
+                exp: claims.exp,
+                nbf: claims.nbf,
+                claims: claims.clone(),
+            },
+            &self.keys,
+            self.skew,
+        );
         Ok(claims)
     }
 
@@ -554,35 +512,6 @@ impl TokenValidator {
             }
         }
         Ok(())
-    }
-
-    /// Remembers a verified token, unless the key that verified it (by generation) is no
-    /// longer the one trusted under `kid`: replaced or removed during the verification.
-    fn remember(&self, token: &[u8], kid: String, generation: u64, claims: &Claims) {
-        let Ok(mut verified) = self.verified.lock() else {
-            return;
-        };
-        // Checked under the memory's lock: a key replaced after this check forgets the entry
-        // when it takes the lock (`forget_signed_by`), and one replaced before is seen here.
-        if self.keys.generation_of(&kid) != Some(generation) {
-            return;
-        }
-        if verified.len() >= VERIFIED_CAPACITY {
-            let now = now_f64();
-            let skew = self.skew.as_secs() as f64;
-            verified.retain(|_, v| v.claims.exp >= now - skew);
-            if verified.len() >= VERIFIED_CAPACITY {
-                verified.clear();
-            }
-        }
-        verified.insert(
-            token.into(),
-            Verified {
-                kid,
-                generation,
-                claims: claims.clone(),
-            },
-        );
     }
 
     /// Who the verified token lets in: its `oid` (or the assignment's alias) must be the
@@ -642,7 +571,7 @@ mod tests {
             .validate(oid.as_bytes(), token.as_bytes())
             .unwrap();
         // Remembered: the same answer, again and again.
-        assert_eq!(validator.verified.lock().unwrap().len(), 1);
+        assert_eq!(validator.verified.len(), 1);
         let again = validator
             .validate(oid.as_bytes(), token.as_bytes())
             .unwrap();
@@ -666,7 +595,7 @@ mod tests {
             validator.validate(oid.as_bytes(), token.as_bytes()),
             Err(Rejection::UnknownKey)
         );
-        assert!(validator.verified.lock().unwrap().is_empty());
+        assert!(validator.verified.len() == 0);
     }
 
     #[test]
@@ -681,7 +610,7 @@ mod tests {
         assert!(validator.verify(token.as_bytes(), kid, &old).is_ok());
         // …but the old key's token is not remembered: the next AUTH checks it with the key
         // trusted now, and fails.
-        assert!(validator.verified.lock().unwrap().is_empty());
+        assert!(validator.verified.len() == 0);
         assert_eq!(
             validator.validate(oid.as_bytes(), token.as_bytes()),
             Err(Rejection::Signature)
@@ -722,18 +651,13 @@ mod tests {
             validator.validate(oid.as_bytes(), expired.as_bytes()),
             Err(Rejection::Expired)
         );
-        assert!(validator.verified.lock().unwrap().is_empty());
+        assert!(validator.verified.len() == 0);
         // A token remembered while valid is refused once its exp (plus skew) has passed.
         let token = issuer
             .sign(&issuer.claims_for(&sp, REDIS_RESOURCE, 3600))
             .unwrap();
         assert!(validator.validate(oid.as_bytes(), token.as_bytes()).is_ok());
-        validator
-            .verified
-            .lock()
-            .unwrap()
-            .values_mut()
-            .for_each(|v| v.claims.exp = 1.0);
+        validator.verified.expire_all();
         assert_eq!(
             validator.validate(oid.as_bytes(), token.as_bytes()),
             Err(Rejection::Expired)
