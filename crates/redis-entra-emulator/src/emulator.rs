@@ -198,7 +198,7 @@ impl Emulator {
         if config.token_lifetime > config.max_token_lifetime {
             return Err(Error::Config(format!(
                 "the token lifetime ({} s) exceeds the longest lifetime the gateway accepts ({} s): \
-                 raise max_token_lifetime or shorten token_lifetime",
+                 raise --max-token-lifetime (max_token_lifetime) or shorten --token-lifetime (token_lifetime)",
                 config.token_lifetime.as_secs(),
                 config.max_token_lifetime.as_secs()
             )));
