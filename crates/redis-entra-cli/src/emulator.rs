@@ -43,6 +43,10 @@ pub struct EmulatorArgs {
     /// The fake Entra ID's HTTPS port on 127.0.0.1 (0: a free one).
     #[arg(long, default_value_t = 0)]
     pub authority_port: u16,
+    /// The emulated VM's instance metadata service (IMDS) port on 127.0.0.1, plain HTTP, a
+    /// listener of its own (0: a free one); the env file names it as REDIS_ENTRA_EMULATOR_IMDS.
+    #[arg(long, default_value_t = 0)]
+    pub imds_port: u16,
     /// Run an OSS-policy cluster of N redis-server nodes, each behind its own gateway listener
     /// (CLUSTER SLOTS, MOVED and ASK name the gateways); the env file names the first node.
     #[arg(long = "cluster", id = "cluster_nodes", value_name = "N")]
@@ -54,6 +58,10 @@ pub struct EmulatorArgs {
     /// Clock skew the gateway tolerates on exp/nbf.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub clock_skew: Duration,
+    /// The longest token lifetime the gateway accepts (exp - iat, exp - nbf and exp - now,
+    /// each plus the clock skew); at least --token-lifetime.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pub max_token_lifetime: Duration,
 }
 
 async fn terminated() {
@@ -86,7 +94,9 @@ pub async fn run(args: EmulatorArgs) -> Outcome {
         backend: args.backend,
         gateway_port: args.port,
         authority_port: args.authority_port,
+        imds_port: args.imds_port,
         clock_skew: args.clock_skew,
+        max_token_lifetime: args.max_token_lifetime,
         cluster: args.cluster_nodes,
         federated_token_lifetime: args.federated_token_lifetime,
     })

@@ -27,7 +27,7 @@
 //! and the object id always.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use uuid::Uuid;
@@ -329,6 +329,9 @@ pub struct Directory {
     federated: RwLock<HashMap<String, Vec<FederatedCredential>>>,
     /// The OIDC issuers Entra can fetch signing keys from, by issuer URL.
     oidc_issuers: RwLock<HashMap<String, Vec<jsonwebtoken::jwk::Jwk>>>,
+    /// The managed identities attached to the emulated compute resource (VM, app), by
+    /// lower-case object id: the only ones its managed-identity endpoints serve.
+    attached: RwLock<HashSet<String>>,
 }
 
 fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -354,6 +357,7 @@ impl Directory {
             certificates: RwLock::new(HashMap::new()),
             federated: RwLock::new(HashMap::new()),
             oidc_issuers: RwLock::new(HashMap::new()),
+            attached: RwLock::new(HashSet::new()),
         }
     }
 
@@ -441,8 +445,35 @@ impl Directory {
         read(&self.oidc_issuers).get(issuer).cloned()
     }
 
-    /// Creates a managed identity (system- or user-assigned).
+    /// Attaches a managed identity to the emulated compute resource, so that its
+    /// managed-identity endpoints (App Service, IMDS, Arc) serve it.
+    pub fn attach_identity(&self, object_id: &str) {
+        write(&self.attached).insert(object_id.to_ascii_lowercase());
+    }
+
+    /// Detaches a managed identity from the emulated compute resource: its endpoints answer
+    /// as for an identity they do not have. Returns whether it was attached.
+    pub fn detach_identity(&self, object_id: &str) -> bool {
+        write(&self.attached).remove(&object_id.to_ascii_lowercase())
+    }
+
+    /// Whether a managed identity is attached to the emulated compute resource.
+    pub fn is_attached(&self, object_id: &str) -> bool {
+        read(&self.attached).contains(&object_id.to_ascii_lowercase())
+    }
+
+    /// Creates a managed identity (system- or user-assigned), attached to the emulated compute
+    /// resource (see [`detach_identity`](Self::detach_identity)).
     pub fn create_managed_identity(&self, display_name: &str, user_assigned: bool) -> Principal {
+        let principal = self.create_detached_identity(display_name, user_assigned);
+        self.attach_identity(&principal.object_id);
+        principal
+    }
+
+    /// Creates a managed identity that exists in the tenant but is attached to nothing: the
+    /// emulated compute resource's endpoints do not serve it until
+    /// [`attach_identity`](Self::attach_identity).
+    pub fn create_detached_identity(&self, display_name: &str, user_assigned: bool) -> Principal {
         let (kind, resource_id) = if user_assigned {
             (
                 PrincipalKind::UserAssignedIdentity,

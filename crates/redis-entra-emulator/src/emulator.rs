@@ -30,7 +30,8 @@ use crate::backend::Backend;
 use crate::cluster::Cluster;
 use crate::directory::{AccessPolicy, Directory, FederatedCredential, Principal};
 use crate::faults::Faults;
-use crate::gateway::{validate::TokenValidator, Gateway, GatewayState};
+use crate::gateway::validate::{TokenValidator, DEFAULT_MAX_LIFETIME};
+use crate::gateway::{Gateway, GatewayState};
 use crate::identity::{self, IdentityState};
 use crate::signing::TokenIssuer;
 use crate::stats::Stats;
@@ -105,8 +106,15 @@ pub struct EmulatorConfig {
     pub gateway_port: u16,
     /// The fake Entra ID's HTTPS port (0 picks a free one).
     pub authority_port: u16,
+    /// The emulated VM's instance metadata service (IMDS), plain HTTP on 127.0.0.1, a listener
+    /// of its own (0 picks a free one). In the env file as `REDIS_ENTRA_EMULATOR_IMDS`.
+    pub imds_port: u16,
     /// The clock skew the gateway allows on `exp` and `nbf` (default 2 s).
     pub clock_skew: Duration,
+    /// The longest token lifetime the gateway accepts (default 24 h, as Entra's
+    /// managed-identity tokens; see [`DEFAULT_MAX_LIFETIME`]). Must be at least
+    /// `token_lifetime`.
+    pub max_token_lifetime: Duration,
     /// Cluster mode (`--cluster N`): `Some(n)` spawns `n` `redis-server` nodes in cluster mode
     /// (no replicas), each behind its own gateway, the first on `gateway_port`; `None` (the
     /// default) runs one standalone backend. Cannot be combined with `backend`.
@@ -124,7 +132,9 @@ impl Default for EmulatorConfig {
             backend: None,
             gateway_port: 0,
             authority_port: 0,
+            imds_port: 0,
             clock_skew: Duration::from_secs(2),
+            max_token_lifetime: DEFAULT_MAX_LIFETIME,
             cluster: None,
             federated_token_lifetime: Duration::from_secs(3600),
         }
@@ -145,6 +155,7 @@ pub struct Emulator {
     cluster: Option<Arc<Cluster>>,
     authority: String,
     msi_endpoint: String,
+    imds_endpoint: String,
     arc_endpoint: String,
     identity_header: String,
     admin_url: String,
@@ -184,6 +195,14 @@ async fn bind(port: u16, what: &str) -> Result<TcpListener, Error> {
 impl Emulator {
     /// Starts everything; returns once every endpoint accepts connections.
     pub async fn start(config: EmulatorConfig) -> Result<Self, Error> {
+        if config.token_lifetime > config.max_token_lifetime {
+            return Err(Error::Config(format!(
+                "the token lifetime ({} s) exceeds the longest lifetime the gateway accepts ({} s): \
+                 raise --max-token-lifetime (max_token_lifetime) or shorten --token-lifetime (token_lifetime)",
+                config.token_lifetime.as_secs(),
+                config.max_token_lifetime.as_secs()
+            )));
+        }
         let pki = Pki::generate()?;
         let directory = Arc::new(Directory::new());
         let issuer = Arc::new(TokenIssuer::new(
@@ -216,6 +235,11 @@ impl Emulator {
         let msi_endpoint = format!(
             "http://127.0.0.1:{}/msi/token",
             local(&msi_listener)?.port()
+        );
+        let imds_listener = bind(config.imds_port, "instance metadata service (IMDS)").await?;
+        let imds_endpoint = format!(
+            "http://127.0.0.1:{}/metadata/identity/oauth2/token",
+            local(&imds_listener)?.port()
         );
         let identity_header = uuid::Uuid::new_v4().simple().to_string();
         let service_account_issuer = Arc::new(ServiceAccountIssuer::new(
@@ -258,6 +282,12 @@ impl Emulator {
                 identity::managed_identity_router(state.clone()),
                 until_stopped(stop_rx.clone()),
             ),
+            identity::serve(
+                imds_listener,
+                None,
+                identity::imds_router(state.clone()),
+                until_stopped(stop_rx.clone()),
+            ),
         ];
 
         let pending = PendingBackend::start(&config).await?;
@@ -277,13 +307,15 @@ impl Emulator {
                 cluster: pending.cluster.clone(),
                 stats: stats.clone(),
                 admin_key: admin_key.clone(),
+                max_token_lifetime: config.max_token_lifetime,
             }),
             until_stopped(stop_rx.clone()),
         ));
         let validator = Arc::new(
             TokenValidator::new(directory.clone())
                 .with_authority(&authority)
-                .with_skew(config.clock_skew),
+                .with_skew(config.clock_skew)
+                .with_max_lifetime(config.max_token_lifetime),
         );
         validator.trust(&issuer)?;
         let mut gateways = Vec::with_capacity(pending.listeners.len());
@@ -353,6 +385,7 @@ impl Emulator {
             cluster,
             authority,
             msi_endpoint,
+            imds_endpoint,
             arc_endpoint,
             identity_header,
             admin_url,
@@ -449,6 +482,13 @@ impl Emulator {
     /// The App Service managed-identity endpoint (`IDENTITY_ENDPOINT`).
     pub fn managed_identity_endpoint(&self) -> &str {
         &self.msi_endpoint
+    }
+
+    /// The emulated VM's instance metadata service token endpoint,
+    /// `http://127.0.0.1:PORT/metadata/identity/oauth2/token`: a listener of its own, needing
+    /// only `Metadata: true`, serving the identities attached to the emulated compute resource.
+    pub fn imds_endpoint(&self) -> &str {
+        &self.imds_endpoint
     }
 
     /// The `IDENTITY_HEADER` secret.
@@ -652,7 +692,9 @@ impl Emulator {
     }
 
     /// The environment for an identity kind (DESIGN.md §4.2). Every kind also gets
-    /// `REDIS_ENTRA_EMULATOR_ADMIN` and `REDIS_ENTRA_EMULATOR_ADMIN_KEY` (the admin interface).
+    /// `REDIS_ENTRA_EMULATOR_ADMIN` and `REDIS_ENTRA_EMULATOR_ADMIN_KEY` (the admin interface),
+    /// and `REDIS_ENTRA_EMULATOR_IMDS` (the emulated VM's IMDS, `http://127.0.0.1:PORT`; no SDK
+    /// reads it: IMDS is at a fixed address on Azure).
     pub fn env_for(&self, kind: IdentityKind) -> Vec<(String, String)> {
         let addr = self.gateway_addr();
         let ca = self.ca_file().display().to_string();
@@ -665,6 +707,12 @@ impl Emulator {
             ("REQUESTS_CA_BUNDLE".into(), ca.clone()),
             ("NODE_EXTRA_CA_CERTS".into(), ca),
             ("REDIS_ENTRA_EMULATOR_ADMIN".into(), self.admin_url.clone()),
+            (
+                "REDIS_ENTRA_EMULATOR_IMDS".into(),
+                self.imds_endpoint
+                    .trim_end_matches("/metadata/identity/oauth2/token")
+                    .to_string(),
+            ),
             (
                 "REDIS_ENTRA_EMULATOR_ADMIN_KEY".into(),
                 self.admin_key.clone(),

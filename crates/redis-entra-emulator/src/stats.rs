@@ -19,6 +19,9 @@ pub struct Stats {
     pub closed_at_expiry: AtomicU64,
     /// Access-key connections closed because access keys were disabled.
     pub closed_keys_disabled: AtomicU64,
+    /// Gateway connections closed because the signing key that verified their token was
+    /// removed or replaced.
+    pub closed_key_revoked: AtomicU64,
     /// Gateway connections closed by an injected fault: at random
     /// ([`Faults::set_random_close`](crate::faults::Faults::set_random_close)) or all at once
     /// ([`Faults::close_all_connections`](crate::faults::Faults::close_all_connections)).

@@ -971,6 +971,16 @@ async fn admin_token_lifetime_and_faults_take_effect() -> Result<()> {
         )
         .await?;
     assert_eq!(status, 400);
+    // Longer than the gateway accepts (24 h by default): refused, not silently useless.
+    let (status, body) = http
+        .call(
+            Method::PUT,
+            "/admin/token-lifetime",
+            Some(json!({"lifetime_secs": 24 * 3600 + 1})),
+        )
+        .await?;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.to_string().contains("max-token-lifetime"), "{body}");
 
     let cases = [
         (json!({"fault": "unavailable"}), 503),

@@ -308,11 +308,10 @@ async fn user_assigned_selectors_and_status_faults() -> Result<()> {
     let emu = start().await?;
     let client = reqwest::Client::new();
     let ua = emu.user_assigned_identity().clone();
-    let base = emu
-        .managed_identity_endpoint()
-        .trim_end_matches("/msi/token")
-        .to_string();
-    let imds = format!("{base}/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://redis.azure.com");
+    let imds = format!(
+        "{}?api-version=2018-02-01&resource=https://redis.azure.com",
+        emu.imds_endpoint()
+    );
     for selector in [
         format!("client_id={}", ua.client_id),
         format!("object_id={}", ua.object_id),

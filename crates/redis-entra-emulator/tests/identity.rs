@@ -10,7 +10,7 @@ use base64::Engine as _;
 use redis_entra_emulator::directory::{Directory, Principal, REDIS_APP_ID, REDIS_RESOURCE};
 use redis_entra_emulator::faults::{Faults, IdentityFault};
 use redis_entra_emulator::identity::{
-    authority_router, managed_identity_router, serve, IdentityState,
+    authority_router, imds_router, managed_identity_router, serve, IdentityState,
 };
 use redis_entra_emulator::signing::{now_secs, TokenIssuer};
 use redis_entra_emulator::stats::Stats;
@@ -30,6 +30,7 @@ struct Harness {
     authority: String,
     authority_addr: SocketAddr,
     msi_base: String,
+    imds_base: String,
     client: reqwest::Client,
     sp: Principal,
     system_mi: Principal,
@@ -53,6 +54,8 @@ impl Harness {
         let authority_addr = authority_listener.local_addr()?;
         let msi_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let msi_addr = msi_listener.local_addr()?;
+        let imds_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let imds_addr = imds_listener.local_addr()?;
         let authority = format!("https://localhost:{}", authority_addr.port());
 
         let state = IdentityState {
@@ -78,8 +81,9 @@ impl Harness {
                 msi_listener,
                 None,
                 managed_identity_router(state.clone()),
-                stopped,
+                stopped.clone(),
             ),
+            serve(imds_listener, None, imds_router(state.clone()), stopped),
         ];
         let ca = reqwest::Certificate::from_pem(pki.ca_pem().as_bytes())?;
         let client = reqwest::Client::builder()
@@ -92,6 +96,7 @@ impl Harness {
             authority,
             authority_addr,
             msi_base: format!("http://127.0.0.1:{}", msi_addr.port()),
+            imds_base: format!("http://127.0.0.1:{}", imds_addr.port()),
             client,
             sp,
             system_mi,
@@ -681,7 +686,7 @@ async fn imds_shape() -> Result<()> {
     let h = Harness::start().await?;
     let url = format!(
         "{}/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://redis.azure.com",
-        h.msi_base
+        h.imds_base
     );
     let (s, b) = json_of(h.client.get(&url).send().await?).await?;
     assert_eq!(s, 400);

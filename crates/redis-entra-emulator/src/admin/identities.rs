@@ -36,6 +36,10 @@ pub(crate) struct CreateIdentity {
     kind: Kind,
     #[serde(default)]
     display_name: Option<String>,
+    /// For a managed identity: whether it is attached to the emulated compute resource, so
+    /// that its managed-identity endpoints serve it (default true).
+    #[serde(default)]
+    attached: Option<bool>,
 }
 
 /// An identity as the admin interface shows it.
@@ -117,8 +121,14 @@ pub(crate) async fn create(
     let directory = &state.directory;
     let principal = match body.kind {
         Kind::ServicePrincipal => directory.create_service_principal(&display_name),
-        Kind::SystemAssignedIdentity => directory.create_managed_identity(&display_name, false),
-        Kind::UserAssignedIdentity => directory.create_managed_identity(&display_name, true),
+        Kind::SystemAssignedIdentity | Kind::UserAssignedIdentity => {
+            let user_assigned = matches!(body.kind, Kind::UserAssignedIdentity);
+            let principal = directory.create_detached_identity(&display_name, user_assigned);
+            if body.attached.unwrap_or(true) {
+                directory.attach_identity(&principal.object_id);
+            }
+            principal
+        }
     };
     tracing::debug!(
         object_id = %principal.object_id,

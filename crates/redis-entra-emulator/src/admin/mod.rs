@@ -16,7 +16,7 @@
 //! | method | path | body | answer |
 //! |---|---|---|---|
 //! | `GET` | `/admin/identities` | | `[identity]` (no secrets) |
-//! | `POST` | `/admin/identities` | `{"kind": "service-principal" \| "system-assigned-identity" \| "user-assigned-identity", "display_name"?}` | 201 `identity`, with `secret` for a service principal (only here) |
+//! | `POST` | `/admin/identities` | `{"kind": "service-principal" \| "system-assigned-identity" \| "user-assigned-identity", "display_name"?, "attached"?}` (a managed identity is attached to the emulated compute resource unless `"attached": false`) | 201 `identity`, with `secret` for a service principal (only here) |
 //! | `GET` | `/admin/identities/{object_id}` | | `identity` |
 //! | `GET` | `/admin/policies` | | `[{"name","rules","builtin","backend_user"}]` |
 //! | `POST` | `/admin/policies` | `{"name", "rules"}` | 201 (new) or 200 (updated) policy; 400 `invalid_policy` with Redis' own text for rules Redis refuses |
@@ -69,6 +69,7 @@ mod policies;
 mod tokens;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::routing::{get, post, put};
 use axum::Router;
@@ -99,6 +100,9 @@ pub struct AdminState {
     pub stats: Arc<Stats>,
     /// The bearer key every request must present (a secret: `Debug` redacts it).
     pub admin_key: String,
+    /// The longest token lifetime the gateway accepts: `PUT /admin/token-lifetime` refuses a
+    /// longer one (its tokens would all get `WRONGPASS`).
+    pub max_token_lifetime: Duration,
 }
 
 impl std::fmt::Debug for AdminState {

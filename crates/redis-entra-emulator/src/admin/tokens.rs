@@ -116,9 +116,11 @@ pub(crate) async fn set_lifetime(
     State(state): State<AdminState>,
     JsonBody(body): JsonBody<Lifetime>,
 ) -> Result<Json<Lifetime>, ApiError> {
-    if !(1..=MAX_LIFETIME_SECS).contains(&body.lifetime_secs) {
+    let max = MAX_LIFETIME_SECS.min(state.max_token_lifetime.as_secs());
+    if !(1..=max).contains(&body.lifetime_secs) {
         return Err(ApiError::bad_request(format!(
-            "lifetime_secs must be between 1 and {MAX_LIFETIME_SECS}"
+            "lifetime_secs must be between 1 and {max}, the longest lifetime the gateway \
+             accepts (the emulator's --max-token-lifetime)"
         )));
     }
     state

@@ -15,7 +15,10 @@
 //! - The identity's access policy (built-in or custom) is a real ACL user on the backend, so
 //!   `NOPERM` and every other reply come from Redis itself.
 //! - The connection is closed, without a reply, when its token expires, unless the client sent
-//!   `AUTH` with a newer valid token first. In RESP2 subscribed mode Redis refuses `AUTH`, so
+//!   `AUTH` with a newer valid token first, and as soon as the signing key that verified its
+//!   token is removed or replaced.
+//! - RSA verification runs off the runtime threads, a bounded number at a time; a connection
+//!   gets [`MAX_FAILED_AUTH_PER_CONNECTION`] refused `AUTH`s (see [`validate`]). In RESP2 subscribed mode Redis refuses `AUTH`, so
 //!   such connections are closed at every expiry, as on Azure.
 //!
 //! In [cluster mode](crate::cluster) each node has its own gateway, in front of that node only;
@@ -58,7 +61,9 @@
 
 pub mod resp;
 mod session;
+mod trusted_keys;
 pub mod validate;
+mod verified;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -77,6 +82,12 @@ use crate::stats::Stats;
 use crate::Error;
 
 pub use validate::{Rejection, TokenValidator, ValidToken};
+
+/// How many refused `AUTH`s (tokens or access keys, `AUTH` or `HELLO … AUTH`) a connection may
+/// send. Before authentication, the one that reaches this bound gets its `WRONGPASS` and the
+/// connection is closed. On an authenticated connection, every `AUTH` past the bound gets
+/// `WRONGPASS` without being verified (no RSA), and the connection keeps serving its identity.
+pub const MAX_FAILED_AUTH_PER_CONNECTION: u32 = 10;
 
 /// How long a client has to finish its TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

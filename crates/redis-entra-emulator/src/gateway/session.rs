@@ -24,6 +24,12 @@
 //! no deadline; it is closed when access keys are disabled. A re-`AUTH` switches it: to a token,
 //! and it gets that token's deadline; to a key, and it loses its deadline.
 //!
+//! A connection in with a token is closed, without a word, as soon as the signing key that
+//! verified that token is removed or replaced under its `kid` (it watches the validator's
+//! revocation counter beside its deadline). A connection may have
+//! [`MAX_FAILED_AUTH_PER_CONNECTION`] refused `AUTH`s: before authentication the last one closes
+//! it; after, further `AUTH`s are refused without being verified.
+//!
 //! Injected faults end connections abruptly (no reply, no TLS `close_notify`, the TCP
 //! connection dropped): every connection at
 //! [`close_all_connections`](crate::faults::Faults::close_all_connections), and each
@@ -33,6 +39,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, BytesMut};
@@ -42,8 +49,8 @@ use tokio::time::{sleep_until, timeout, Instant};
 use tracing::debug;
 
 use super::resp::{encode_command, Event, Frame, Limits, RequestParser};
-use super::validate::{Rejection, ValidToken};
-use super::GatewayState;
+use super::validate::{Rejection, TokenValidator, ValidToken};
+use super::{GatewayState, MAX_FAILED_AUTH_PER_CONNECTION};
 use crate::backend::BackendUser;
 use crate::stats::Stats;
 
@@ -78,12 +85,17 @@ enum End {
     Quit,
     /// The client broke the protocol before authenticating.
     Protocol,
+    /// The client sent [`MAX_FAILED_AUTH_PER_CONNECTION`] refused `AUTH`s before
+    /// authenticating.
+    AuthFailures,
     /// The backend closed its side (after `QUIT`, a protocol error, …) or failed.
     Backend,
     /// The token expired and was not renewed.
     Expired,
     /// Access keys were disabled while the connection was in with one.
     KeysDisabled,
+    /// The signing key that verified the connection's token was removed or replaced.
+    KeyRevoked,
     /// The gateway is shutting down.
     Shutdown,
     /// An injected fault closed it ([`Faults::set_random_close`],
@@ -283,6 +295,28 @@ async fn keys_disabled(rx: &mut watch::Receiver<u64>, epoch: Option<u64>) {
     }
 }
 
+/// Resolves when the signing key of generation `generation` (the one that verified the
+/// connection's token) is no longer trusted; never for a connection in with an access key
+/// (`None`). `rx` is the validator's revocation counter, marked changed when the session
+/// starts so that a key removed before is seen.
+async fn key_revoked(
+    rx: &mut watch::Receiver<u64>,
+    validator: &TokenValidator,
+    generation: Option<u64>,
+) {
+    let Some(generation) = generation else {
+        return std::future::pending::<()>().await;
+    };
+    loop {
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        if !validator.is_trusted(generation) {
+            return;
+        }
+    }
+}
+
 /// Resolves when [`Faults::close_all_connections`](crate::faults::Faults::close_all_connections)
 /// is called (never if the faults are gone).
 async fn close_all(rx: &mut watch::Receiver<u64>) {
@@ -377,16 +411,21 @@ enum Local {
 struct Ctx<'a> {
     id: u64,
     state: &'a GatewayState,
+    /// Refused `AUTH`s so far (bounded by [`MAX_FAILED_AUTH_PER_CONNECTION`]).
+    failures: AtomicU32,
 }
 
 impl Ctx<'_> {
     /// Checks `AUTH <user> <password>`: an access key when the user is `default`, else a
     /// token; finds the backend user to substitute.
-    fn authenticate(&self, user: &[u8], password: &[u8]) -> Result<Granted, ()> {
+    async fn authenticate(&self, user: &[u8], password: &[u8]) -> Result<Granted, ()> {
         if user == b"default" {
             return self.authenticate_key(password);
         }
-        match self.state.validator.validate(user, password) {
+        if self.too_many_failures() {
+            return Err(());
+        }
+        match self.state.validator.check(user, password).await {
             Ok(valid) => match self.state.backend.user_for(&valid.policy) {
                 Some(backend_user) => Ok(Granted {
                     pubsub: self.state.backend.allows_pubsub(&valid.policy),
@@ -412,6 +451,9 @@ impl Ctx<'_> {
 
     /// Checks an access key (`AUTH <key>`, `AUTH default <key>`).
     fn authenticate_key(&self, key: &[u8]) -> Result<Granted, ()> {
+        if self.too_many_failures() {
+            return Err(());
+        }
         match self.state.directory.access_keys().check(key) {
             Ok(epoch) => Ok(Granted {
                 grant: Grant::AccessKey { epoch },
@@ -443,10 +485,25 @@ impl Ctx<'_> {
     fn refused(&self, rejection: &Rejection) {
         debug!(conn = self.id, reason = %rejection, "AUTH refused");
         Stats::bump(&self.state.stats.auth_failed);
+        self.failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether the connection used up its refused `AUTH`s: further ones are refused unchecked
+    /// (and, before authentication, the connection is closed).
+    fn too_many_failures(&self) -> bool {
+        let failed = self.failures.load(Ordering::Relaxed) >= MAX_FAILED_AUTH_PER_CONNECTION;
+        if failed {
+            debug!(
+                conn = self.id,
+                "AUTH refused unchecked: too many refused AUTHs on this connection"
+            );
+            Stats::bump(&self.state.stats.auth_failed);
+        }
+        failed
     }
 
     /// Phase 1: answers a request of an unauthenticated client.
-    fn local(&self, frame: &Frame, bytes: &[u8]) -> Local {
+    async fn local(&self, frame: &Frame, bytes: &[u8]) -> Local {
         let Some(name) = frame.name(bytes) else {
             return Local::Nothing;
         };
@@ -458,7 +515,7 @@ impl Ctx<'_> {
                     2 | 3 => {
                         let granted = match args.len() {
                             2 => self.authenticate_key(&args[1]),
-                            _ => self.authenticate(&args[1], &args[2]),
+                            _ => self.authenticate(&args[1], &args[2]).await,
                         };
                         match granted {
                             Ok(granted) => Local::Authenticated(Authenticated {
@@ -481,7 +538,7 @@ impl Ctx<'_> {
                         let Some((user, token)) = hello.auth else {
                             return Local::Reply(Cow::Borrowed(NOAUTH_HELLO));
                         };
-                        match self.authenticate(user, token) {
+                        match self.authenticate(user, token).await {
                             Ok(granted) => Local::Authenticated(Authenticated {
                                 command: hello.with_credentials(
                                     granted.user.name.as_bytes(),
@@ -541,6 +598,9 @@ struct Forwarder {
     exp: u64,
     /// Set while the connection is in with an access key: the revocation epoch it saw.
     key_epoch: Option<u64>,
+    /// Set while the connection is in with a token: the generation of the signing key that
+    /// verified it.
+    key_generation: Option<u64>,
     /// Whether the connection's backend user may subscribe.
     pubsub: bool,
     proto: u8,
@@ -562,6 +622,7 @@ impl Forwarder {
             deadline: Instant::now() + MAX_DEADLINE,
             exp: 0,
             key_epoch: None,
+            key_generation: None,
             pubsub: granted.pubsub,
             proto,
             subscriptions: Subscriptions::default(),
@@ -574,6 +635,7 @@ impl Forwarder {
     fn switch_to(&mut self, grant: &Grant, skew: Duration) {
         match grant {
             Grant::Token(token) => {
+                self.key_generation = Some(token.key_generation);
                 let deadline = deadline_for(token.exp, skew);
                 if self.key_epoch.take().is_some() || deadline > self.deadline || self.exp == 0 {
                     self.deadline = deadline;
@@ -581,6 +643,7 @@ impl Forwarder {
                 }
             }
             Grant::AccessKey { epoch } => {
+                self.key_generation = None;
                 self.key_epoch = Some(*epoch);
                 self.deadline = Instant::now() + MAX_DEADLINE;
                 self.exp = 0;
@@ -595,7 +658,7 @@ impl Forwarder {
 
     /// Frames `buf` and returns how many bytes of it are ready to go to the backend. Those are
     /// `buf[..n]` unless a request was substituted, in which case they are in `self.out`.
-    fn process(&mut self, buf: &[u8], ctx: &Ctx<'_>) -> usize {
+    async fn process(&mut self, buf: &[u8], ctx: &Ctx<'_>) -> usize {
         if self.passthrough {
             return buf.len();
         }
@@ -610,7 +673,9 @@ impl Forwarder {
                     let bytes = rest.get(..len).unwrap_or(&[]);
                     let cmd = frame.name(bytes).and_then(classify);
                     if let Some(cmd) = cmd {
-                        if let Action::Substitute(with) = self.intercept(cmd, &frame, bytes, ctx) {
+                        if let Action::Substitute(with) =
+                            self.intercept(cmd, &frame, bytes, ctx).await
+                        {
                             self.out
                                 .extend_from_slice(buf.get(copied..pos).unwrap_or(&[]));
                             self.out.extend_from_slice(&with);
@@ -636,7 +701,7 @@ impl Forwarder {
         pos
     }
 
-    fn intercept(&mut self, cmd: Cmd, frame: &Frame, bytes: &[u8], ctx: &Ctx<'_>) -> Action {
+    async fn intercept(&mut self, cmd: Cmd, frame: &Frame, bytes: &[u8], ctx: &Ctx<'_>) -> Action {
         match cmd {
             Cmd::Auth => {
                 let args = frame.args(bytes);
@@ -647,7 +712,7 @@ impl Forwarder {
                     2 | 3 => {
                         let granted = match args.len() {
                             2 => ctx.authenticate_key(&args[1]),
-                            _ => ctx.authenticate(&args[1], &args[2]),
+                            _ => ctx.authenticate(&args[1], &args[2]).await,
                         };
                         match granted {
                             Ok(granted) => {
@@ -679,7 +744,7 @@ impl Forwarder {
                         Some(_) if ctx.reauth_refused() => Action::Substitute(
                             hello.with_credentials(INVALID_USER, random_password().as_bytes()),
                         ),
-                        Some((user, token)) => match ctx.authenticate(user, token) {
+                        Some((user, token)) => match ctx.authenticate(user, token).await {
                             Ok(granted) => {
                                 self.reauthenticated(&granted, hello.version, ctx);
                                 Action::Substitute(hello.with_credentials(
@@ -757,7 +822,11 @@ pub(crate) async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let ctx = Ctx { id, state: &state };
+    let ctx = Ctx {
+        id,
+        state: &state,
+        failures: AtomicU32::new(0),
+    };
     let (mut reader, mut writer) = tokio::io::split(stream);
     let mut buf = BytesMut::with_capacity(CLIENT_READ);
     let mut close_all_rx = state.faults.watch_close_all();
@@ -797,6 +866,12 @@ pub(crate) async fn serve<S>(
     if end == End::Expired {
         Stats::bump(&state.stats.closed_at_expiry);
         debug!(conn = id, "token expired: closing the connection");
+    } else if end == End::KeyRevoked {
+        Stats::bump(&state.stats.closed_key_revoked);
+        debug!(
+            conn = id,
+            "the token's signing key is no longer trusted: closing the connection"
+        );
     } else if end == End::KeysDisabled {
         Stats::bump(&state.stats.closed_keys_disabled);
         debug!(
@@ -845,10 +920,18 @@ where
             match parser.next_frame(buf) {
                 Event::Frame(frame) => {
                     let len = frame.byte_len();
-                    let local = ctx.local(&frame, buf.get(..len).unwrap_or(&[]));
+                    let local = ctx.local(&frame, buf.get(..len).unwrap_or(&[])).await;
                     buf.advance(len);
                     match local {
-                        Local::Reply(reply) => replies.extend_from_slice(&reply),
+                        Local::Reply(reply) => {
+                            replies.extend_from_slice(&reply);
+                            if ctx.failures.load(Ordering::Relaxed)
+                                >= MAX_FAILED_AUTH_PER_CONNECTION
+                            {
+                                write_client(writer, &replies, shutdown).await?;
+                                return Err(End::AuthFailures);
+                            }
+                        }
                         Local::Nothing => {}
                         Local::Quit => {
                             replies.extend_from_slice(OK);
@@ -920,10 +1003,13 @@ where
     let skew = ctx.state.validator.skew();
     let mut fwd = Forwarder::new(&auth.granted, auth.proto.unwrap_or(2), skew);
     let mut revocations = ctx.state.directory.access_keys().revocations();
+    let validator = &ctx.state.validator;
+    let mut key_revocations = validator.revocations();
+    key_revocations.mark_changed();
 
     // The substituted AUTH/HELLO, then whatever the client pipelined behind it.
     let mut first = auth.command;
-    let n = fwd.process(buf, ctx);
+    let n = fwd.process(buf, ctx).await;
     if fwd.out.is_empty() {
         first.extend_from_slice(buf.get(..n).unwrap_or(&[]));
     } else {
@@ -932,20 +1018,24 @@ where
     buf.advance(n);
 
     let client_to_backend = async {
-        let (deadline, epoch) = (fwd.deadline, fwd.key_epoch);
+        let (deadline, epoch, signer) = (fwd.deadline, fwd.key_epoch, fwd.key_generation);
         tokio::select! {
             r = backend_writer.write_all(&first) => if r.is_err() { return End::Backend },
             _ = sleep_until(deadline) => return End::Expired,
             _ = keys_disabled(&mut revocations, epoch) => return End::KeysDisabled,
+            _ = key_revoked(&mut key_revocations, validator, signer) => return End::KeyRevoked,
         }
         drop(first);
         loop {
             buf.reserve(CLIENT_READ);
-            let (deadline, epoch) = (fwd.deadline, fwd.key_epoch);
+            let (deadline, epoch, signer) = (fwd.deadline, fwd.key_epoch, fwd.key_generation);
             let read = tokio::select! {
                 read = reader.read_buf(buf) => read,
                 _ = sleep_until(deadline) => return End::Expired,
                 _ = keys_disabled(&mut revocations, epoch) => return End::KeysDisabled,
+                _ = key_revoked(&mut key_revocations, validator, signer) => {
+                    return End::KeyRevoked
+                }
             };
             match read {
                 Ok(0) | Err(_) => {
@@ -956,12 +1046,15 @@ where
                         _ = keys_disabled(&mut revocations, fwd.key_epoch) => {
                             return End::KeysDisabled
                         }
+                        _ = key_revoked(&mut key_revocations, validator, fwd.key_generation) => {
+                            return End::KeyRevoked
+                        }
                     }
                 }
                 Ok(_) => {}
             }
-            let n = fwd.process(buf, ctx);
-            let (deadline, epoch) = (fwd.deadline, fwd.key_epoch);
+            let n = fwd.process(buf, ctx).await;
+            let (deadline, epoch, signer) = (fwd.deadline, fwd.key_epoch, fwd.key_generation);
             let bytes: &[u8] = if fwd.out.is_empty() {
                 buf.get(..n).unwrap_or(&[])
             } else {
@@ -972,6 +1065,9 @@ where
                     r = backend_writer.write_all(bytes) => if r.is_err() { return End::Backend },
                     _ = sleep_until(deadline) => return End::Expired,
                     _ = keys_disabled(&mut revocations, epoch) => return End::KeysDisabled,
+                    _ = key_revoked(&mut key_revocations, validator, signer) => {
+                        return End::KeyRevoked
+                    }
                 }
             }
             fwd.out.clear();

@@ -1,37 +1,76 @@
 //! Access-token validation, as Azure Cache for Redis does it for `AUTH <oid> <token>`.
 //!
 //! A token is accepted when it is a JWT signed with RS256 by a trusted key (looked up by the
-//! header's `kid`), its `aud` is the Redis resource (any of the three spellings Entra uses), its
-//! `iss` is the tenant's v1 or v2 issuer (a string: an array holding it is refused, though
-//! `jsonwebtoken` alone would take it), its `tid` is the tenant's id, it is within `nbf`/`exp` give or take the clock skew,
-//! its `oid` equals the username (compared case-insensitively, as GUIDs) or the username is the
-//! `objectIdAlias` of that object id's assignment (exactly; whether Azure accepts aliases is
-//! unconfirmed, the emulator does), and that object id has an access policy assigned in the
-//! [`Directory`]. Anything else is a [`Rejection`], whose reason
-//! is for debug logs only: the client always sees Redis' `WRONGPASS` text.
+//! header's `kid`), its `aud` is the Redis resource (any of the three spellings Entra uses, as a
+//! string: an array is refused, though `jsonwebtoken` alone would take one holding it), its
+//! `iss` is the tenant's issuer for the token's `ver` (v1: `https://sts.windows.net/{tid}/`;
+//! v2: `https://login.microsoftonline.com/{tid}/v2.0` or the emulator's own authority host
+//! `{authority}/{tid}/v2.0`; a string, never an array), its `tid` is the tenant's id, it is
+//! within `nbf`/`exp` give or take the clock skew, it lives no longer than the maximum lifetime
+//! ([`DEFAULT_MAX_LIFETIME`], about what Entra gives a managed identity: `exp - iat`,
+//! `exp - nbf` and `exp - now` each at most that plus the skew), its `oid` equals the username
+//! (compared case-insensitively, as GUIDs) or the username is the `objectIdAlias` of that
+//! object id's assignment (exactly; whether Azure accepts aliases is unconfirmed, the emulator
+//! does), and that object id has an access policy assigned in the [`Directory`]. Anything else
+//! is a [`Rejection`], whose reason is for debug logs only: the client always sees Redis'
+//! `WRONGPASS` text.
 //!
-//! A token whose signature and claims verified is remembered (up to [`VERIFIED_CAPACITY`]
-//! tokens, until they expire), so the same token presented again — a fleet of connections
+//! A token whose signature and claims verified is remembered (up to
+//! [`VERIFIED_CAPACITY`] tokens, until they expire), so the same token presented again — a fleet of connections
 //! re-authenticating with the token their client just refreshed — costs a lookup instead of an
-//! RSA verification; its time window, key, username and access policy are still checked every
-//! time.
+//! RSA verification. An entry remembers the generation of the key that verified it and counts
+//! only while that very key is trusted: a key replaced under the same `kid`, even during the
+//! verification, or removed, voids it. Its time window, username and access policy are checked
+//! on every hit.
+//!
+//! RSA verification is the one costly step. [`TokenValidator::check`], which the gateway's
+//! sessions call, runs it on Tokio's blocking pool, never on the runtime threads that serve
+//! connections, with at most [`verification_slots`](TokenValidator::verification_slots)
+//! verifications at a time (the number of CPUs, at least 2); an `AUTH` that waits more than
+//! [`VERIFICATION_QUEUE_TIMEOUT`] for a slot is refused ([`Rejection::Busy`]) without being
+//! verified. Cheap checks (the header, the `kid`, the verified-token memory) run first, inline,
+//! so garbage costs no RSA. The gateway bounds the failures each connection may cause (see
+//! [`MAX_FAILED_AUTH_PER_CONNECTION`](super::MAX_FAILED_AUTH_PER_CONNECTION)).
 //!
 //! Neither this module's types nor its errors ever hold or print the token.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
+use tokio::sync::{watch, Semaphore};
 
+use super::trusted_keys::{TrustedKey, TrustedKeys};
+pub use super::verified::VERIFIED_CAPACITY;
+use super::verified::{now_f64, Proof, VerifiedTokens};
 use crate::directory::{AccessPolicy, Directory, REDIS_APP_ID, REDIS_RESOURCE};
 use crate::signing::TokenIssuer;
 use crate::Error;
 
 /// The clock skew allowed by default on `exp` and `nbf`.
 pub const DEFAULT_SKEW: Duration = Duration::from_secs(2);
+
+/// The longest token lifetime accepted by default: 24 hours, the lifetime Entra gives
+/// managed-identity tokens (its other tokens live 60–90 minutes). A token whose `exp` is
+/// farther than this (plus the skew) from its `iat`, its `nbf` or now is refused.
+pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// How long an `AUTH` waits for a verification slot before it is refused as
+/// [`Rejection::Busy`].
+pub const VERIFICATION_QUEUE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The v1 issuer Entra puts in `iss` for tenant `tid` (tokens with `ver: 1.0`).
+pub fn v1_issuer(tid: &str) -> String {
+    format!("https://sts.windows.net/{tid}/")
+}
+
+/// The v2 issuer Entra puts in `iss` for tenant `tid` (tokens with `ver: 2.0`).
+pub fn v2_issuer(tid: &str) -> String {
+    format!("https://login.microsoftonline.com/{tid}/v2.0")
+}
 
 /// A token that passed validation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +82,9 @@ pub struct ValidToken {
     pub exp: u64,
     /// The access policy assigned to the identity.
     pub policy: AccessPolicy,
+    /// The generation of the signing key that verified it: the session holding the token is
+    /// closed once that key is no longer trusted (see [`TokenValidator::revoked`]).
+    pub key_generation: u64,
 }
 
 /// Why a token was refused. For logs: clients only ever see `WRONGPASS`.
@@ -73,11 +115,15 @@ pub enum Rejection {
     /// `nbf` is in the future, beyond the clock skew.
     #[error("the token is not valid yet (nbf)")]
     NotYetValid,
+    /// `exp` is farther from `iat`, `nbf` or now than the maximum lifetime allows.
+    #[error("the token lives longer than the maximum lifetime")]
+    Lifetime,
     /// `aud` is not Azure Cache for Redis.
     #[error("the token's audience is not Azure Cache for Redis")]
     Audience,
-    /// `iss` is not this tenant's v1 or v2 issuer.
-    #[error("the token's issuer is not the tenant's")]
+    /// `iss` is not this tenant's issuer for the token's `ver` (or `ver` is neither 1.0 nor
+    /// 2.0).
+    #[error("the token's issuer is not the tenant's for its version")]
     Issuer,
     /// `tid` is missing or is not this tenant's id.
     #[error("the token's tenant (tid) is not the cache's tenant")]
@@ -95,29 +141,34 @@ pub enum Rejection {
     /// The identity has no access policy assignment on the cache.
     #[error("the identity has no access policy assigned")]
     NoAccessPolicy,
+    /// Too many verifications were waiting for too long: refused without verifying.
+    #[error("too many token verifications are in progress")]
+    Busy,
 }
 
-/// The claims the gateway reads itself, after `jsonwebtoken` checked `exp`, `nbf`, `aud` and
-/// `iss`. Typed strictly: a claim of another type fails the whole token.
+/// The claims the gateway reads itself, after `jsonwebtoken` checked `exp`, `nbf` and `aud`.
+/// Typed strictly: a claim of another type fails the whole token.
 #[derive(Deserialize, Clone)]
 struct Claims {
     oid: Option<String>,
     exp: f64,
     nbf: Option<f64>,
+    iat: Option<f64>,
     /// Only a string: `jsonwebtoken` accepts an array that contains an accepted issuer.
-    #[serde(rename = "iss")]
-    _issuer: String,
+    iss: String,
+    /// Only a string: `jsonwebtoken` accepts an array that contains an accepted audience.
+    #[serde(rename = "aud")]
+    _audience: String,
+    ver: Option<String>,
     tid: Option<String>,
 }
 
-/// How many verified tokens are remembered at most.
-pub const VERIFIED_CAPACITY: usize = 4096;
-
-/// A token whose signature, algorithm, audience, issuer and tenant verified, with the key that
-/// signed it (the entry counts only while that key is still trusted).
-struct Verified {
-    kid: String,
-    claims: Claims,
+/// The default number of verification slots: the CPUs, at least 2.
+fn default_slots() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .max(2)
 }
 
 /// Validates Entra access tokens presented to the gateway.
@@ -126,63 +177,101 @@ struct Verified {
 /// rotation).
 pub struct TokenValidator {
     directory: Arc<Directory>,
-    keys: RwLock<HashMap<String, DecodingKey>>,
-    verified: Mutex<HashMap<Box<[u8]>, Verified>>,
-    issuers: Vec<String>,
+    keys: TrustedKeys,
+    verified: VerifiedTokens<Claims>,
+    v1_issuers: Vec<String>,
+    v2_issuers: Vec<String>,
     audiences: Vec<String>,
     skew: Duration,
+    max_lifetime: Duration,
+    /// Bounds the RSA verifications running at once.
+    slots: Arc<Semaphore>,
+    slot_count: usize,
+    /// RSA verifications run so far.
+    verifications: AtomicU64,
+    /// RSA verifications running now through [`check`](Self::check), and the most ever.
+    in_flight: AtomicUsize,
+    peak_in_flight: AtomicUsize,
 }
 
 impl std::fmt::Debug for TokenValidator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kids: Vec<String> = self
-            .keys
-            .read()
-            .map(|k| k.keys().cloned().collect())
-            .unwrap_or_default();
         f.debug_struct("TokenValidator")
-            .field("kids", &kids)
-            .field("issuers", &self.issuers)
+            .field("kids", &self.keys.kids())
+            .field("v1_issuers", &self.v1_issuers)
+            .field("v2_issuers", &self.v2_issuers)
             .field("audiences", &self.audiences)
             .field("skew", &self.skew)
+            .field("max_lifetime", &self.max_lifetime)
             .finish_non_exhaustive()
     }
 }
 
 impl TokenValidator {
     /// A validator for the directory's tenant: it accepts the v1 issuer
-    /// `https://sts.windows.net/{tid}/`, the three Redis audiences and a skew of
-    /// [`DEFAULT_SKEW`]. It trusts no key until [`trust`](Self::trust) or
-    /// [`add_key`](Self::add_key) is called.
+    /// `https://sts.windows.net/{tid}/` for `ver: 1.0` tokens and the v2 issuer
+    /// `https://login.microsoftonline.com/{tid}/v2.0` for `ver: 2.0` tokens, the three Redis
+    /// audiences, a skew of [`DEFAULT_SKEW`] and lifetimes up to [`DEFAULT_MAX_LIFETIME`]. It
+    /// trusts no key until [`trust`](Self::trust) or [`add_key`](Self::add_key) is called.
     pub fn new(directory: Arc<Directory>) -> Self {
-        let issuers = vec![format!(
-            "https://sts.windows.net/{}/",
-            directory.tenant_id()
-        )];
+        let tid = directory.tenant_id().to_string();
         Self {
             directory,
-            keys: RwLock::new(HashMap::new()),
-            verified: Mutex::new(HashMap::new()),
-            issuers,
+            keys: TrustedKeys::new(),
+            verified: VerifiedTokens::new(),
+            v1_issuers: vec![v1_issuer(&tid)],
+            v2_issuers: vec![v2_issuer(&tid)],
             audiences: vec![
                 REDIS_RESOURCE.to_string(),
                 format!("{REDIS_RESOURCE}/"),
                 REDIS_APP_ID.to_string(),
             ],
             skew: DEFAULT_SKEW,
+            max_lifetime: DEFAULT_MAX_LIFETIME,
+            slots: Arc::new(Semaphore::new(default_slots())),
+            slot_count: default_slots(),
+            verifications: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            peak_in_flight: AtomicUsize::new(0),
         }
     }
 
-    /// Also accepts the v2 issuer `{authority}/{tid}/v2.0` of the fake Entra ID at `authority`
-    /// (for example `https://localhost:8443`).
+    /// Sets how many RSA verifications [`check`](Self::check) runs at once (at least 1;
+    /// default: the number of CPUs, at least 2).
+    pub fn with_verification_slots(mut self, slots: usize) -> Self {
+        let slots = slots.max(1);
+        self.slots = Arc::new(Semaphore::new(slots));
+        self.slot_count = slots;
+        self
+    }
+
+    /// How many RSA verifications [`check`](Self::check) runs at once.
+    pub fn verification_slots(&self) -> usize {
+        self.slot_count
+    }
+
+    /// The most RSA verifications [`check`](Self::check) ever ran at once (at most
+    /// [`verification_slots`](Self::verification_slots)).
+    pub fn peak_concurrent_verifications(&self) -> usize {
+        self.peak_in_flight.load(Ordering::Relaxed)
+    }
+
+    /// How many RSA signature verifications have run (remembered tokens and tokens refused
+    /// before the signature, for their header or `kid`, cost none).
+    pub fn verifications_run(&self) -> u64 {
+        self.verifications.load(Ordering::Relaxed)
+    }
+
+    /// Also accepts, for `ver: 2.0` tokens, the v2 issuer `{authority}/{tid}/v2.0` of the fake
+    /// Entra ID at `authority` (for example `https://localhost:8443`).
     pub fn with_authority(mut self, authority: &str) -> Self {
         let issuer = format!(
             "{}/{}/v2.0",
             authority.trim_end_matches('/'),
             self.directory.tenant_id()
         );
-        if !self.issuers.contains(&issuer) {
-            self.issuers.push(issuer);
+        if !self.v2_issuers.contains(&issuer) {
+            self.v2_issuers.push(issuer);
         }
         self
     }
@@ -194,37 +283,62 @@ impl TokenValidator {
         self
     }
 
+    /// Sets the longest token lifetime accepted (whole seconds; default
+    /// [`DEFAULT_MAX_LIFETIME`]).
+    pub fn with_max_lifetime(mut self, max_lifetime: Duration) -> Self {
+        self.max_lifetime = max_lifetime;
+        self
+    }
+
     /// Trusts the signing key of `issuer` (under its `kid`).
     pub fn trust(&self, issuer: &TokenIssuer) -> Result<(), Error> {
         self.add_key(issuer.kid(), issuer.decoding_key()?);
         Ok(())
     }
 
-    /// Trusts `key` for tokens whose header carries `kid` (replacing any key with that `kid`).
+    /// Trusts `key` for tokens whose header carries `kid` (replacing any key with that `kid`:
+    /// sessions authenticated with a token the replaced key verified are then
+    /// [revoked](Self::revoked)).
     pub fn add_key(&self, kid: impl Into<String>, key: DecodingKey) {
         let kid = kid.into();
-        if let Ok(mut keys) = self.keys.write() {
-            keys.insert(kid.clone(), key);
-        }
+        self.keys.insert(kid.clone(), key);
         // A replaced key must not vouch for what the old one signed.
-        self.forget_signed_by(&kid);
+        self.verified.forget_signed_by(&kid);
     }
 
-    fn forget_signed_by(&self, kid: &str) {
-        if let Ok(mut verified) = self.verified.lock() {
-            verified.retain(|_, v| v.kid != kid);
+    /// Stops trusting the key `kid`; returns whether it was trusted. Sessions authenticated
+    /// with a token it verified are [revoked](Self::revoked).
+    pub fn remove_key(&self, kid: &str) -> bool {
+        let removed = self.keys.remove(kid);
+        self.verified.forget_signed_by(kid);
+        removed
+    }
+
+    /// Resolves once the signing key of generation `key_generation` (a
+    /// [`ValidToken::key_generation`]) is no longer trusted — removed, or replaced under its
+    /// `kid` — or at once if it is not trusted now. A session awaits it beside its deadline
+    /// and closes when it resolves.
+    pub async fn revoked(&self, key_generation: u64) {
+        let mut revocations = self.keys.revocations();
+        loop {
+            if !self.keys.is_trusted(key_generation) {
+                return;
+            }
+            if revocations.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
         }
     }
 
-    /// Stops trusting the key `kid`; returns whether it was trusted.
-    pub fn remove_key(&self, kid: &str) -> bool {
-        let removed = self
-            .keys
-            .write()
-            .map(|mut keys| keys.remove(kid).is_some())
-            .unwrap_or(false);
-        self.forget_signed_by(kid);
-        removed
+    /// A receiver of the key-revocation counter, which moves whenever a signing key is removed
+    /// or replaced (then check [`is_trusted`](Self::is_trusted)).
+    pub fn revocations(&self) -> watch::Receiver<u64> {
+        self.keys.revocations()
+    }
+
+    /// Whether the signing key of generation `key_generation` is still trusted.
+    pub fn is_trusted(&self, key_generation: u64) -> bool {
+        self.keys.is_trusted(key_generation)
     }
 
     /// The clock skew allowed on `exp` and `nbf`.
@@ -232,9 +346,19 @@ impl TokenValidator {
         self.skew
     }
 
-    /// The issuers (`iss`) accepted.
-    pub fn issuers(&self) -> &[String] {
-        &self.issuers
+    /// The longest token lifetime accepted.
+    pub fn max_lifetime(&self) -> Duration {
+        self.max_lifetime
+    }
+
+    /// The issuers (`iss`) accepted: the v1 ones (for `ver: 1.0`), then the v2 ones (for
+    /// `ver: 2.0`).
+    pub fn issuers(&self) -> Vec<String> {
+        self.v1_issuers
+            .iter()
+            .chain(&self.v2_issuers)
+            .cloned()
+            .collect()
     }
 
     /// The audiences (`aud`) accepted.
@@ -242,61 +366,75 @@ impl TokenValidator {
         &self.audiences
     }
 
-    /// Checks `AUTH <username> <token>` (the username being the object id or the alias).
+    /// Checks `AUTH <username> <token>` (the username being the object id or the alias), on
+    /// the calling thread.
     pub fn validate(&self, username: &[u8], token: &[u8]) -> Result<ValidToken, Rejection> {
-        let claims = match self.remembered(token)? {
-            Some(claims) => claims,
-            None => self.verify(token)?,
+        let (generation, claims) = match self.verified.lookup(token, &self.keys, self.skew)? {
+            Some(hit) => hit,
+            None => {
+                let (kid, key) = self.key_for(token)?;
+                let generation = key.generation;
+                (generation, self.verify(token, kid, &key)?)
+            }
         };
-        self.authorise(username, claims)
+        self.authorise(username, generation, claims)
     }
 
-    /// The claims of a token verified before, if it still counts: its key is still trusted and
-    /// it is inside its `nbf`/`exp` window, give or take the skew (as `jsonwebtoken` checks).
-    fn remembered(&self, token: &[u8]) -> Result<Option<Claims>, Rejection> {
-        let Ok(verified) = self.verified.lock() else {
-            return Ok(None);
-        };
-        let Some(entry) = verified.get(token) else {
-            return Ok(None);
-        };
-        let trusted = self
-            .keys
-            .read()
-            .map(|keys| keys.contains_key(&entry.kid))
-            .unwrap_or(false);
-        if !trusted {
-            return Err(Rejection::UnknownKey);
+    /// Checks `AUTH <username> <token>` as [`validate`](Self::validate) does, with the RSA
+    /// verification (when the token is not remembered) on Tokio's blocking pool, at most
+    /// [`verification_slots`](Self::verification_slots) at a time; refused as
+    /// [`Rejection::Busy`] after waiting [`VERIFICATION_QUEUE_TIMEOUT`] for a slot.
+    pub async fn check(
+        self: &Arc<Self>,
+        username: &[u8],
+        token: &[u8],
+    ) -> Result<ValidToken, Rejection> {
+        if let Some((generation, claims)) = self.verified.lookup(token, &self.keys, self.skew)? {
+            return self.authorise(username, generation, claims);
         }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0) as f64;
-        let skew = self.skew.as_secs() as f64;
-        if entry.claims.exp < now - skew {
-            return Err(Rejection::Expired);
-        }
-        if entry.claims.nbf.is_some_and(|nbf| nbf > now + skew) {
-            return Err(Rejection::NotYetValid);
-        }
-        Ok(Some(entry.claims.clone()))
+        // Cheap refusals before queueing: a malformed header, another algorithm, an unknown kid.
+        let (kid, _) = self.key_for(token)?;
+        let permit = tokio::time::timeout(
+            VERIFICATION_QUEUE_TIMEOUT,
+            self.slots.clone().acquire_owned(),
+        )
+        .await
+        .map_err(|_| Rejection::Busy)?
+        .map_err(|_| Rejection::Busy)?;
+        // The key trusted now, not when the AUTH was queued (it may have been replaced since).
+        let key = self.keys.get(&kid).ok_or(Rejection::UnknownKey)?;
+        let this = Arc::clone(self);
+        let owned: Box<[u8]> = token.into();
+        let generation = key.generation;
+        let claims = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let now = this.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+            this.peak_in_flight.fetch_max(now, Ordering::Relaxed);
+            let verified = this.verify(&owned, kid, &key);
+            this.in_flight.fetch_sub(1, Ordering::Relaxed);
+            verified
+        })
+        .await
+        .map_err(|_| Rejection::Busy)??;
+        self.authorise(username, generation, claims)
     }
 
-    /// Verifies a token's signature and claims (everything but the directory), and remembers
-    /// it when it passes.
-    fn verify(&self, token: &[u8]) -> Result<Claims, Rejection> {
+    /// The header's `kid` and the key trusted under it (cheap: no signature is checked).
+    fn key_for(&self, token: &[u8]) -> Result<(String, TrustedKey), Rejection> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| Rejection::Malformed)?;
         if header.alg != Algorithm::RS256 {
             return Err(Rejection::Algorithm);
         }
         let kid = header.kid.ok_or(Rejection::UnknownKey)?;
-        let key = self
-            .keys
-            .read()
-            .ok()
-            .and_then(|keys| keys.get(&kid).cloned())
-            .ok_or(Rejection::UnknownKey)?;
+        let key = self.keys.get(&kid).ok_or(Rejection::UnknownKey)?;
+        Ok((kid, key))
+    }
 
+    /// Verifies a token's signature with `key` (trusted under `kid` when it was looked up) and
+    /// its claims (everything but the directory), and remembers it when it passes and `key` is
+    /// still the one trusted under `kid`.
+    fn verify(&self, token: &[u8], kid: String, key: &TrustedKey) -> Result<Claims, Rejection> {
+        self.verifications.fetch_add(1, Ordering::Relaxed);
         let mut validation = Validation::new(Algorithm::RS256);
         validation.algorithms = vec![Algorithm::RS256];
         validation.leeway = self.skew.as_secs();
@@ -304,24 +442,28 @@ impl TokenValidator {
         validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "aud", "iss"]);
         validation.set_audience(&self.audiences);
-        validation.set_issuer(&self.issuers);
 
-        let data = jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|e| match e
-            .kind()
-        {
-            ErrorKind::InvalidSignature => Rejection::Signature,
-            ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => Rejection::Algorithm,
-            ErrorKind::ExpiredSignature => Rejection::Expired,
-            ErrorKind::ImmatureSignature => Rejection::NotYetValid,
-            ErrorKind::InvalidAudience => Rejection::Audience,
-            ErrorKind::InvalidIssuer => Rejection::Issuer,
-            ErrorKind::MissingRequiredClaim(_) | ErrorKind::InvalidClaimFormat(_) => {
-                Rejection::Claims
-            }
-            ErrorKind::Json(_) => Rejection::Claims,
-            _ => Rejection::Malformed,
-        })?;
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &key.key, &validation).map_err(|e| {
+                match e.kind() {
+                    ErrorKind::InvalidSignature => Rejection::Signature,
+                    ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => {
+                        Rejection::Algorithm
+                    }
+                    ErrorKind::ExpiredSignature => Rejection::Expired,
+                    ErrorKind::ImmatureSignature => Rejection::NotYetValid,
+                    ErrorKind::InvalidAudience => Rejection::Audience,
+                    ErrorKind::InvalidIssuer => Rejection::Issuer,
+                    ErrorKind::MissingRequiredClaim(_) | ErrorKind::InvalidClaimFormat(_) => {
+                        Rejection::Claims
+                    }
+                    ErrorKind::Json(_) => Rejection::Claims,
+                    _ => Rejection::Malformed,
+                }
+            })?;
         let claims = data.claims;
+        self.check_issuer(&claims)?;
+        self.check_lifetime(&claims)?;
         let tenant = self.directory.tenant_id().as_bytes();
         if !claims
             .tid
@@ -330,32 +472,56 @@ impl TokenValidator {
         {
             return Err(Rejection::Tenant);
         }
-        if let Ok(mut verified) = self.verified.lock() {
-            if verified.len() >= VERIFIED_CAPACITY {
-                let now = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0) as f64;
-                let skew = self.skew.as_secs() as f64;
-                verified.retain(|_, v| v.claims.exp >= now - skew);
-                if verified.len() >= VERIFIED_CAPACITY {
-                    verified.clear();
-                }
-            }
-            verified.insert(
-                token.into(),
-                Verified {
-                    kid,
-                    claims: claims.clone(),
-                },
-            );
-        }
+        self.verified.remember(
+            token,
+            Proof {
+                kid,
+                generation: key.generation,
+                exp: claims.exp,
+                nbf: claims.nbf,
+                claims: claims.clone(),
+            },
+            &self.keys,
+            self.skew,
+        );
         Ok(claims)
+    }
+
+    /// `iss` must be the tenant's issuer for the token's `ver`, as Entra issues them.
+    fn check_issuer(&self, claims: &Claims) -> Result<(), Rejection> {
+        let accepted = match claims.ver.as_deref() {
+            Some("1.0") => &self.v1_issuers,
+            Some("2.0") => &self.v2_issuers,
+            _ => return Err(Rejection::Issuer),
+        };
+        if accepted.contains(&claims.iss) {
+            Ok(())
+        } else {
+            Err(Rejection::Issuer)
+        }
+    }
+
+    /// `exp` no farther than the maximum lifetime (plus the skew) from `iat`, `nbf` and now.
+    fn check_lifetime(&self, claims: &Claims) -> Result<(), Rejection> {
+        let limit = self.max_lifetime.as_secs() as f64 + self.skew.as_secs() as f64;
+        let starts = [claims.iat, claims.nbf, Some(now_f64())];
+        for start in starts.into_iter().flatten() {
+            let lifetime = claims.exp - start;
+            if !lifetime.is_finite() || lifetime > limit {
+                return Err(Rejection::Lifetime);
+            }
+        }
+        Ok(())
     }
 
     /// Who the verified token lets in: its `oid` (or the assignment's alias) must be the
     /// username, and that object id must have an access policy now.
-    fn authorise(&self, username: &[u8], claims: Claims) -> Result<ValidToken, Rejection> {
+    fn authorise(
+        &self,
+        username: &[u8],
+        key_generation: u64,
+        claims: Claims,
+    ) -> Result<ValidToken, Rejection> {
         let oid = claims.oid.ok_or(Rejection::MissingOid)?;
         let assignment = self.directory.assignment_of(&oid);
         let by_oid = oid.as_bytes().eq_ignore_ascii_case(username);
@@ -377,6 +543,7 @@ impl TokenValidator {
                 0
             },
             policy,
+            key_generation,
         })
     }
 }
@@ -404,7 +571,7 @@ mod tests {
             .validate(oid.as_bytes(), token.as_bytes())
             .unwrap();
         // Remembered: the same answer, again and again.
-        assert_eq!(validator.verified.lock().unwrap().len(), 1);
+        assert_eq!(validator.verified.len(), 1);
         let again = validator
             .validate(oid.as_bytes(), token.as_bytes())
             .unwrap();
@@ -428,7 +595,48 @@ mod tests {
             validator.validate(oid.as_bytes(), token.as_bytes()),
             Err(Rejection::UnknownKey)
         );
-        assert!(validator.verified.lock().unwrap().is_empty());
+        assert!(validator.verified.len() == 0);
+    }
+
+    #[test]
+    fn a_key_replaced_during_a_verification_cannot_vouch_for_its_tokens() {
+        let (directory, issuer, validator, oid, token) = setup();
+        // A verification looks the key up…
+        let (kid, old) = validator.key_for(token.as_bytes()).unwrap();
+        // …the key is replaced under the same kid meanwhile…
+        let other = TokenIssuer::new(directory.tenant_id(), Duration::from_secs(3600)).unwrap();
+        validator.add_key(issuer.kid(), other.decoding_key().unwrap());
+        // …and the verification, with the old key, finishes: it succeeds for that one AUTH…
+        assert!(validator.verify(token.as_bytes(), kid, &old).is_ok());
+        // …but the old key's token is not remembered: the next AUTH checks it with the key
+        // trusted now, and fails.
+        assert!(validator.verified.len() == 0);
+        assert_eq!(
+            validator.validate(oid.as_bytes(), token.as_bytes()),
+            Err(Rejection::Signature)
+        );
+    }
+
+    #[tokio::test]
+    async fn revoked_resolves_once_the_key_that_verified_the_token_goes() {
+        let (_directory, issuer, validator, oid, token) = setup();
+        let valid = validator
+            .validate(oid.as_bytes(), token.as_bytes())
+            .unwrap();
+        let validator = Arc::new(validator);
+        let watcher = validator.clone();
+        let generation = valid.key_generation;
+        let waiting = tokio::spawn(async move { watcher.revoked(generation).await });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "the key is still trusted");
+        assert!(validator.remove_key(issuer.kid()));
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("revoked() resolves when the key is removed")
+            .unwrap();
+        // A key no longer trusted: at once.
+        validator.revoked(generation).await;
+        assert!(!validator.is_trusted(generation));
     }
 
     #[test]
@@ -443,18 +651,13 @@ mod tests {
             validator.validate(oid.as_bytes(), expired.as_bytes()),
             Err(Rejection::Expired)
         );
-        assert!(validator.verified.lock().unwrap().is_empty());
+        assert!(validator.verified.len() == 0);
         // A token remembered while valid is refused once its exp (plus skew) has passed.
         let token = issuer
             .sign(&issuer.claims_for(&sp, REDIS_RESOURCE, 3600))
             .unwrap();
         assert!(validator.validate(oid.as_bytes(), token.as_bytes()).is_ok());
-        validator
-            .verified
-            .lock()
-            .unwrap()
-            .values_mut()
-            .for_each(|v| v.claims.exp = 1.0);
+        validator.verified.expire_all();
         assert_eq!(
             validator.validate(oid.as_bytes(), token.as_bytes()),
             Err(Rejection::Expired)

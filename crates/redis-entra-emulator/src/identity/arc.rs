@@ -8,13 +8,16 @@
 //! 2. the client repeats the request with `Authorization: Basic <file contents>` and gets
 //!    IMDS's reply (`client_id`/`object_id`/`msi_res_id` select a user-assigned identity).
 //!
-//! A key is good for one token request. A wrong key is a 401 without a new challenge. The real
+//! A key is good for one token request, within [`ARC_KEY_LIFETIME`]; at most
+//! [`ARC_KEY_CAPACITY`] are outstanding (a new challenge first drops the expired ones, then the
+//! oldest, deleting their files). A wrong key is a 401 without a new challenge. The real
 //! agent keeps the files in `/var/opt/azcmagent/tokens`; the emulator in its own folder, so
 //! SDKs that insist on that folder (Python's azure-identity) cannot be pointed at it.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -32,12 +35,23 @@ use super::imds::serve_imds;
 use super::IdentityState;
 use crate::stats::Stats;
 
+/// How long a challenge key is good for.
+pub const ARC_KEY_LIFETIME: Duration = Duration::from_secs(60);
+/// How many challenge keys may be outstanding at once.
+pub const ARC_KEY_CAPACITY: usize = 256;
+
+/// An outstanding challenge: its key file and when it was written.
+struct Challenge {
+    path: PathBuf,
+    issued: Instant,
+}
+
 /// The Arc endpoint's state: the identity endpoints' and the outstanding challenge keys.
 #[derive(Clone)]
 struct ArcState {
     identity: IdentityState,
     key_dir: PathBuf,
-    keys: Arc<Mutex<HashSet<String>>>,
+    keys: Arc<Mutex<HashMap<String, Challenge>>>,
 }
 
 /// The Azure Arc endpoint's routes (serve them over plain HTTP on loopback, as himds does on
@@ -50,7 +64,7 @@ pub fn arc_router(state: IdentityState, key_dir: PathBuf) -> Router {
         .with_state(ArcState {
             identity: state,
             key_dir,
-            keys: Arc::new(Mutex::new(HashSet::new())),
+            keys: Arc::new(Mutex::new(HashMap::new())),
         })
 }
 
@@ -97,10 +111,16 @@ async fn arc_token(
     let accepted = {
         let mut keys = state.keys.lock().unwrap_or_else(PoisonError::into_inner);
         let found = keys
-            .iter()
+            .keys()
             .find(|k| constant_time_eq(k.as_bytes(), presented.as_bytes()))
             .cloned();
-        found.map(|k| keys.remove(&k)).unwrap_or(false)
+        match found.and_then(|k| keys.remove(&k)) {
+            Some(challenge) => {
+                let _ = std::fs::remove_file(&challenge.path);
+                challenge.issued.elapsed() < ARC_KEY_LIFETIME
+            }
+            None => false,
+        }
     };
     if !accepted {
         log("wrong challenge key", StatusCode::UNAUTHORIZED);
@@ -137,11 +157,35 @@ fn challenge(state: &ArcState) -> Response {
             "The agent could not write the challenge's key file.",
         );
     }
-    state
-        .keys
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .insert(key);
+    {
+        let mut keys = state.keys.lock().unwrap_or_else(PoisonError::into_inner);
+        keys.retain(|_, c| {
+            let live = c.issued.elapsed() < ARC_KEY_LIFETIME;
+            if !live {
+                let _ = std::fs::remove_file(&c.path);
+            }
+            live
+        });
+        while keys.len() >= ARC_KEY_CAPACITY {
+            let oldest = keys
+                .iter()
+                .min_by_key(|(_, c)| c.issued)
+                .map(|(k, _)| k.clone());
+            match oldest.and_then(|k| keys.remove(&k)) {
+                Some(c) => {
+                    let _ = std::fs::remove_file(&c.path);
+                }
+                None => break,
+            }
+        }
+        keys.insert(
+            key,
+            Challenge {
+                path: path.clone(),
+                issued: Instant::now(),
+            },
+        );
+    }
     let mut reply = error(
         StatusCode::UNAUTHORIZED,
         "unauthorized",

@@ -25,7 +25,7 @@ use uuid::Uuid;
 use super::device_code::html_escape;
 use super::errors::EntraError;
 use super::form::read_form;
-use super::sign_in::{CodeGrant, AUTH_CODE_LIFETIME};
+use super::sign_in::{insert_bounded, CodeGrant, AUTH_CODE_LIFETIME};
 use super::tenant::TenantRef;
 use super::user_grants::{check_password, check_public_client, user_audience};
 use super::IdentityState;
@@ -238,23 +238,18 @@ pub(crate) async fn submit(
         Uuid::new_v4().simple()
     );
     let get = |n: &str| params.get(n).cloned().unwrap_or_default();
-    state
-        .directory
-        .sign_in()
-        .codes
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .insert(
-            code.clone(),
-            CodeGrant {
-                client_id: get("client_id"),
-                redirect_uri: get("redirect_uri"),
-                code_challenge: get("code_challenge"),
-                scope: get("scope"),
-                object_id: user.object_id.clone(),
-                expires_at: Instant::now() + AUTH_CODE_LIFETIME,
-            },
-        );
+    insert_bounded(
+        &state.directory.sign_in().codes,
+        code.clone(),
+        CodeGrant {
+            client_id: get("client_id"),
+            redirect_uri: get("redirect_uri"),
+            code_challenge: get("code_challenge"),
+            scope: get("scope"),
+            object_id: user.object_id.clone(),
+            expires_at: Instant::now() + AUTH_CODE_LIFETIME,
+        },
+    );
     let mut location = match url::Url::parse(&get("redirect_uri")) {
         Ok(url) => url,
         Err(_) => return error_page(&EntraError::missing_parameter("redirect_uri")),

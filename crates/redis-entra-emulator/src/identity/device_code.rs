@@ -6,9 +6,12 @@
 //!   `grant_type=urn:ietf:params:oauth:grant-type:device_code` (see [`super::user_grants`]);
 //! - the user approves at `verification_uri`, a page of the emulator
 //!   (`GET /{tenant}/oauth2/v2.0/devicecode/verify`), or a test posts
-//!   `POST /{tenant}/oauth2/v2.0/devicecode/approve` with `user_code` (and optionally
-//!   `username` + `password`, or `action=decline`). With auto-approval on (the default, see
-//!   [`super::SignInState`]) the code is approved for the tenant's first user when issued.
+//!   `POST /{tenant}/oauth2/v2.0/devicecode/approve` with `user_code`, `username` and
+//!   `password` (the sign-in form: approval needs the user's credentials), or
+//!   `action=decline`. With auto-approval on (the default, see [`super::SignInState`]) the
+//!   code is approved for the tenant's first user when issued, and an approval without
+//!   credentials approves it as that user; with it off, an approval without credentials is
+//!   refused (400 `invalid_request`, AADSTS900144) and the code stays pending.
 //!
 //! The device code is never logged.
 
@@ -23,7 +26,7 @@ use uuid::Uuid;
 
 use super::errors::{correlation_id, json_reply, EntraError};
 use super::form::read_form;
-use super::sign_in::{DeviceGrant, DeviceStatus, DEVICE_CODE_LIFETIME};
+use super::sign_in::{insert_bounded, DeviceGrant, DeviceStatus, DEVICE_CODE_LIFETIME};
 use super::tenant::TenantRef;
 use super::user_grants::{check_password, check_public_client, user_audience};
 use super::IdentityState;
@@ -79,22 +82,19 @@ pub(crate) async fn start(
             _ => DeviceStatus::Pending,
         };
         let now = Instant::now();
-        sign_in
-            .device_codes
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(
-                device_code.clone(),
-                DeviceGrant {
-                    user_code: user_code.clone(),
-                    client_id: client_id.to_string(),
-                    scope: scope.to_string(),
-                    expires_at: now + DEVICE_CODE_LIFETIME,
-                    interval,
-                    last_poll: now,
-                    status,
-                },
-            );
+        insert_bounded(
+            &sign_in.device_codes,
+            device_code.clone(),
+            DeviceGrant {
+                user_code: user_code.clone(),
+                client_id: client_id.to_string(),
+                scope: scope.to_string(),
+                expires_at: now + DEVICE_CODE_LIFETIME,
+                interval,
+                last_poll: now,
+                status,
+            },
+        );
         let verification_uri = format!(
             "{}/{}/oauth2/v2.0/devicecode/verify",
             state.authority(),
@@ -119,8 +119,8 @@ pub(crate) async fn start(
     result.unwrap_or_else(|e: EntraError| e.respond(state.authority(), &correlation))
 }
 
-/// `POST /{tenant}/oauth2/v2.0/devicecode/approve`: `user_code`, optional `username` and
-/// `password` (checked when given; otherwise the tenant's first user), optional
+/// `POST /{tenant}/oauth2/v2.0/devicecode/approve`: `user_code`, `username` and `password`
+/// (required unless auto-approval is on: then, without them, the tenant's first user), or
 /// `action=decline`.
 pub(crate) async fn approve(
     State(state): State<IdentityState>,
@@ -144,6 +144,12 @@ pub(crate) async fn approve(
         } else {
             let user = match (form.get("username"), form.get("password")) {
                 (Some(u), Some(p)) => check_password(&state.directory, u, p)?,
+                (None, _) if !sign_in.auto_approve() => {
+                    return Err(EntraError::missing_parameter("username"))
+                }
+                (Some(_), None) if !sign_in.auto_approve() => {
+                    return Err(EntraError::missing_parameter("password"))
+                }
                 _ => state.directory.users().into_iter().next().ok_or_else(|| {
                     EntraError::new(
                         StatusCode::BAD_REQUEST,

@@ -52,7 +52,8 @@ pub(crate) enum SelectError {
 }
 
 /// The managed identity a request selects: the system-assigned one without a selector, else
-/// the managed identity (system- or user-assigned) the selector names. Service principals are
+/// the managed identity (system- or user-assigned) the selector names, provided it is attached
+/// to the emulated compute resource ([`Directory::is_attached`]). Service principals are
 /// never chosen: they are not attached to a compute resource.
 pub(crate) fn select_identity(
     directory: &Directory,
@@ -70,7 +71,7 @@ pub(crate) fn select_identity(
             matches!(
                 p.kind,
                 PrincipalKind::SystemAssignedIdentity | PrincipalKind::UserAssignedIdentity
-            )
+            ) && directory.is_attached(&p.object_id)
         })
         .ok_or(SelectError::NotFound)
 }

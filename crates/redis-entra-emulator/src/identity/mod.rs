@@ -1,13 +1,19 @@
 //! The fake Entra ID: what a client talks to before it ever reaches Redis.
 //!
-//! Two routers share one [`IdentityState`]:
+//! Three routers share one [`IdentityState`]:
 //!
 //! - [`authority_router`] is the authority host (`AZURE_AUTHORITY_HOST`), served over HTTPS
 //!   because the Azure SDK for Rust refuses a plain-http authority: the OpenID Connect metadata
 //!   documents (v1 and v2), the JWKS, and the v2 token endpoint with the client-credentials grant.
-//! - [`managed_identity_router`] is a managed-identity endpoint, served over plain HTTP on
-//!   loopback as App Service serves `IDENTITY_ENDPOINT`: the App Service protocol at `/msi/token`
-//!   and the VM (IMDS) shape at `/metadata/identity/oauth2/token`.
+//! - [`managed_identity_router`] is App Service's managed-identity endpoint, served over plain
+//!   HTTP on loopback as App Service serves `IDENTITY_ENDPOINT`: `/msi/token`, guarded by
+//!   `X-IDENTITY-HEADER`.
+//! - [`imds_router`] is the VM's instance metadata service, on a listener of its own (as
+//!   `169.254.169.254` is another host than the app's endpoint): `/metadata/identity/oauth2/token`,
+//!   guarded by `Metadata: true` only, as IMDS is.
+//!
+//! The managed-identity endpoints serve only the identities attached to the emulated compute
+//! resource ([`Directory::attach_identity`](crate::directory::Directory::attach_identity)).
 //!
 //! [`serve`] runs either router on a listener, one task per connection, with or without TLS.
 //!
@@ -77,10 +83,10 @@ mod tenant;
 mod token_endpoint;
 mod user_grants;
 
-pub use arc::arc_router;
+pub use arc::{arc_router, ARC_KEY_CAPACITY, ARC_KEY_LIFETIME};
 pub use oidc_issuer::issuer_url as oidc_issuer_url;
 pub use server::serve;
-pub use sign_in::SignInState;
+pub use sign_in::{SignInState, SIGN_IN_STORE_CAPACITY};
 
 /// Everything the identity endpoints share: the tenant, the signing key, the faults in force,
 /// the counters, and where the emulator is reachable.
@@ -173,16 +179,23 @@ pub fn authority_router(state: IdentityState) -> Router {
         .with_state(state)
 }
 
-/// The managed-identity endpoint's routes (serve them over plain HTTP on loopback, as App
-/// Service does):
-///
-/// - `GET /msi/token?api-version=2019-08-01&resource=…` with `X-IDENTITY-HEADER` (App Service,
-///   Functions, Container Apps: `IDENTITY_ENDPOINT` is `http://127.0.0.1:PORT/msi/token`);
-/// - `GET /metadata/identity/oauth2/token?api-version=…&resource=…` with `Metadata: true`
-///   (the VM instance metadata service's shape).
+/// App Service's managed-identity endpoint (serve it over plain HTTP on loopback, as App
+/// Service does): `GET /msi/token?api-version=2019-08-01&resource=…` with `X-IDENTITY-HEADER`
+/// (App Service, Functions, Container Apps: `IDENTITY_ENDPOINT` is
+/// `http://127.0.0.1:PORT/msi/token`). Nothing else: the IMDS shape, which needs no secret
+/// header, is [`imds_router`]'s, on another listener.
 pub fn managed_identity_router(state: IdentityState) -> Router {
     Router::new()
         .route("/msi/token", get(managed_identity::app_service_token))
+        .layer(axum::middleware::from_fn(logging::log_request))
+        .with_state(state)
+}
+
+/// The VM instance metadata service's managed-identity route (serve it over plain HTTP on a
+/// loopback listener of its own): `GET /metadata/identity/oauth2/token?api-version=…&resource=…`
+/// with `Metadata: true`.
+pub fn imds_router(state: IdentityState) -> Router {
+    Router::new()
         .route("/metadata/identity/oauth2/token", get(imds::imds_token))
         .layer(axum::middleware::from_fn(logging::log_request))
         .with_state(state)

@@ -9,12 +9,65 @@
 //! [`SignInState::set_auto_submit`] is on: then it signs in the first user by itself (for
 //! headless browser tests).
 //!
+//! Every store is bounded: at most [`SIGN_IN_STORE_CAPACITY`] entries each; an insertion first
+//! drops the expired entries (a device code nobody polls lives its 15 minutes, no longer), then,
+//! while the store is still full, the entry that would expire soonest.
+//!
 //! Codes are secrets: `Debug` shows counts only, and nothing here logs one.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
+
+/// How many entries each sign-in store (pending device codes, authorization codes, refresh
+/// tokens) holds at most.
+pub const SIGN_IN_STORE_CAPACITY: usize = 1024;
+
+/// What a bounded store needs of its entries: when they stop counting.
+pub(crate) trait Expires {
+    fn expires_at(&self) -> Instant;
+}
+
+impl Expires for DeviceGrant {
+    fn expires_at(&self) -> Instant {
+        self.expires_at
+    }
+}
+
+impl Expires for CodeGrant {
+    fn expires_at(&self) -> Instant {
+        self.expires_at
+    }
+}
+
+impl Expires for RefreshGrant {
+    fn expires_at(&self) -> Instant {
+        self.expires_at
+    }
+}
+
+/// Inserts into a bounded store (see the module documentation).
+pub(crate) fn insert_bounded<V: Expires>(store: &Mutex<HashMap<String, V>>, key: String, value: V) {
+    let mut map = store.lock().unwrap_or_else(PoisonError::into_inner);
+    if map.len() >= SIGN_IN_STORE_CAPACITY {
+        let now = Instant::now();
+        map.retain(|_, v| v.expires_at() > now);
+    }
+    while map.len() >= SIGN_IN_STORE_CAPACITY {
+        let soonest = map
+            .iter()
+            .min_by_key(|(_, v)| v.expires_at())
+            .map(|(k, _)| k.clone());
+        match soonest {
+            Some(k) => {
+                map.remove(&k);
+            }
+            None => break,
+        }
+    }
+    map.insert(key, value);
+}
 
 /// How long a device code lives (Entra: 15 minutes).
 pub(crate) const DEVICE_CODE_LIFETIME: Duration = Duration::from_secs(900);
@@ -133,6 +186,31 @@ impl SignInState {
             .store(interval.as_secs().max(1), Ordering::Relaxed);
     }
 
+    /// How many device codes are stored (pending, approved or declined, not yet redeemed or
+    /// pruned).
+    pub fn device_code_count(&self) -> usize {
+        self.device_codes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// How many authorization codes are stored.
+    pub fn code_count(&self) -> usize {
+        self.codes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// How many refresh tokens are stored.
+    pub fn refresh_token_count(&self) -> usize {
+        self.refresh_tokens
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
     /// Revokes every refresh token (as a password reset or an admin's revocation does).
     pub fn forget_refresh_tokens(&self) {
         self.refresh_tokens
@@ -169,5 +247,48 @@ impl SignInState {
             }
             None => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(expires_at: Instant) -> RefreshGrant {
+        RefreshGrant {
+            client_id: String::new(),
+            object_id: String::new(),
+            expires_at,
+        }
+    }
+
+    #[test]
+    fn a_full_store_drops_the_expired_then_the_soonest_to_expire() {
+        let store = Mutex::new(HashMap::new());
+        let now = Instant::now();
+        let past = now.checked_sub(Duration::from_secs(1)).unwrap_or(now);
+        for i in 0..SIGN_IN_STORE_CAPACITY {
+            insert_bounded(&store, format!("old{i}"), grant(past));
+        }
+        // Full of expired entries: the next insertion drops them all.
+        insert_bounded(&store, "new".into(), grant(now + Duration::from_secs(60)));
+        assert_eq!(store.lock().unwrap().len(), 1);
+        // Full of live entries: the one expiring soonest makes room.
+        for i in 1..SIGN_IN_STORE_CAPACITY {
+            insert_bounded(
+                &store,
+                format!("live{i}"),
+                grant(now + Duration::from_secs(120 + i as u64)),
+            );
+        }
+        assert_eq!(store.lock().unwrap().len(), SIGN_IN_STORE_CAPACITY);
+        insert_bounded(
+            &store,
+            "last".into(),
+            grant(now + Duration::from_secs(9999)),
+        );
+        let store = store.lock().unwrap();
+        assert_eq!(store.len(), SIGN_IN_STORE_CAPACITY);
+        assert!(!store.contains_key("new") && store.contains_key("last"));
     }
 }

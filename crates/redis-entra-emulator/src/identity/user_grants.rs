@@ -25,7 +25,9 @@ use serde_json::{json, Value};
 use super::errors::{json_reply, EntraError};
 use super::form::FormParams;
 use super::resource::{audience_for_scope, ScopeError};
-use super::sign_in::{DeviceStatus, RefreshGrant, SignInState, REFRESH_TOKEN_LIFETIME};
+use super::sign_in::{
+    insert_bounded, DeviceStatus, RefreshGrant, SignInState, REFRESH_TOKEN_LIFETIME,
+};
 use super::IdentityState;
 use crate::directory::{Directory, PrincipalKind, UserAccount};
 use crate::signing::now_secs;
@@ -423,20 +425,15 @@ fn user_token_reply(
             uuid::Uuid::new_v4().simple(),
             uuid::Uuid::new_v4().simple()
         );
-        state
-            .directory
-            .sign_in()
-            .refresh_tokens
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(
-                refresh.clone(),
-                RefreshGrant {
-                    client_id: client_id.to_string(),
-                    object_id: user.object_id.clone(),
-                    expires_at: Instant::now() + REFRESH_TOKEN_LIFETIME,
-                },
-            );
+        insert_bounded(
+            &state.directory.sign_in().refresh_tokens,
+            refresh.clone(),
+            RefreshGrant {
+                client_id: client_id.to_string(),
+                object_id: user.object_id.clone(),
+                expires_at: Instant::now() + REFRESH_TOKEN_LIFETIME,
+            },
+        );
         if let Value::Object(map) = &mut body {
             map.insert("refresh_token".into(), json!(refresh));
         }
