@@ -779,7 +779,10 @@ async fn maintain_loop(inner: &Inner) {
                 // Only the live generation's death counts: an older one is replaced already.
                 if lost == inner.lock().generation {
                     inner.mark_broken(lost);
-                    let _ = inner.reconnect("the server closed the connection", true).await;
+                    // With `forever`, only a terminal error (the manager stopped) comes back.
+                    if inner.reconnect("the server closed the connection", true).await.is_err() {
+                        return;
+                    }
                 }
             }
             _ = expiry => {
@@ -789,7 +792,9 @@ async fn maintain_loop(inner: &Inner) {
                 };
                 if still {
                     inner.mark_broken(generation);
-                    let _ = inner.reconnect("its token expired", true).await;
+                    if inner.reconnect("its token expired", true).await.is_err() {
+                        return;
+                    }
                 }
             }
         }
