@@ -11,6 +11,12 @@
 //! sequential commands, alternately `SET` and `GET`, timing each. Figures: throughput per round
 //! (commands / wall time), and latency percentiles over all rounds. Environment: `ROUNDS`
 //! (default 8), `TASKS` (50), `PER_TASK` (2000).
+//!
+//! `OVERHEAD_ONLY=static` or `=entra` measures one kind only (both connections are still opened
+//! and warmed, so two such runs differ only in which kind the measured commands take): run each
+//! under `valgrind --tool=callgrind` and the difference of the instruction totals, divided by
+//! the commands, is the wrapper's own cost per command, free of the machine's noise
+//! (docs/PERFORMANCE.md).
 
 use std::time::{Duration, Instant};
 
@@ -96,6 +102,27 @@ async fn main() {
     round(plain.clone(), tasks, 200).await;
 
     let n = tasks * per_task;
+    if let Ok(only) = std::env::var("OVERHEAD_ONLY") {
+        let started = Instant::now();
+        let mut failed = 0;
+        for _ in 0..rounds {
+            failed += match only.as_str() {
+                "static" => round(plain.clone(), tasks, per_task).await.2,
+                "entra" => round(entra.clone(), tasks, per_task).await.2,
+                other => panic!("OVERHEAD_ONLY={other:?}: use static or entra"),
+            };
+        }
+        println!(
+            "overhead, {only} only: {} commands in {:?}, {failed} failed",
+            rounds * n,
+            started.elapsed()
+        );
+        drop(entra);
+        drop(plain);
+        drop(manager);
+        emulator.shutdown().await;
+        return;
+    }
     println!("overhead: {rounds} rounds, {tasks} tasks x {per_task} commands (SET/GET) per round and connection kind");
     let (mut lat_static, mut lat_entra) = (Vec::new(), Vec::new());
     let (mut tput_static, mut tput_entra) = (Vec::new(), Vec::new());
