@@ -228,6 +228,10 @@ fn setuser_args(user: &str, password: &str, rules: &str) -> Vec<String> {
         format!(">{password}"),
     ];
     args.extend(rules.split_whitespace().map(String::from));
+    // Azure's unsupported commands, also for scripts (`redis.call`).
+    args.extend(crate::gateway::commands::acl_removals(
+        crate::gateway::Profile::AzureCacheForRedis,
+    ));
     args
 }
 
@@ -372,8 +376,28 @@ impl Backend {
             _dir: None,
         };
         backend.wait_ready().await?;
+        backend.check_default_user_off().await?;
         backend.install_users().await?;
         Ok(backend)
+    }
+
+    /// Refuses a backend on which an unauthenticated connection can run commands (its
+    /// `default` user on without a password): `RESET`, or a substituted `AUTH` that fails,
+    /// would leave a client there with `default`'s rights.
+    async fn check_default_user_off(&self) -> Result<(), Error> {
+        let mut s = connect_to(&self.addr)
+            .await
+            .map_err(|e| Error::io("connecting to the backend", e))?;
+        match request(&mut s, &["PING"]).await? {
+            Value::Error(text) if text.starts_with("NOAUTH") => Ok(()),
+            _ => Err(Error::Config(format!(
+                "the backend {} lets unauthenticated connections run commands: its `default` \
+                 user is on without a password. Turn it off (`ACL SETUSER default off`, or \
+                 `user default off` in its ACL file) and give the emulator an administrator \
+                 user in the URL (redis://admin:password@host:port)",
+                self.addr
+            ))),
+        }
     }
 
     /// The backends of a group of nodes that share their ACL users (a cluster), one per

@@ -114,6 +114,9 @@ pub struct EmulatorConfig {
     /// How long the projected service-account tokens of the workload identity live (default
     /// 1 hour); the emulator rewrites `AZURE_FEDERATED_TOKEN_FILE` at 80 % of it.
     pub federated_token_lifetime: Duration,
+    /// The gateway's limits (connections, time to authenticate) and the Azure product whose
+    /// unsupported commands it refuses.
+    pub gateway: crate::gateway::GatewayConfig,
 }
 
 impl Default for EmulatorConfig {
@@ -127,6 +130,7 @@ impl Default for EmulatorConfig {
             clock_skew: Duration::from_secs(2),
             cluster: None,
             federated_token_lifetime: Duration::from_secs(3600),
+            gateway: crate::gateway::GatewayConfig::default(),
         }
     }
 }
@@ -297,6 +301,7 @@ impl Emulator {
                     backend: node_backend,
                     stats: stats.clone(),
                     faults: faults.clone(),
+                    config: config.gateway,
                 },
             )?);
         }

@@ -32,8 +32,8 @@
 //! its side (a [restart](crate::backend::Backend::restart)), the client's connection is closed.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Mutex;
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -41,10 +41,15 @@ use tokio::sync::watch;
 use tokio::time::{sleep_until, timeout, Instant};
 use tracing::debug;
 
-use super::resp::{encode_command, Event, Frame, Limits, RequestParser};
-use super::validate::{Rejection, ValidToken};
+use super::commands::Profile;
+use super::pending::{
+    lease_for, Expect, Grant, Kind, Lease, Switch, Tracker, Verdict, MAX_DEADLINE,
+};
+use super::replies::Scanner;
+use super::resp::{encode_command, Event, Frame, Limits, ProtocolError, RequestParser};
+use super::validate::Rejection;
 use super::GatewayState;
-use crate::backend::BackendUser;
+use crate::backend::{BackendStream, BackendUser};
 use crate::stats::Stats;
 
 const WRONGPASS: &[u8] = b"-WRONGPASS invalid username-password pair or user is disabled.\r\n";
@@ -66,8 +71,14 @@ const BACKEND_READ: usize = 32 * 1024;
 const BACKEND_READ_INITIAL: usize = 2 * 1024;
 /// How long closing a connection (TLS close_notify) may take.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
-/// The farthest deadline the gateway schedules.
-const MAX_DEADLINE: Duration = Duration::from_secs(365 * 24 * 3600);
+/// How long Redis has to close its side after a request that breaks the protocol.
+const PROTOCOL_ERROR_DRAIN: Duration = Duration::from_secs(5);
+/// The largest `AUTH`/`HELLO` request the gateway holds (a token is a few KiB).
+pub(crate) const MAX_AUTH_REQUEST: usize = 16 * 1024;
+/// The largest subscribe or unsubscribe request the gateway holds.
+pub(crate) const MAX_SUBSCRIBE_REQUEST: usize = 1024 * 1024;
+/// The largest other request the gateway holds (`CLIENT`, `MULTI`, an unsupported command…).
+pub(crate) const MAX_HELD_REQUEST: usize = 64 * 1024;
 
 /// Why a connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,14 +87,19 @@ enum End {
     Client,
     /// The client sent `QUIT` before authenticating.
     Quit,
-    /// The client broke the protocol before authenticating.
+    /// The client broke the protocol (or sent a request larger than the gateway holds).
     Protocol,
     /// The backend closed its side (after `QUIT`, a protocol error, …) or failed.
     Backend,
     /// The token expired and was not renewed.
     Expired,
+    /// The client did not authenticate in time (after the handshake or a `RESET`).
+    AuthTimeout,
     /// Access keys were disabled while the connection was in with one.
     KeysDisabled,
+    /// The session's replies could no longer be followed while an `AUTH`, `HELLO` or `RESET`
+    /// was sent ([`pending`](super::pending)).
+    Untracked,
     /// The gateway is shutting down.
     Shutdown,
     /// An injected fault closed it ([`Faults::set_random_close`],
@@ -100,24 +116,26 @@ enum Cmd {
     Auth,
     Hello,
     Reset,
+    Multi,
+    Exec,
+    Discard,
+    Monitor,
+    Client,
     Subscribe(Kind),
     Unsubscribe(Kind),
-}
-
-/// The three kinds of subscription.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Channel,
-    Pattern,
-    Shard,
 }
 
 fn classify(name: &[u8]) -> Option<Cmd> {
     let is = |s: &[u8]| name.eq_ignore_ascii_case(s);
     match name.len() {
         4 if is(b"AUTH") => Some(Cmd::Auth),
+        4 if is(b"EXEC") => Some(Cmd::Exec),
         5 if is(b"HELLO") => Some(Cmd::Hello),
         5 if is(b"RESET") => Some(Cmd::Reset),
+        5 if is(b"MULTI") => Some(Cmd::Multi),
+        6 if is(b"CLIENT") => Some(Cmd::Client),
+        7 if is(b"DISCARD") => Some(Cmd::Discard),
+        7 if is(b"MONITOR") => Some(Cmd::Monitor),
         9 if is(b"SUBSCRIBE") => Some(Cmd::Subscribe(Kind::Channel)),
         10 if is(b"PSUBSCRIBE") => Some(Cmd::Subscribe(Kind::Pattern)),
         10 if is(b"SSUBSCRIBE") => Some(Cmd::Subscribe(Kind::Shard)),
@@ -128,8 +146,18 @@ fn classify(name: &[u8]) -> Option<Cmd> {
     }
 }
 
-fn intercepted(name: &[u8]) -> bool {
-    classify(name).is_some()
+/// How much of a request named `name` the gateway holds before forwarding it (`None`: it
+/// streams it).
+fn hold(name: &[u8], profile: Profile) -> Option<usize> {
+    match classify(name) {
+        Some(Cmd::Auth | Cmd::Hello) => Some(MAX_AUTH_REQUEST),
+        Some(Cmd::Subscribe(_) | Cmd::Unsubscribe(_)) => Some(MAX_SUBSCRIBE_REQUEST),
+        Some(_) => Some(MAX_HELD_REQUEST),
+        None if profile.refused_arg(name, None).is_some() || profile.needs_subcommand(name) => {
+            Some(MAX_HELD_REQUEST)
+        }
+        None => None,
+    }
 }
 
 /// A `HELLO` request, checked as Redis' `helloCommand` checks it before authenticating.
@@ -256,20 +284,6 @@ fn random_password() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
-/// When a connection authenticated with a token expiring at `exp` must close.
-fn deadline_for(exp: u64, skew: Duration) -> Instant {
-    let left = UNIX_EPOCH
-        .checked_add(Duration::from_secs(exp))
-        .and_then(|t| t.checked_add(skew))
-        .map(|t| {
-            t.duration_since(SystemTime::now())
-                .unwrap_or(Duration::ZERO)
-        })
-        .unwrap_or(MAX_DEADLINE)
-        .min(MAX_DEADLINE);
-    Instant::now() + left
-}
-
 /// Resolves when access keys are disabled after `epoch` (never when `epoch` is `None`: the
 /// connection is not in with a key).
 async fn keys_disabled(rx: &mut watch::Receiver<u64>, epoch: Option<u64>) {
@@ -320,25 +334,24 @@ async fn signalled(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
-/// What a successful `AUTH` proved.
-#[derive(Debug, Clone)]
-enum Grant {
-    /// A valid Entra token.
-    Token(ValidToken),
-    /// An access key, while keys were enabled at this revocation epoch.
-    AccessKey { epoch: u64 },
-}
-
 /// A successful authentication, and what it lets the connection do.
 struct Granted {
     grant: Grant,
     /// The backend user to substitute.
     user: BackendUser,
-    /// Whether Redis lets that user subscribe.
-    pubsub: bool,
 }
 
 impl Granted {
+    /// What the tracker applies when Redis accepts the substituted request.
+    fn switch(&self, hello: bool, proto: Option<u8>) -> Switch {
+        Switch {
+            grant: self.grant.clone(),
+            user: self.user.name.clone(),
+            hello,
+            proto,
+        }
+    }
+
     /// One debug line: who got in, as which backend user, until when. Never the credential.
     fn log(&self, conn: u64, what: &str) {
         match &self.grant {
@@ -389,7 +402,6 @@ impl Ctx<'_> {
         match self.state.validator.validate(user, password) {
             Ok(valid) => match self.state.backend.user_for(&valid.policy) {
                 Some(backend_user) => Ok(Granted {
-                    pubsub: self.state.backend.allows_pubsub(&valid.policy),
                     grant: Grant::Token(valid),
                     user: backend_user,
                 }),
@@ -416,7 +428,6 @@ impl Ctx<'_> {
             Ok(epoch) => Ok(Granted {
                 grant: Grant::AccessKey { epoch },
                 user: self.state.backend.access_key_user(),
-                pubsub: true,
             }),
             Err(rejection) => {
                 self.refused(&rejection);
@@ -502,115 +513,66 @@ impl Ctx<'_> {
     }
 }
 
-/// The subscriptions a connection asked for.
-#[derive(Debug, Default)]
-struct Subscriptions {
-    channels: HashSet<Vec<u8>>,
-    patterns: HashSet<Vec<u8>>,
-    shard: HashSet<Vec<u8>>,
-}
-
-impl Subscriptions {
-    fn of(&mut self, kind: Kind) -> &mut HashSet<Vec<u8>> {
-        match kind {
-            Kind::Channel => &mut self.channels,
-            Kind::Pattern => &mut self.patterns,
-            Kind::Shard => &mut self.shard,
-        }
-    }
-
-    fn any(&self) -> bool {
-        !(self.channels.is_empty() && self.patterns.is_empty() && self.shard.is_empty())
-    }
-
-    fn clear(&mut self) {
-        self.channels.clear();
-        self.patterns.clear();
-        self.shard.clear();
-    }
-}
-
 /// Phase 2: the client-to-backend direction of an authenticated connection.
 struct Forwarder {
     parser: RequestParser,
-    /// After a protocol error: forward everything and let Redis answer and close.
-    passthrough: bool,
+    /// After a protocol error: what is buffered went to Redis, which answers it and closes.
+    poisoned: bool,
+    /// A request whose replies cannot be counted was forwarded.
+    untrackable: bool,
     /// Bytes to write when a request was substituted (otherwise the read buffer is written).
     out: Vec<u8>,
-    deadline: Instant,
-    exp: u64,
-    /// Set while the connection is in with an access key: the revocation epoch it saw.
-    key_epoch: Option<u64>,
-    /// Whether the connection's backend user may subscribe.
-    pubsub: bool,
-    proto: u8,
-    subscriptions: Subscriptions,
+    profile: Profile,
 }
 
-/// What to do with an intercepted request.
+/// What to do with a request.
 enum Action {
     Forward,
     Substitute(Vec<u8>),
 }
 
 impl Forwarder {
-    fn new(granted: &Granted, proto: u8, skew: Duration) -> Self {
-        let mut fwd = Self {
+    fn new(profile: Profile) -> Self {
+        Self {
             parser: RequestParser::new(Limits::AUTHENTICATED),
-            passthrough: false,
+            poisoned: false,
+            untrackable: false,
             out: Vec::new(),
-            deadline: Instant::now() + MAX_DEADLINE,
-            exp: 0,
-            key_epoch: None,
-            pubsub: granted.pubsub,
-            proto,
-            subscriptions: Subscriptions::default(),
-        };
-        fwd.switch_to(&granted.grant, skew);
-        fwd
-    }
-
-    /// Takes on the deadline (or the key epoch) of a new grant.
-    fn switch_to(&mut self, grant: &Grant, skew: Duration) {
-        match grant {
-            Grant::Token(token) => {
-                let deadline = deadline_for(token.exp, skew);
-                if self.key_epoch.take().is_some() || deadline > self.deadline || self.exp == 0 {
-                    self.deadline = deadline;
-                    self.exp = token.exp;
-                }
-            }
-            Grant::AccessKey { epoch } => {
-                self.key_epoch = Some(*epoch);
-                self.deadline = Instant::now() + MAX_DEADLINE;
-                self.exp = 0;
-            }
+            profile,
         }
     }
 
-    /// Whether Redis refuses `AUTH`/`HELLO` now (RESP2 subscribed context).
-    fn pubsub_context(&self) -> bool {
-        self.proto == 2 && self.subscriptions.any()
-    }
-
-    /// Frames `buf` and returns how many bytes of it are ready to go to the backend. Those are
-    /// `buf[..n]` unless a request was substituted, in which case they are in `self.out`.
-    fn process(&mut self, buf: &[u8], ctx: &Ctx<'_>) -> usize {
-        if self.passthrough {
-            return buf.len();
-        }
+    /// Frames `buf`, records what each request's reply will tell, and returns how many bytes of
+    /// `buf` are ready to go to the backend. Those are `buf[..n]` unless a request was
+    /// substituted, in which case they are in `self.out`.
+    fn process(
+        &mut self,
+        buf: &[u8],
+        ctx: &Ctx<'_>,
+        tracker: &Mutex<Tracker>,
+    ) -> Result<usize, End> {
+        let mut tracker = tracker.lock().unwrap_or_else(|e| e.into_inner());
+        let profile = self.profile;
         let mut pos = 0;
         let mut copied = 0;
         loop {
             let rest = buf.get(pos..).unwrap_or(&[]);
-            match self.parser.next(rest, intercepted) {
-                Event::Partial(n) => pos += n,
+            let was_streaming = self.parser.is_streaming();
+            match self.parser.next_capped(rest, |name| hold(name, profile)) {
+                Event::Partial(n) => {
+                    if !was_streaming {
+                        // A request the gateway need not see whole: one reply.
+                        self.expect(&mut tracker, Expect::Plain(1))?;
+                    }
+                    pos += n;
+                }
                 Event::Frame(frame) => {
                     let len = frame.byte_len();
                     let bytes = rest.get(..len).unwrap_or(&[]);
-                    let cmd = frame.name(bytes).and_then(classify);
-                    if let Some(cmd) = cmd {
-                        if let Action::Substitute(with) = self.intercept(cmd, &frame, bytes, ctx) {
+                    if frame.argc() > 0 {
+                        let (action, expect) = self.request(&frame, bytes, ctx, &tracker)?;
+                        self.expect(&mut tracker, expect)?;
+                        if let Action::Substitute(with) = action {
                             self.out
                                 .extend_from_slice(buf.get(copied..pos).unwrap_or(&[]));
                             self.out.extend_from_slice(&with);
@@ -620,10 +582,18 @@ impl Forwarder {
                     pos += len;
                 }
                 Event::Incomplete => break,
+                Event::Error(ProtocolError::TooBigHeldRequest) => {
+                    debug!(
+                        conn = ctx.id,
+                        "a request the gateway must hold is too large: closing"
+                    );
+                    return Err(End::Protocol);
+                }
                 Event::Error(e) => {
-                    // Redis will see the same bytes, answer with the same error and close.
+                    // Redis will see the same bytes, answer with the same error and close;
+                    // nothing after them is read.
                     debug!(conn = ctx.id, error = %e, "protocol error; the backend will answer it");
-                    self.passthrough = true;
+                    self.poisoned = true;
                     pos = buf.len();
                     break;
                 }
@@ -633,119 +603,149 @@ impl Forwarder {
             self.out
                 .extend_from_slice(buf.get(copied..pos).unwrap_or(&[]));
         }
-        pos
+        Ok(pos)
     }
 
-    fn intercept(&mut self, cmd: Cmd, frame: &Frame, bytes: &[u8], ctx: &Ctx<'_>) -> Action {
-        match cmd {
-            Cmd::Auth => {
-                let args = frame.args(bytes);
-                match args.len() {
-                    // Redis answers the arity error itself.
-                    0 | 1 => Action::Forward,
-                    2 | 3 if ctx.reauth_refused() => Action::Substitute(self.invalid_auth()),
-                    2 | 3 => {
-                        let granted = match args.len() {
-                            2 => ctx.authenticate_key(&args[1]),
-                            _ => ctx.authenticate(&args[1], &args[2]),
-                        };
-                        match granted {
-                            Ok(granted) => {
-                                self.reauthenticated(&granted, None, ctx);
-                                Action::Substitute(auth_command(&granted.user))
-                            }
-                            Err(()) => Action::Substitute(self.invalid_auth()),
-                        }
-                    }
-                    // Redis answers `-ERR syntax error`; keep the arguments from it.
-                    _ => {
-                        let mut out = Vec::new();
-                        encode_command(&mut out, &[&b"AUTH"[..], INVALID_USER, b"-", b"-"]);
-                        Action::Substitute(out)
-                    }
-                }
-            }
-            Cmd::Hello => {
-                let args = frame.args(bytes);
-                match parse_hello(&args) {
-                    Err(e) => Action::Substitute(e.reproduction()),
-                    Ok(hello) => match hello.auth {
-                        None => {
-                            if let (Some(v), false) = (hello.version, self.pubsub_context()) {
-                                self.proto = v;
-                            }
-                            Action::Forward
-                        }
-                        Some(_) if ctx.reauth_refused() => Action::Substitute(
-                            hello.with_credentials(INVALID_USER, random_password().as_bytes()),
-                        ),
-                        Some((user, token)) => match ctx.authenticate(user, token) {
-                            Ok(granted) => {
-                                self.reauthenticated(&granted, hello.version, ctx);
-                                Action::Substitute(hello.with_credentials(
-                                    granted.user.name.as_bytes(),
-                                    granted.user.password.as_bytes(),
-                                ))
-                            }
-                            Err(()) => Action::Substitute(
-                                hello.with_credentials(INVALID_USER, random_password().as_bytes()),
-                            ),
-                        },
-                    },
-                }
-            }
-            Cmd::Subscribe(kind) => {
-                if self.pubsub {
-                    let args = frame.args(bytes);
-                    let set = self.subscriptions.of(kind);
-                    for channel in args.iter().skip(1) {
-                        set.insert(channel.to_vec());
-                    }
-                }
-                Action::Forward
-            }
-            Cmd::Unsubscribe(kind) => {
-                let args = frame.args(bytes);
-                let set = self.subscriptions.of(kind);
-                if args.len() <= 1 {
-                    set.clear();
-                } else {
-                    for channel in args.iter().skip(1) {
-                        set.remove(channel.as_ref());
-                    }
-                }
-                Action::Forward
-            }
-            Cmd::Reset => {
-                self.subscriptions.clear();
-                self.proto = 2;
-                Action::Forward
-            }
+    fn expect(&mut self, tracker: &mut Tracker, expect: Expect) -> Result<(), End> {
+        if matches!(expect, Expect::Untrackable) {
+            self.untrackable = true;
         }
+        tracker.push(expect).map_err(|_| End::Protocol)
     }
 
-    fn invalid_auth(&self) -> Vec<u8> {
-        auth_command_with(INVALID_USER, random_password().as_bytes())
-    }
-
-    /// A valid token or key arrived on an authenticated connection.
-    fn reauthenticated(&mut self, granted: &Granted, proto: Option<u8>, ctx: &Ctx<'_>) {
-        if self.pubsub_context() {
+    /// Decides what to forward for one complete request and what its reply will tell.
+    fn request(
+        &mut self,
+        frame: &Frame,
+        bytes: &[u8],
+        ctx: &Ctx<'_>,
+        tracker: &Tracker,
+    ) -> Result<(Action, Expect), End> {
+        let name = frame.name(bytes).unwrap_or(&[]);
+        let cmd = classify(name);
+        let followed = !(self.untrackable || tracker.untracked());
+        if !followed && matches!(cmd, Some(Cmd::Auth | Cmd::Hello | Cmd::Reset)) {
             debug!(
                 conn = ctx.id,
-                "re-AUTH in RESP2 subscribed mode: Redis refuses it, the deadline stays"
+                "AUTH, HELLO or RESET on a session whose replies are not followed: closing"
             );
-            Stats::bump(&ctx.state.stats.auth_failed);
-            return;
+            return Err(End::Untracked);
         }
-        Stats::bump(&ctx.state.stats.auth_succeeded);
-        self.switch_to(&granted.grant, ctx.state.validator.skew());
-        self.pubsub = granted.pubsub;
-        if let Some(v) = proto {
-            self.proto = v;
+        let plain = |action| Ok((action, Expect::Plain(1)));
+        let Some(cmd) = cmd else {
+            return plain(self.unsupported(frame, bytes, name));
+        };
+        match cmd {
+            Cmd::Auth => Ok(self.auth(frame, bytes, ctx)),
+            Cmd::Hello => Ok(self.hello(frame, bytes, ctx)),
+            Cmd::Reset => Ok((Action::Forward, Expect::Reset)),
+            Cmd::Multi => Ok((Action::Forward, Expect::Multi)),
+            Cmd::Exec => Ok((Action::Forward, Expect::Exec)),
+            Cmd::Discard => Ok((Action::Forward, Expect::Discard)),
+            Cmd::Monitor => Ok((Action::Forward, Expect::Untrackable)),
+            Cmd::Client => {
+                let args = frame.args(bytes);
+                let reply_off = args.len() >= 3
+                    && args[1].eq_ignore_ascii_case(b"REPLY")
+                    && (args[2].eq_ignore_ascii_case(b"OFF")
+                        || args[2].eq_ignore_ascii_case(b"SKIP"));
+                if reply_off {
+                    Ok((Action::Forward, Expect::Untrackable))
+                } else {
+                    plain(Action::Forward)
+                }
+            }
+            Cmd::Subscribe(kind) => Ok((
+                Action::Forward,
+                Expect::Subscribe(kind, frame.argc().saturating_sub(1) as u64),
+            )),
+            Cmd::Unsubscribe(kind) => Ok((
+                Action::Forward,
+                Expect::Unsubscribe(kind, frame.argc().saturating_sub(1) as u64),
+            )),
         }
-        granted.log(ctx.id, "re-authenticated");
     }
+
+    /// An Azure-unsupported command goes to Redis with a NUL byte after its (sub)command name,
+    /// which Redis answers as an unknown (sub)command, naming it as sent
+    /// ([`commands`](super::commands)).
+    fn unsupported(&self, frame: &Frame, bytes: &[u8], name: &[u8]) -> Action {
+        let args = frame.args(bytes);
+        let sub = args.get(1).map(|a| a.as_ref());
+        let Some(index) = self.profile.refused_arg(name, sub) else {
+            return Action::Forward;
+        };
+        let mut renamed: Vec<Vec<u8>> = args.iter().map(|a| a.to_vec()).collect();
+        if let Some(arg) = renamed.get_mut(index) {
+            arg.push(0);
+        }
+        let mut out = Vec::new();
+        encode_command(&mut out, &renamed);
+        Action::Substitute(out)
+    }
+
+    fn auth(&self, frame: &Frame, bytes: &[u8], ctx: &Ctx<'_>) -> (Action, Expect) {
+        let args = frame.args(bytes);
+        match args.len() {
+            // Redis answers the arity error itself.
+            0 | 1 => (Action::Forward, Expect::Plain(1)),
+            2 | 3 if ctx.reauth_refused() => (Action::Substitute(invalid_auth()), Expect::Plain(1)),
+            2 | 3 => {
+                let granted = match args.len() {
+                    2 => ctx.authenticate_key(&args[1]),
+                    _ => ctx.authenticate(&args[1], &args[2]),
+                };
+                match granted {
+                    Ok(granted) => (
+                        Action::Substitute(auth_command(&granted.user)),
+                        Expect::Auth(Box::new(granted.switch(false, None))),
+                    ),
+                    Err(()) => (Action::Substitute(invalid_auth()), Expect::Plain(1)),
+                }
+            }
+            // Redis answers `-ERR syntax error`; keep the arguments from it.
+            _ => {
+                let mut out = Vec::new();
+                encode_command(&mut out, &[&b"AUTH"[..], INVALID_USER, b"-", b"-"]);
+                (Action::Substitute(out), Expect::Plain(1))
+            }
+        }
+    }
+
+    fn hello(&self, frame: &Frame, bytes: &[u8], ctx: &Ctx<'_>) -> (Action, Expect) {
+        let args = frame.args(bytes);
+        match parse_hello(&args) {
+            Err(e) => (Action::Substitute(e.reproduction()), Expect::Plain(1)),
+            Ok(hello) => match hello.auth {
+                None => (Action::Forward, Expect::Hello(hello.version)),
+                Some(_) if ctx.reauth_refused() => (
+                    Action::Substitute(
+                        hello.with_credentials(INVALID_USER, random_password().as_bytes()),
+                    ),
+                    Expect::Plain(1),
+                ),
+                Some((user, token)) => match ctx.authenticate(user, token) {
+                    Ok(granted) => (
+                        Action::Substitute(hello.with_credentials(
+                            granted.user.name.as_bytes(),
+                            granted.user.password.as_bytes(),
+                        )),
+                        Expect::Auth(Box::new(granted.switch(true, hello.version))),
+                    ),
+                    Err(()) => (
+                        Action::Substitute(
+                            hello.with_credentials(INVALID_USER, random_password().as_bytes()),
+                        ),
+                        Expect::Plain(1),
+                    ),
+                },
+            },
+        }
+    }
+}
+
+fn invalid_auth() -> Vec<u8> {
+    auth_command_with(INVALID_USER, random_password().as_bytes())
 }
 
 /// Serves one client connection (already past the TLS handshake) until it ends.
@@ -767,7 +767,7 @@ pub(crate) async fn serve<S>(
         _ = close_all(&mut close_all_rx) => Err(End::Injected),
     };
     let end = match phase1 {
-        Ok(auth) => {
+        Ok(session) => {
             let mut random_close_rx = state.faults.watch_random_close();
             tokio::select! {
                 end = phase2(
@@ -776,7 +776,7 @@ pub(crate) async fn serve<S>(
                     &mut writer,
                     &mut buf,
                     &mut shutdown,
-                    auth,
+                    session,
                 ) => end,
                 _ = close_all(&mut close_all_rx) => End::Injected,
                 _ = random_close(&mut random_close_rx) => End::Injected,
@@ -826,18 +826,26 @@ async fn write_client<W: AsyncWrite + Unpin>(
     }
 }
 
-/// Phase 1: answers locally until the client authenticates.
+/// A session Redis authenticated: its backend connection and what the gateway follows of it.
+struct Session {
+    backend: BackendStream,
+    tracker: Tracker,
+}
+
+/// Phase 1: answers locally until the client authenticates and Redis accepts the substituted
+/// credentials; closes the connection if that takes longer than the gateway's auth timeout.
 async fn phase1<R, W>(
     ctx: &Ctx<'_>,
     reader: &mut R,
     writer: &mut W,
     buf: &mut BytesMut,
     shutdown: &mut watch::Receiver<bool>,
-) -> Result<Authenticated, End>
+) -> Result<Session, End>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let deadline = Instant::now() + ctx.state.config.auth_timeout;
     let mut parser = RequestParser::new(Limits::UNAUTHENTICATED);
     let mut replies = Vec::new();
     loop {
@@ -856,12 +864,19 @@ where
                             return Err(End::Quit);
                         }
                         Local::Authenticated(auth) => {
-                            auth.granted.log(ctx.id, "authenticated");
-                            Stats::bump(&ctx.state.stats.auth_succeeded);
                             if !replies.is_empty() {
                                 write_client(writer, &replies, shutdown).await?;
+                                replies.clear();
                             }
-                            return Ok(auth);
+                            let first = tokio::select! {
+                                r = first_auth(ctx, auth) => r,
+                                _ = sleep_until(deadline) => return Err(End::AuthTimeout),
+                            };
+                            let (reply, session) = first?;
+                            write_client(writer, &reply, shutdown).await?;
+                            if let Some(session) = session {
+                                return Ok(session);
+                            }
                         }
                     }
                 }
@@ -884,98 +899,153 @@ where
                 Ok(0) | Err(_) => return Err(End::Client),
                 Ok(_) => {}
             },
+            _ = sleep_until(deadline) => {
+                debug!(conn = ctx.id, "no authentication in time: closing");
+                return Err(End::AuthTimeout);
+            }
             _ = signalled(shutdown) => return Err(End::Shutdown),
         }
     }
 }
 
-/// Phase 2: relays between the client and the backend until either side closes, the token
-/// expires or the gateway shuts down.
+/// Opens the backend connection and sends the substituted `AUTH`/`HELLO` alone: Redis' reply
+/// (to pass on to the client), and the session if Redis accepted it. Nothing else reaches
+/// Redis before it has.
+async fn first_auth(ctx: &Ctx<'_>, auth: Authenticated) -> Result<(Vec<u8>, Option<Session>), End> {
+    let mut backend = match ctx.state.backend.connect().await {
+        Ok(backend) => backend,
+        Err(e) => {
+            debug!(conn = ctx.id, error = %e, "the backend is unreachable");
+            return Ok((
+                b"-ERR the emulator's Redis backend is unreachable\r\n".to_vec(),
+                None,
+            ));
+        }
+    };
+    backend
+        .write_all(&auth.command)
+        .await
+        .map_err(|_| End::Backend)?;
+    let mut scanner = Scanner::new();
+    let mut bytes = Vec::with_capacity(BACKEND_READ_INITIAL);
+    let mut chunk = vec![0u8; BACKEND_READ_INITIAL];
+    let reply = loop {
+        let n = backend.read(&mut chunk).await.map_err(|_| End::Backend)?;
+        let got = chunk
+            .get(..n)
+            .filter(|c| !c.is_empty())
+            .ok_or(End::Backend)?;
+        let (used, reply) = scanner.next(got).map_err(|_| End::Backend)?;
+        bytes.extend_from_slice(got);
+        if let Some(reply) = reply {
+            if used != got.len() {
+                // Redis answered more than it was asked.
+                return Err(End::Backend);
+            }
+            break reply;
+        }
+        if bytes.len() > MAX_HELD_REQUEST {
+            return Err(End::Backend);
+        }
+    };
+    let switch = auth.granted.switch(auth.proto.is_some(), auth.proto);
+    let accepted = if switch.hello {
+        reply.value.is_aggregate()
+    } else {
+        reply.value.is_status(b"OK")
+    };
+    if !accepted {
+        debug!(
+            conn = ctx.id,
+            user = %auth.granted.user.name,
+            "Redis refused the substituted credentials: the client stays unauthenticated"
+        );
+        Stats::bump(&ctx.state.stats.auth_failed);
+        return Ok((bytes, None));
+    }
+    auth.granted.log(ctx.id, "authenticated");
+    Stats::bump(&ctx.state.stats.auth_succeeded);
+    let skew = ctx.state.validator.skew();
+    let tracker = Tracker::new(
+        ctx.id,
+        lease_for(&auth.granted.grant, skew),
+        auth.proto.unwrap_or(2),
+        skew,
+        ctx.state.config.auth_timeout,
+    );
+    Ok((bytes, Some(Session { backend, tracker })))
+}
+
+/// Closes the connection when its lease runs out: the token's deadline, access keys
+/// disabled, or (after `RESET`) the time to authenticate again. Follows the lease as Redis'
+/// replies change it.
+async fn guard(lease: &mut watch::Receiver<Lease>, revocations: &mut watch::Receiver<u64>) -> End {
+    loop {
+        let now = *lease.borrow_and_update();
+        tokio::select! {
+            _ = sleep_until(now.deadline) => {
+                return if now.authenticated { End::Expired } else { End::AuthTimeout };
+            }
+            _ = keys_disabled(revocations, now.key_epoch) => return End::KeysDisabled,
+            changed = lease.changed() => if changed.is_err() {
+                std::future::pending::<()>().await;
+            },
+        }
+    }
+}
+
+/// Phase 2: relays between the client and the backend until either side closes, the lease
+/// runs out or the gateway shuts down.
 async fn phase2<R, W>(
     ctx: &Ctx<'_>,
     reader: &mut R,
     writer: &mut W,
     buf: &mut BytesMut,
     shutdown: &mut watch::Receiver<bool>,
-    auth: Authenticated,
+    session: Session,
 ) -> End
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let backend = match ctx.state.backend.connect().await {
-        Ok(backend) => backend,
-        Err(e) => {
-            debug!(conn = ctx.id, error = %e, "the backend is unreachable");
-            let _ = write_client(
-                writer,
-                b"-ERR the emulator's Redis backend is unreachable\r\n",
-                shutdown,
-            )
-            .await;
-            return End::Backend;
-        }
-    };
-    let (mut backend_reader, mut backend_writer) = tokio::io::split(backend);
-    let skew = ctx.state.validator.skew();
-    let mut fwd = Forwarder::new(&auth.granted, auth.proto.unwrap_or(2), skew);
+    let (mut backend_reader, mut backend_writer) = tokio::io::split(session.backend);
+    let mut lease = session.tracker.lease();
+    let tracker = Mutex::new(session.tracker);
+    let mut fwd = Forwarder::new(ctx.state.config.profile);
     let mut revocations = ctx.state.directory.access_keys().revocations();
 
-    // The substituted AUTH/HELLO, then whatever the client pipelined behind it.
-    let mut first = auth.command;
-    let n = fwd.process(buf, ctx);
-    if fwd.out.is_empty() {
-        first.extend_from_slice(buf.get(..n).unwrap_or(&[]));
-    } else {
-        first.append(&mut fwd.out);
-    }
-    buf.advance(n);
-
     let client_to_backend = async {
-        let (deadline, epoch) = (fwd.deadline, fwd.key_epoch);
-        tokio::select! {
-            r = backend_writer.write_all(&first) => if r.is_err() { return End::Backend },
-            _ = sleep_until(deadline) => return End::Expired,
-            _ = keys_disabled(&mut revocations, epoch) => return End::KeysDisabled,
-        }
-        drop(first);
         loop {
+            if !buf.is_empty() {
+                let n = match fwd.process(buf, ctx, &tracker) {
+                    Ok(n) => n,
+                    Err(end) => return end,
+                };
+                let bytes: &[u8] = if fwd.out.is_empty() {
+                    buf.get(..n).unwrap_or(&[])
+                } else {
+                    &fwd.out
+                };
+                if !bytes.is_empty() && backend_writer.write_all(bytes).await.is_err() {
+                    return End::Backend;
+                }
+                fwd.out.clear();
+                buf.advance(n);
+            }
+            if fwd.poisoned {
+                // Redis answers the bad request and closes; nothing more is read.
+                tokio::time::sleep(PROTOCOL_ERROR_DRAIN).await;
+                return End::Protocol;
+            }
             buf.reserve(CLIENT_READ);
-            let (deadline, epoch) = (fwd.deadline, fwd.key_epoch);
-            let read = tokio::select! {
-                read = reader.read_buf(buf) => read,
-                _ = sleep_until(deadline) => return End::Expired,
-                _ = keys_disabled(&mut revocations, epoch) => return End::KeysDisabled,
-            };
-            match read {
+            match reader.read_buf(buf).await {
                 Ok(0) | Err(_) => {
                     // The client is done sending: tell Redis, and let its replies drain.
                     let _ = backend_writer.shutdown().await;
-                    tokio::select! {
-                        _ = sleep_until(fwd.deadline) => return End::Expired,
-                        _ = keys_disabled(&mut revocations, fwd.key_epoch) => {
-                            return End::KeysDisabled
-                        }
-                    }
+                    std::future::pending::<()>().await;
                 }
                 Ok(_) => {}
             }
-            let n = fwd.process(buf, ctx);
-            let (deadline, epoch) = (fwd.deadline, fwd.key_epoch);
-            let bytes: &[u8] = if fwd.out.is_empty() {
-                buf.get(..n).unwrap_or(&[])
-            } else {
-                &fwd.out
-            };
-            if !bytes.is_empty() {
-                tokio::select! {
-                    r = backend_writer.write_all(bytes) => if r.is_err() { return End::Backend },
-                    _ = sleep_until(deadline) => return End::Expired,
-                    _ = keys_disabled(&mut revocations, epoch) => return End::KeysDisabled,
-                }
-            }
-            fwd.out.clear();
-            buf.advance(n);
         }
     };
 
@@ -983,6 +1053,7 @@ where
         // Small while idle (memory per connection), doubled up to BACKEND_READ whenever a read
         // fills it (throughput under load).
         let mut chunk = vec![0u8; BACKEND_READ_INITIAL];
+        let mut scanner = Scanner::new();
         loop {
             match backend_reader.read(&mut chunk).await {
                 Ok(0) | Err(_) => return End::Backend,
@@ -990,6 +1061,23 @@ where
                     let Some(bytes) = chunk.get(..n) else {
                         return End::Backend;
                     };
+                    let mut pos = 0;
+                    while pos < bytes.len() {
+                        let Ok((used, reply)) = scanner.next(bytes.get(pos..).unwrap_or(&[]))
+                        else {
+                            debug!(conn = ctx.id, "the backend's reply is not RESP");
+                            return End::Backend;
+                        };
+                        pos += used;
+                        if let Some(reply) = reply {
+                            let mut t = tracker.lock().unwrap_or_else(|e| e.into_inner());
+                            let verdict = t.on_reply(&reply, &ctx.state.stats);
+                            scanner.want(t.wanted());
+                            if verdict == Verdict::Close {
+                                return End::Untracked;
+                            }
+                        }
+                    }
                     if writer.write_all(bytes).await.is_err() || writer.flush().await.is_err() {
                         return End::Client;
                     }
@@ -1004,6 +1092,7 @@ where
     tokio::select! {
         end = client_to_backend => end,
         end = backend_to_client => end,
+        end = guard(&mut lease, &mut revocations) => end,
         _ = signalled(shutdown) => End::Shutdown,
     }
 }
