@@ -1790,3 +1790,89 @@ async fn a_backend_whose_default_user_is_on_is_refused_at_start() -> Result<()> 
     server.kill().await?;
     Ok(())
 }
+
+/// Attack (on the gateway's view): a `SUBSCRIBE` queued in `MULTI` and discarded never ran, yet
+/// the gateway counted the connection as subscribed (RESP2) and ignored its next re-`AUTH`,
+/// which Redis accepted: the connection was closed at the old token's expiry.
+#[tokio::test]
+async fn a_subscribe_that_never_ran_does_not_block_reauthentication() -> Result<()> {
+    let env = Env::start(Duration::from_secs(2)).await?;
+    let (token, exp) = env.token()?;
+    let newer = env.token_expiring(exp + 60)?;
+    let mut conn = env.connect().await?;
+    let mut batch = encode(&["AUTH", env.oid(), &token]);
+    batch.extend(encode(&["MULTI"]));
+    batch.extend(encode(&["SUBSCRIBE", "a"]));
+    batch.extend(encode(&["DISCARD"]));
+    batch.extend(encode(&["AUTH", env.oid(), &newer]));
+    conn.send(&batch).await?;
+    assert_eq!(conn.read().await?, ok());
+    assert_eq!(conn.read().await?, ok());
+    assert_eq!(conn.read().await?, Reply::Simple("QUEUED".into()));
+    assert_eq!(conn.read().await?, ok());
+    assert_eq!(conn.read().await?, ok());
+    sleep_past(exp, Duration::from_millis(300)).await;
+    assert_eq!(conn.cmd(&["PING"]).await?, pong());
+    Ok(())
+}
+
+/// Messages published while a RESP2 subscriber unsubscribes and re-authenticates arrive between
+/// the replies; the gateway tells them apart and follows the session (the re-AUTH after the
+/// last unsubscription counts).
+#[tokio::test]
+async fn messages_between_replies_do_not_confuse_the_gateway() -> Result<()> {
+    let env = Env::start(Duration::from_secs(2)).await?;
+    let (token, exp) = env.token()?;
+    let newer = env.token_expiring(exp + 60)?;
+    let mut sub = env.connect().await?;
+    assert_eq!(sub.cmd(&["AUTH", env.oid(), &token]).await?, ok());
+    let mut batch = encode(&["SUBSCRIBE", "a", "b"]);
+    batch.extend(encode(&["PSUBSCRIBE", "c*"]));
+    sub.send(&batch).await?;
+    for _ in 0..3 {
+        assert!(matches!(sub.read().await?, Reply::Array(Some(_))));
+    }
+    let mut publisher = env.authenticated().await?;
+    for i in 0..50 {
+        publisher.cmd(&["PUBLISH", "a", &format!("m{i}")]).await?;
+    }
+    // Unsubscribe from everything (UNSUBSCRIBE answers once per channel), then re-AUTH.
+    let mut batch = encode(&["UNSUBSCRIBE"]);
+    batch.extend(encode(&["PUNSUBSCRIBE"]));
+    batch.extend(encode(&["AUTH", env.oid(), &newer]));
+    sub.send(&batch).await?;
+    let mut confirmations = 0;
+    loop {
+        match sub.read().await? {
+            Reply::Array(Some(items)) if items.first() == Some(&bulk("message")) => {}
+            Reply::Array(Some(_)) => confirmations += 1,
+            r if r == ok() => break,
+            other => bail!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(confirmations, 3);
+    sleep_past(exp, Duration::from_millis(300)).await;
+    assert_eq!(sub.cmd(&["PING"]).await?, pong());
+    Ok(())
+}
+
+/// After `MONITOR` (or `CLIENT REPLY OFF`) replies cannot be counted: a later `AUTH` closes
+/// the connection rather than guess whether Redis applied it.
+#[tokio::test]
+async fn auth_after_monitor_or_client_reply_off_closes_the_connection() -> Result<()> {
+    let env = Env::start(Duration::from_secs(300)).await?;
+    let (token, _) = env.token()?;
+    let mut monitor = env.authenticated().await?;
+    assert_eq!(monitor.cmd(&["MONITOR"]).await?, ok());
+    monitor.send(&encode(&["AUTH", env.oid(), &token])).await?;
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(WAIT, monitor.stream.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "not closed");
+
+    let mut quiet = env.authenticated().await?;
+    quiet.send(&encode(&["CLIENT", "REPLY", "OFF"])).await?;
+    quiet.send(&encode(&["SET", "k", "v"])).await?;
+    quiet.send(&encode(&["AUTH", env.oid(), &token])).await?;
+    quiet.expect_close().await?;
+    Ok(())
+}
