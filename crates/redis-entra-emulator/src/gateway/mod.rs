@@ -65,6 +65,7 @@
 //! ```
 
 pub mod commands;
+mod hello;
 mod pending;
 mod replies;
 pub mod resp;

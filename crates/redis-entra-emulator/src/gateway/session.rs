@@ -42,6 +42,7 @@ use tokio::time::{sleep_until, timeout, Instant};
 use tracing::debug;
 
 use super::commands::Profile;
+use super::hello::{parse_hello, Hello};
 use super::pending::{
     lease_for, Expect, Grant, Kind, Lease, Switch, Tracker, Verdict, MAX_DEADLINE,
 };
@@ -157,115 +158,6 @@ fn hold(name: &[u8], profile: Profile) -> Option<usize> {
             Some(MAX_HELD_REQUEST)
         }
         None => None,
-    }
-}
-
-/// A `HELLO` request, checked as Redis' `helloCommand` checks it before authenticating.
-struct Hello<'a> {
-    /// The version argument as sent (validated: 2 or 3).
-    version_arg: Option<&'a [u8]>,
-    version: Option<u8>,
-    auth: Option<(&'a [u8], &'a [u8])>,
-    setname: Option<&'a [u8]>,
-}
-
-/// Why Redis would refuse a `HELLO` before looking at its credentials.
-enum HelloError<'a> {
-    NotInteger(&'a [u8]),
-    NoProto(&'a [u8]),
-    Syntax(&'a [u8], &'a [u8]),
-    BadName(&'a [u8], &'a [u8]),
-}
-
-impl HelloError<'_> {
-    /// Redis' reply.
-    fn reply(&self) -> Vec<u8> {
-        match self {
-            Self::NotInteger(_) => {
-                b"-ERR Protocol version is not an integer or out of range\r\n".to_vec()
-            }
-            Self::NoProto(_) => b"-NOPROTO unsupported protocol version\r\n".to_vec(),
-            Self::Syntax(_, opt) => {
-                let mut out = b"-ERR Syntax error in HELLO option '".to_vec();
-                out.extend(opt.iter().map(|&b| match b {
-                    b'\r' | b'\n' => b' ',
-                    other => other,
-                }));
-                out.extend_from_slice(b"'\r\n");
-                out
-            }
-            Self::BadName(..) => {
-                b"-ERR Client names cannot contain spaces, newlines or special characters.\r\n"
-                    .to_vec()
-            }
-        }
-    }
-
-    /// A `HELLO` without credentials that makes Redis give the same error, in order.
-    fn reproduction(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        match self {
-            Self::NotInteger(v) | Self::NoProto(v) => encode_command(&mut out, &[&b"HELLO"[..], v]),
-            Self::Syntax(v, opt) => encode_command(&mut out, &[&b"HELLO"[..], v, opt]),
-            Self::BadName(v, name) => {
-                encode_command(&mut out, &[&b"HELLO"[..], v, b"SETNAME", name])
-            }
-        }
-        out
-    }
-}
-
-fn parse_hello<'a>(args: &'a [Cow<'a, [u8]>]) -> Result<Hello<'a>, HelloError<'a>> {
-    let mut hello = Hello {
-        version_arg: None,
-        version: None,
-        auth: None,
-        setname: None,
-    };
-    let Some(version_arg) = args.get(1).map(|a| a.as_ref()) else {
-        return Ok(hello);
-    };
-    let version = match super::resp::string2ll(version_arg) {
-        Some(v) => v,
-        None => return Err(HelloError::NotInteger(version_arg)),
-    };
-    if !(2..=3).contains(&version) {
-        return Err(HelloError::NoProto(version_arg));
-    }
-    hello.version_arg = Some(version_arg);
-    hello.version = Some(version as u8);
-    let mut j = 2;
-    while let Some(opt) = args.get(j).map(|a| a.as_ref()) {
-        let more = args.len() - 1 - j;
-        if opt.eq_ignore_ascii_case(b"AUTH") && more >= 2 {
-            hello.auth = Some((&args[j + 1], &args[j + 2]));
-            j += 3;
-        } else if opt.eq_ignore_ascii_case(b"SETNAME") && more >= 1 {
-            let name: &[u8] = &args[j + 1];
-            if name.iter().any(|&c| !(b'!'..=b'~').contains(&c)) {
-                return Err(HelloError::BadName(version_arg, name));
-            }
-            hello.setname = Some(name);
-            j += 2;
-        } else {
-            return Err(HelloError::Syntax(version_arg, opt));
-        }
-    }
-    Ok(hello)
-}
-
-impl Hello<'_> {
-    /// The same `HELLO` with other credentials.
-    fn with_credentials(&self, user: &[u8], password: &[u8]) -> Vec<u8> {
-        let mut args: Vec<&[u8]> = vec![b"HELLO"];
-        args.extend(self.version_arg);
-        args.extend([&b"AUTH"[..], user, password]);
-        if let Some(name) = self.setname {
-            args.extend([&b"SETNAME"[..], name]);
-        }
-        let mut out = Vec::new();
-        encode_command(&mut out, &args);
-        out
     }
 }
 
@@ -994,6 +886,34 @@ async fn guard(lease: &mut watch::Receiver<Lease>, revocations: &mut watch::Rece
     }
 }
 
+/// Reads the replies in `bytes` and lets the tracker follow them; `Some` if the connection
+/// must end.
+fn follow(
+    scanner: &mut Scanner,
+    bytes: &[u8],
+    tracker: &Mutex<Tracker>,
+    ctx: &Ctx<'_>,
+) -> Option<End> {
+    let mut locked = None;
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let Ok((used, reply)) = scanner.next(bytes.get(pos..).unwrap_or(&[])) else {
+            debug!(conn = ctx.id, "the backend's reply is not RESP");
+            return Some(End::Backend);
+        };
+        pos += used;
+        if let Some(reply) = reply {
+            let t = locked.get_or_insert_with(|| tracker.lock().unwrap_or_else(|e| e.into_inner()));
+            let verdict = t.on_reply(&reply, &ctx.state.stats);
+            scanner.want(t.wanted());
+            if verdict == Verdict::Close {
+                return Some(End::Untracked);
+            }
+        }
+    }
+    None
+}
+
 /// Phase 2: relays between the client and the backend until either side closes, the lease
 /// runs out or the gateway shuts down.
 async fn phase2<R, W>(
@@ -1061,22 +981,10 @@ where
                     let Some(bytes) = chunk.get(..n) else {
                         return End::Backend;
                     };
-                    let mut pos = 0;
-                    while pos < bytes.len() {
-                        let Ok((used, reply)) = scanner.next(bytes.get(pos..).unwrap_or(&[]))
-                        else {
-                            debug!(conn = ctx.id, "the backend's reply is not RESP");
-                            return End::Backend;
-                        };
-                        pos += used;
-                        if let Some(reply) = reply {
-                            let mut t = tracker.lock().unwrap_or_else(|e| e.into_inner());
-                            let verdict = t.on_reply(&reply, &ctx.state.stats);
-                            scanner.want(t.wanted());
-                            if verdict == Verdict::Close {
-                                return End::Untracked;
-                            }
-                        }
+                    // One lock per read, however many replies it holds; released before
+                    // the write to the client.
+                    if let Some(end) = follow(&mut scanner, bytes, &tracker, ctx) {
+                        return end;
                     }
                     if writer.write_all(bytes).await.is_err() || writer.flush().await.is_err() {
                         return End::Client;
