@@ -284,15 +284,13 @@ async fn unassigned_identity_gets_wrongpass_and_changes_apply_on_next_auth() -> 
         "set",
     );
 
-    // A new assignment applies to the next AUTH; the live connection keeps what it had.
+    // A new assignment applies in place: the live connection follows at once (issue 11; Azure
+    // Managed Redis documents it), as does the next AUTH.
     emu.assign_policy(&principal.object_id, AccessPolicy::DataOwner, None)
         .await?;
+    run(&mut reader, &["SET", "k", "v"]).await?;
     let mut owner = connected(&emu, &principal.object_id, &token).await?;
     run(&mut owner, &["SET", "k", "v"]).await?;
-    assert!(expect_error(&mut reader, &["SET", "k", "v"])
-        .await?
-        .starts_with("NOPERM"));
-    // … until it re-authenticates.
     run(&mut reader, &["AUTH", &principal.object_id, &token]).await?;
     run(&mut reader, &["SET", "k", "v2"]).await?;
 
@@ -310,6 +308,12 @@ async fn unassigned_identity_gets_wrongpass_and_changes_apply_on_next_auth() -> 
         run(&mut owner, &["GET", "k"]).await?,
         redis::Value::BulkString(b"v2".to_vec())
     );
+    // Revoked in place: Redis closes the live connections with the identity's user.
+    emu.assign_policy(&principal.object_id, AccessPolicy::DataOwner, None)
+        .await?;
+    assert!(emu.revoke_policy_assignment(&principal.object_id).await?);
+    assert!(run(&mut owner, &["GET", "k"]).await.is_err());
+    assert!(run(&mut reader, &["GET", "k"]).await.is_err());
     emu.shutdown().await;
     Ok(())
 }

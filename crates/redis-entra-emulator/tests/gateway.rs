@@ -341,7 +341,7 @@ async fn pipelined_auth_set_get_in_one_write() -> Result<()> {
     assert_eq!(conn.read().await?, bulk("v"));
     assert_eq!(conn.read().await?, err(WRONGPASS));
     assert_eq!(conn.read().await?, ok());
-    assert_eq!(conn.read().await?, bulk("entra-data-owner"));
+    assert_eq!(conn.read().await?, bulk(env.oid()));
     Ok(())
 }
 
@@ -1510,13 +1510,19 @@ async fn an_auth_redis_refuses_leaves_the_session_as_it_was() -> Result<()> {
         .admin(&["ACL", "SETUSER", "default", "on", "nopass", "~*", "+@all"])
         .await?
         .starts_with("+OK"));
+    // The contributor's own backend user exists (it authenticated once), then Redis loses it.
+    let later = env.token_for(&contributor, now_secs() + 3600)?;
+    let mut once = env.connect().await?;
+    assert_eq!(
+        once.cmd(&["AUTH", &contributor.object_id, &later]).await?,
+        ok()
+    );
     assert!(env
-        .admin(&["ACL", "DELUSER", "entra-data-contributor"])
+        .admin(&["ACL", "DELUSER", &contributor.object_id])
         .await?
         .starts_with(":1"));
 
     // Not yet authenticated: refused, and nothing runs as `default`.
-    let later = env.token_for(&contributor, now_secs() + 3600)?;
     let mut fresh = env.connect().await?;
     assert_eq!(
         fresh.cmd(&["AUTH", &contributor.object_id, &later]).await?,
@@ -2061,5 +2067,63 @@ async fn the_gateway_answers_as_redis_does() -> Result<()> {
             "script {name:?}"
         );
     }
+    Ok(())
+}
+
+/// Fidelity (issue 11, item 2): each identity has its own backend ACL user, named by its object
+/// id, so `ACL WHOAMI` and `CLIENT LIST` speak of the object id as on Azure.
+#[tokio::test]
+async fn each_identity_is_its_own_acl_user_named_by_its_object_id() -> Result<()> {
+    let env = Env::start(Duration::from_secs(300)).await?;
+    let mut conn = env.authenticated().await?;
+    assert_eq!(conn.cmd(&["ACL", "WHOAMI"]).await?, bulk(env.oid()));
+    let Reply::Bulk(Some(list)) = conn.cmd(&["CLIENT", "LIST"]).await? else {
+        bail!("CLIENT LIST is not a bulk");
+    };
+    let list = String::from_utf8_lossy(&list).into_owned();
+    assert!(list.contains(&format!("user={}", env.oid())), "{list}");
+    // A second identity with the same policy is a second user.
+    let other = env.directory.create_service_principal("other");
+    env.directory
+        .assign(&other.object_id, AccessPolicy::DataOwner);
+    let token = env.token_for(&other, now_secs() + 300)?;
+    let mut second = env.connect().await?;
+    let hello = second
+        .cmd(&["HELLO", "3", "AUTH", &other.object_id, &token])
+        .await?;
+    assert!(matches!(hello, Reply::Map(_)), "{hello:?}");
+    assert_eq!(
+        second.cmd(&["ACL", "WHOAMI"]).await?,
+        bulk(&other.object_id)
+    );
+    // Re-authenticating as the other identity switches the user.
+    assert_eq!(conn.cmd(&["AUTH", &other.object_id, &token]).await?, ok());
+    assert_eq!(conn.cmd(&["ACL", "WHOAMI"]).await?, bulk(&other.object_id));
+    Ok(())
+}
+
+/// Revocation is Redis' own (issue 11, item 2): an assignment changed in place applies to the
+/// identity's live connections at once (as Azure Managed Redis documents); a removed one closes
+/// them (Redis closes the connections of a deleted ACL user).
+#[tokio::test]
+async fn assignment_changes_apply_to_live_connections() -> Result<()> {
+    let env = Env::start(Duration::from_secs(300)).await?;
+    let mut conn = env.authenticated().await?;
+    assert_eq!(conn.cmd(&["SET", "k", "v"]).await?, ok());
+    // What the admin plane (and `Emulator::assign_policy`) does.
+    env.directory.assign(env.oid(), AccessPolicy::DataReader);
+    env.backend
+        .ensure_identity(env.oid(), &AccessPolicy::DataReader)
+        .await?;
+    let refused = conn.cmd(&["SET", "k", "w"]).await?;
+    assert!(
+        matches!(&refused, Reply::Error(e) if e.starts_with("NOPERM")),
+        "{refused:?}"
+    );
+    assert_eq!(conn.cmd(&["GET", "k"]).await?, bulk("v"));
+    // What removing the assignment does.
+    env.directory.remove_assignment(env.oid());
+    env.backend.remove_identity(env.oid()).await?;
+    conn.expect_close().await?;
     Ok(())
 }

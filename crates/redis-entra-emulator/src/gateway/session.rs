@@ -51,6 +51,7 @@ use super::resp::{encode_command, Event, Frame, Limits, ProtocolError, RequestPa
 use super::validate::Rejection;
 use super::GatewayState;
 use crate::backend::{BackendStream, BackendUser};
+use crate::directory::AccessPolicy;
 use crate::stats::Stats;
 
 const WRONGPASS: &[u8] = b"-WRONGPASS invalid username-password pair or user is disabled.\r\n";
@@ -273,6 +274,8 @@ struct Authenticated {
 /// What phase 1 does with a request.
 enum Local {
     Reply(Cow<'static, [u8]>),
+    /// The request must be read again once the identity's backend user exists.
+    NeedsUser(String, AccessPolicy),
     Nothing,
     Quit,
     Authenticated(Authenticated),
@@ -282,40 +285,77 @@ enum Local {
 struct Ctx<'a> {
     id: u64,
     state: &'a GatewayState,
+    /// An identity whose backend user could not be created just now.
+    failed_creation: Mutex<Option<String>>,
+}
+
+/// Why an authentication cannot be substituted.
+enum Refused {
+    /// Bad credentials (or no backend user to be had): `WRONGPASS`.
+    Invalid,
+    /// A valid token whose identity has no backend user yet: create it, then read the request
+    /// again.
+    NeedsUser(String, AccessPolicy),
 }
 
 impl Ctx<'_> {
     /// Checks `AUTH <user> <password>`: an access key when the user is `default`, else a
     /// token; finds the backend user to substitute.
-    fn authenticate(&self, user: &[u8], password: &[u8]) -> Result<Granted, ()> {
+    fn authenticate(&self, user: &[u8], password: &[u8]) -> Result<Granted, Refused> {
         if user == b"default" {
             return self.authenticate_key(password);
         }
         match self.state.validator.validate(user, password) {
-            Ok(valid) => match self.state.backend.user_for(&valid.policy) {
+            Ok(valid) => match self.state.backend.identity_user(&valid.oid, &valid.policy) {
                 Some(backend_user) => Ok(Granted {
                     grant: Grant::Token(valid),
                     user: backend_user,
                 }),
-                None => {
+                None if self.take_failed_creation(&valid.oid) => {
                     debug!(
                         conn = self.id,
                         policy = valid.policy.name(),
-                        "AUTH refused: the backend has no user for the policy"
+                        "AUTH refused: the backend user of the identity could not be created"
                     );
                     Stats::bump(&self.state.stats.auth_failed);
-                    Err(())
+                    Err(Refused::Invalid)
                 }
+                None => Err(Refused::NeedsUser(valid.oid, valid.policy)),
             },
             Err(rejection) => {
                 self.refused(&rejection);
-                Err(())
+                Err(Refused::Invalid)
             }
         }
     }
 
+    /// Creates (or updates) the identity's backend user; on failure the next
+    /// [`authenticate`](Self::authenticate) of that identity refuses it.
+    async fn create_user(&self, oid: String, policy: AccessPolicy) {
+        if let Err(e) = self.state.backend.ensure_identity(&oid, &policy).await {
+            debug!(conn = self.id, error = %e, "could not create the identity's backend user");
+            *self
+                .failed_creation
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(oid);
+        }
+    }
+
+    fn take_failed_creation(&self, oid: &str) -> bool {
+        let mut failed = self
+            .failed_creation
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if failed.as_deref() == Some(oid) {
+            *failed = None;
+            true
+        } else {
+            false
+        }
+    }
+
     /// Checks an access key (`AUTH <key>`, `AUTH default <key>`).
-    fn authenticate_key(&self, key: &[u8]) -> Result<Granted, ()> {
+    fn authenticate_key(&self, key: &[u8]) -> Result<Granted, Refused> {
         match self.state.directory.access_keys().check(key) {
             Ok(epoch) => Ok(Granted {
                 grant: Grant::AccessKey { epoch },
@@ -323,7 +363,7 @@ impl Ctx<'_> {
             }),
             Err(rejection) => {
                 self.refused(&rejection);
-                Err(())
+                Err(Refused::Invalid)
             }
         }
     }
@@ -369,7 +409,8 @@ impl Ctx<'_> {
                                 granted,
                                 proto: None,
                             }),
-                            Err(()) => Local::Reply(Cow::Borrowed(WRONGPASS)),
+                            Err(Refused::Invalid) => Local::Reply(Cow::Borrowed(WRONGPASS)),
+                            Err(Refused::NeedsUser(oid, policy)) => Local::NeedsUser(oid, policy),
                         }
                     }
                     _ => Local::Reply(Cow::Borrowed(SYNTAX_ERROR)),
@@ -393,7 +434,8 @@ impl Ctx<'_> {
                                 granted,
                                 proto: hello.version,
                             }),
-                            Err(()) => Local::Reply(Cow::Borrowed(WRONGPASS)),
+                            Err(Refused::Invalid) => Local::Reply(Cow::Borrowed(WRONGPASS)),
+                            Err(Refused::NeedsUser(oid, policy)) => Local::NeedsUser(oid, policy),
                         }
                     }
                 }
@@ -415,7 +457,13 @@ struct Forwarder {
     /// Bytes to write when a request was substituted (otherwise the read buffer is written).
     out: Vec<u8>,
     profile: Profile,
+    /// An `AUTH` waits for its identity's backend user: create it, then process again.
+    needs: Option<(String, AccessPolicy)>,
 }
+
+/// What to forward for a request and what its reply will tell, or the identity whose backend
+/// user must be created first.
+type Decided = Result<(Action, Expect), (String, AccessPolicy)>;
 
 /// What to do with a request.
 enum Action {
@@ -431,6 +479,7 @@ impl Forwarder {
             untrackable: false,
             out: Vec::new(),
             profile,
+            needs: None,
         }
     }
 
@@ -462,7 +511,11 @@ impl Forwarder {
                     let len = frame.byte_len();
                     let bytes = rest.get(..len).unwrap_or(&[]);
                     if frame.argc() > 0 {
-                        let (action, expect) = self.request(&frame, bytes, ctx, &tracker)?;
+                        let Some((action, expect)) = self.request(&frame, bytes, ctx, &tracker)?
+                        else {
+                            // Stop before it: it is read again once its user exists.
+                            break;
+                        };
                         self.expect(&mut tracker, expect)?;
                         if let Action::Substitute(with) = action {
                             self.out
@@ -512,7 +565,7 @@ impl Forwarder {
         bytes: &[u8],
         ctx: &Ctx<'_>,
         tracker: &Tracker,
-    ) -> Result<(Action, Expect), End> {
+    ) -> Result<Option<(Action, Expect)>, End> {
         let name = frame.name(bytes).unwrap_or(&[]);
         let cmd = classify(name);
         let followed = !(self.untrackable || tracker.untracked());
@@ -523,18 +576,33 @@ impl Forwarder {
             );
             return Err(End::Untracked);
         }
-        let plain = |action| Ok((action, Expect::Plain(1)));
+        let plain = |action| Ok(Some((action, Expect::Plain(1))));
         let Some(cmd) = cmd else {
             return plain(self.unsupported(frame, bytes, name));
         };
+        let decided = match cmd {
+            Cmd::Auth => self.auth(frame, bytes, ctx),
+            Cmd::Hello => self.hello(frame, bytes, ctx),
+            _ => return Ok(Some(self.other(cmd, frame, bytes))),
+        };
+        match decided {
+            Ok(decided) => Ok(Some(decided)),
+            Err(needs) => {
+                self.needs = Some(needs);
+                Ok(None)
+            }
+        }
+    }
+
+    /// The commands the gateway follows but does not rewrite.
+    fn other(&self, cmd: Cmd, frame: &Frame, bytes: &[u8]) -> (Action, Expect) {
         match cmd {
-            Cmd::Auth => Ok(self.auth(frame, bytes, ctx)),
-            Cmd::Hello => Ok(self.hello(frame, bytes, ctx)),
-            Cmd::Reset => Ok((Action::Forward, Expect::Reset)),
-            Cmd::Multi => Ok((Action::Forward, Expect::Multi)),
-            Cmd::Exec => Ok((Action::Forward, Expect::Exec)),
-            Cmd::Discard => Ok((Action::Forward, Expect::Discard)),
-            Cmd::Monitor => Ok((Action::Forward, Expect::Untrackable)),
+            Cmd::Auth | Cmd::Hello => (Action::Forward, Expect::Plain(1)),
+            Cmd::Reset => (Action::Forward, Expect::Reset),
+            Cmd::Multi => (Action::Forward, Expect::Multi),
+            Cmd::Exec => (Action::Forward, Expect::Exec),
+            Cmd::Discard => (Action::Forward, Expect::Discard),
+            Cmd::Monitor => (Action::Forward, Expect::Untrackable),
             Cmd::Client => {
                 let args = frame.args(bytes);
                 let reply_off = args.len() >= 3
@@ -542,19 +610,19 @@ impl Forwarder {
                     && (args[2].eq_ignore_ascii_case(b"OFF")
                         || args[2].eq_ignore_ascii_case(b"SKIP"));
                 if reply_off {
-                    Ok((Action::Forward, Expect::Untrackable))
+                    (Action::Forward, Expect::Untrackable)
                 } else {
-                    plain(Action::Forward)
+                    (Action::Forward, Expect::Plain(1))
                 }
             }
-            Cmd::Subscribe(kind) => Ok((
+            Cmd::Subscribe(kind) => (
                 Action::Forward,
                 Expect::Subscribe(kind, frame.argc().saturating_sub(1) as u64),
-            )),
-            Cmd::Unsubscribe(kind) => Ok((
+            ),
+            Cmd::Unsubscribe(kind) => (
                 Action::Forward,
                 Expect::Unsubscribe(kind, frame.argc().saturating_sub(1) as u64),
-            )),
+            ),
         }
     }
 
@@ -576,60 +644,66 @@ impl Forwarder {
         Action::Substitute(out)
     }
 
-    fn auth(&self, frame: &Frame, bytes: &[u8], ctx: &Ctx<'_>) -> (Action, Expect) {
+    fn auth(&self, frame: &Frame, bytes: &[u8], ctx: &Ctx<'_>) -> Decided {
         let args = frame.args(bytes);
         match args.len() {
             // Redis answers the arity error itself.
-            0 | 1 => (Action::Forward, Expect::Plain(1)),
-            2 | 3 if ctx.reauth_refused() => (Action::Substitute(invalid_auth()), Expect::Plain(1)),
+            0 | 1 => Ok((Action::Forward, Expect::Plain(1))),
+            2 | 3 if ctx.reauth_refused() => {
+                Ok((Action::Substitute(invalid_auth()), Expect::Plain(1)))
+            }
             2 | 3 => {
                 let granted = match args.len() {
                     2 => ctx.authenticate_key(&args[1]),
                     _ => ctx.authenticate(&args[1], &args[2]),
                 };
                 match granted {
-                    Ok(granted) => (
+                    Ok(granted) => Ok((
                         Action::Substitute(auth_command(&granted.user)),
                         Expect::Auth(Box::new(granted.switch(false, None))),
-                    ),
-                    Err(()) => (Action::Substitute(invalid_auth()), Expect::Plain(1)),
+                    )),
+                    Err(Refused::Invalid) => {
+                        Ok((Action::Substitute(invalid_auth()), Expect::Plain(1)))
+                    }
+                    Err(Refused::NeedsUser(oid, policy)) => Err((oid, policy)),
                 }
             }
             // Redis answers `-ERR syntax error`; keep the arguments from it.
             _ => {
                 let mut out = Vec::new();
                 encode_command(&mut out, &[&b"AUTH"[..], INVALID_USER, b"-", b"-"]);
-                (Action::Substitute(out), Expect::Plain(1))
+                Ok((Action::Substitute(out), Expect::Plain(1)))
             }
         }
     }
 
-    fn hello(&self, frame: &Frame, bytes: &[u8], ctx: &Ctx<'_>) -> (Action, Expect) {
+    fn hello(&self, frame: &Frame, bytes: &[u8], ctx: &Ctx<'_>) -> Decided {
         let args = frame.args(bytes);
         match parse_hello(&args) {
-            Err(e) => (Action::Substitute(e.reproduction()), Expect::Plain(1)),
+            Err(e) => Ok((Action::Substitute(e.reproduction()), Expect::Plain(1))),
             Ok(hello) => match hello.auth {
-                None => (Action::Forward, Expect::Hello(hello.version)),
-                Some(_) if ctx.reauth_refused() => (
+                None => Ok((Action::Forward, Expect::Hello(hello.version))),
+                Some(_) if ctx.reauth_refused() => Ok((
                     Action::Substitute(
                         hello.with_credentials(INVALID_USER, random_password().as_bytes()),
                     ),
                     Expect::Plain(1),
-                ),
+                )),
                 Some((user, token)) => match ctx.authenticate(user, token) {
-                    Ok(granted) => (
+                    Ok(granted) => Ok((
                         Action::Substitute(hello.with_credentials(
                             granted.user.name.as_bytes(),
                             granted.user.password.as_bytes(),
                         )),
                         Expect::Auth(Box::new(granted.switch(true, hello.version))),
-                    ),
-                    Err(()) => (
+                    )),
+                    Err(Refused::Invalid) => Ok((
                         Action::Substitute(
                             hello.with_credentials(INVALID_USER, random_password().as_bytes()),
                         ),
                         Expect::Plain(1),
-                    ),
+                    )),
+                    Err(Refused::NeedsUser(oid, policy)) => Err((oid, policy)),
                 },
             },
         }
@@ -649,7 +723,11 @@ pub(crate) async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let ctx = Ctx { id, state: &state };
+    let ctx = Ctx {
+        id,
+        state: &state,
+        failed_creation: Mutex::new(None),
+    };
     let (mut reader, mut writer) = tokio::io::split(stream);
     let mut buf = BytesMut::with_capacity(CLIENT_READ);
     let mut close_all_rx = state.faults.watch_close_all();
@@ -746,8 +824,17 @@ where
                 Event::Frame(frame) => {
                     let len = frame.byte_len();
                     let local = ctx.local(&frame, buf.get(..len).unwrap_or(&[]));
+                    if let Local::NeedsUser(oid, policy) = local {
+                        // Read the request again once the user exists (or failed to).
+                        tokio::select! {
+                            _ = ctx.create_user(oid, policy) => {}
+                            _ = sleep_until(deadline) => return Err(End::AuthTimeout),
+                        }
+                        continue;
+                    }
                     buf.advance(len);
                     match local {
+                        Local::NeedsUser(..) => {}
                         Local::Reply(reply) => replies.extend_from_slice(&reply),
                         Local::Nothing => {}
                         Local::Quit => {
@@ -951,6 +1038,10 @@ where
                 }
                 fwd.out.clear();
                 buf.advance(n);
+                if let Some((oid, policy)) = fwd.needs.take() {
+                    ctx.create_user(oid, policy).await;
+                    continue;
+                }
             }
             if fwd.poisoned {
                 // Redis answers the bad request and closes; nothing more is read.
