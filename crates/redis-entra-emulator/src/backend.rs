@@ -11,7 +11,18 @@
 //! - `entra-access-key`: clients that authenticated with an access key (`+@all allkeys
 //!   allchannels`, as Azure's keys give full access), created at start;
 //! - `entra-custom-<name>`: one per custom policy, created or updated with `ACL SETUSER` by
-//!   [`Backend::ensure_policy`].
+//!   [`Backend::ensure_policy`] (which checks the rules with Redis);
+//! - `<object id>`: one per identity, with its policy's rules, the user the gateway substitutes
+//!   (as on Azure, `ACL WHOAMI`, `CLIENT LIST` and `NOPERM` name the object id): created at the
+//!   identity's first `AUTH` or assignment ([`Backend::ensure_identity`]), updated in place
+//!   when its assignment or custom policy changes (Redis applies ACL changes to authenticated
+//!   connections at once), deleted when it is revoked ([`Backend::remove_identity`]: Redis
+//!   closes the connections of a deleted user).
+//!
+//! Every user also loses Azure's unsupported commands
+//! ([`acl_removals`](crate::gateway::commands::acl_removals)), so scripts cannot run them
+//! either. With `--backend`, the emulator refuses a server whose `default` user lets
+//! unauthenticated connections run commands.
 //!
 //! A spawned standalone backend keeps its users in an ACL file (`aclfile`, written with
 //! `ACL SAVE` after each change), as cluster nodes do, so that [`Backend::restart`] brings it

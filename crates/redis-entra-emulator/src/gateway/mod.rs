@@ -12,8 +12,9 @@
 //! - `AUTH <key>`, `AUTH default <key>` and `HELLO <v> AUTH default <key>` are checked against
 //!   the cache's [access keys](crate::access_keys) and give full access (the backend user
 //!   `entra-access-key`), with no deadline; disabling access keys closes those connections.
-//! - The identity's access policy (built-in or custom) is a real ACL user on the backend, so
-//!   `NOPERM` and every other reply come from Redis itself.
+//! - Each identity is a real ACL user on the backend, named by its object id, with its access
+//!   policy's rules (built-in or custom), so `NOPERM`, `ACL WHOAMI` and every other reply come
+//!   from Redis itself.
 //! - The identity, its deadline, the access-key epoch and the subscription state change only on
 //!   Redis' reply to the request that changes them (a private `pending` module): the `+OK` of
 //!   a substituted `AUTH`, `EXEC`'s reply for one queued in `MULTI`, `+RESET`.
