@@ -423,6 +423,90 @@ mod tests {
         assert!(reply.element(4).is_none());
     }
 
+    /// A small deterministic generator (xorshift), so that failures reproduce.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n.max(1)
+        }
+    }
+
+    /// A random RESP2/RESP3 value, nested up to `depth`.
+    fn value(rng: &mut Rng, depth: u32, out: &mut Vec<u8>) {
+        let kinds: &[u8] = if depth == 0 {
+            b"+-:$_#,(!="
+        } else {
+            b"+-:$_#,(!=*%~>"
+        };
+        let kind = kinds[rng.below(kinds.len() as u64) as usize];
+        match kind {
+            b'$' | b'!' | b'=' => {
+                let len = rng.below(70) as usize;
+                if len == 69 && kind == b'$' {
+                    out.extend_from_slice(b"$-1\r\n");
+                    return;
+                }
+                out.extend_from_slice(format!("{}{len}\r\n", kind as char).as_bytes());
+                out.extend((0..len).map(|i| b"\r\nab"[i % 4]));
+                out.extend_from_slice(b"\r\n");
+            }
+            b'*' | b'~' | b'>' | b'%' => {
+                let n = rng.below(5);
+                out.extend_from_slice(format!("{}{n}\r\n", kind as char).as_bytes());
+                let n = if kind == b'%' { n * 2 } else { n };
+                for _ in 0..n {
+                    value(rng, depth - 1, out);
+                }
+            }
+            b'_' => out.extend_from_slice(b"_\r\n"),
+            other => {
+                out.push(other);
+                out.extend_from_slice(rng.below(1_000_000).to_string().as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+    }
+
+    #[test]
+    fn random_replies_in_random_pieces_are_all_framed() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for round in 0..300 {
+            let count = 1 + rng.below(20) as usize;
+            let mut stream = Vec::new();
+            let mut ends = Vec::new();
+            for _ in 0..count {
+                value(&mut rng, 3, &mut stream);
+                ends.push(stream.len());
+            }
+            let mut s = Scanner::new();
+            let mut pos = 0;
+            let mut seen = Vec::new();
+            while pos < stream.len() {
+                let piece = 1 + rng.below(64) as usize;
+                let end = (pos + piece).min(stream.len());
+                let mut at = pos;
+                while at < end {
+                    let (n, reply) = s.next(&stream[at..end]).expect("RESP");
+                    at += n;
+                    if reply.is_some() {
+                        seen.push(at);
+                    }
+                }
+                pos = end;
+            }
+            assert_eq!(seen, ends, "round {round}");
+            assert!(s.at_boundary());
+        }
+    }
+
     #[test]
     fn refuses_garbage() {
         assert_eq!(Scanner::new().next(b"hello"), Err(NotResp));

@@ -721,6 +721,51 @@ pub fn encode_command<A: AsRef<[u8]>>(out: &mut Vec<u8>, args: &[A]) {
 mod tests {
     use super::*;
 
+    /// Issue 11: a request held whole is read once however many reads it takes (the parser
+    /// resumes where it stopped), and one longer than its cap is an error as soon as a bulk
+    /// header shows it, without waiting for the bytes.
+    #[test]
+    fn held_requests_resume_and_are_capped() {
+        let mut request = b"*3\r\n$4\r\nAUTH\r\n$3\r\noid\r\n$1000\r\n".to_vec();
+        request.extend_from_slice(&[b'x'; 1000]);
+        request.extend_from_slice(b"\r\n");
+        let mut parser = RequestParser::new(Limits::AUTHENTICATED);
+        for cut in (1..request.len()).step_by(7) {
+            assert_eq!(
+                parser.next_capped(&request[..cut], |_| Some(4096)),
+                Event::Incomplete,
+                "cut {cut}"
+            );
+        }
+        match parser.next_capped(&request, |_| Some(4096)) {
+            Event::Frame(frame) => assert_eq!(frame.byte_len(), request.len()),
+            other => panic!("{other:?}"),
+        }
+        let mut parser = RequestParser::new(Limits::AUTHENTICATED);
+        assert_eq!(
+            parser.next_capped(&request[..40], |_| Some(512)),
+            Event::Error(ProtocolError::TooBigHeldRequest)
+        );
+        // `*2000000000` and endless one-byte bulks: cut at the cap.
+        let mut endless = b"*2000000000\r\n$9\r\nSUBSCRIBE\r\n".to_vec();
+        let mut parser = RequestParser::new(Limits::AUTHENTICATED);
+        let mut verdict = Event::Incomplete;
+        while endless.len() < 10_000 {
+            endless.extend_from_slice(b"$1\r\na\r\n");
+            verdict = parser.next_capped(&endless, |_| Some(1024));
+            if verdict != Event::Incomplete {
+                break;
+            }
+        }
+        assert_eq!(verdict, Event::Error(ProtocolError::TooBigHeldRequest));
+        // Not held: streamed as before.
+        let mut parser = RequestParser::new(Limits::AUTHENTICATED);
+        assert!(matches!(
+            parser.next_capped(&request[..40], |_| None),
+            Event::Partial(_)
+        ));
+    }
+
     /// Found by `cargo fuzz run resp_parser` (docs/RELIABILITY.md): `next_frame` streamed a
     /// request whose first bulk (the name) was longer than `MAX_NAME_WAIT` and not all there yet,
     /// answering `Partial` although it promises whole frames. Phase 1 of a session treats
