@@ -20,7 +20,7 @@
 //!   closes the connections of a deleted user).
 //!
 //! Every user also loses Azure's unsupported commands
-//! ([`acl_removals`](crate::gateway::commands::acl_removals)), so scripts cannot run them
+//! ([`acl_removals`](crate::unsupported::acl_removals)), so scripts cannot run them
 //! either. With `--backend`, the emulator refuses a server whose `default` user lets
 //! unauthenticated connections run commands.
 //!
@@ -254,8 +254,8 @@ fn setuser_args(user: &str, password: &str, rules: &str) -> Vec<String> {
     ];
     args.extend(rules.split_whitespace().map(String::from));
     // Azure's unsupported commands, also for scripts (`redis.call`).
-    args.extend(crate::gateway::commands::acl_removals(
-        crate::gateway::Profile::AzureCacheForRedis,
+    args.extend(crate::unsupported::acl_removals(
+        crate::unsupported::Profile::AzureCacheForRedis,
     ));
     args
 }

@@ -18,7 +18,8 @@
 //! - The identity, its deadline, the access-key epoch and the subscription state change only on
 //!   Redis' reply to the request that changes them (a private `pending` module): the `+OK` of
 //!   a substituted `AUTH`, `EXEC`'s reply for one queued in `MULTI`, `+RESET`.
-//! - Azure's [unsupported commands](commands) are refused for everyone, in Redis' words.
+//! - Azure's [unsupported commands](crate::unsupported) are refused for everyone, in Redis'
+//!   words.
 //! - At most [`GatewayConfig::max_connections`] connections; a request the gateway must hold
 //!   (`AUTH` 16 KiB, subscribe commands 1 MiB, others 64 KiB) longer than that closes the
 //!   connection.
@@ -65,7 +66,6 @@
 //! # Ok(()) }
 //! ```
 
-pub mod commands;
 mod hello;
 mod pending;
 mod replies;
@@ -89,7 +89,7 @@ use crate::faults::Faults;
 use crate::stats::Stats;
 use crate::Error;
 
-pub use commands::Profile;
+pub use crate::unsupported::Profile;
 pub use validate::{Rejection, TokenValidator, ValidToken};
 
 /// The reply to a connection past [`GatewayConfig::max_connections`], as Redis words it at

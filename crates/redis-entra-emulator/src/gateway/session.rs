@@ -47,7 +47,6 @@ use tokio::sync::watch;
 use tokio::time::{sleep_until, timeout, Instant};
 use tracing::debug;
 
-use super::commands::Profile;
 use super::hello::{parse_hello, Hello};
 use super::pending::{lease_for, Grant, Kind, Lease, Switch, Tracker, Verdict, MAX_DEADLINE};
 use super::replies::Scanner;
@@ -57,6 +56,7 @@ use super::GatewayState;
 use crate::backend::{BackendStream, BackendUser};
 use crate::directory::AccessPolicy;
 use crate::stats::Stats;
+use crate::unsupported::Profile;
 
 mod forward;
 use forward::Forwarder;

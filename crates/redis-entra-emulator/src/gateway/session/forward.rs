@@ -194,7 +194,7 @@ impl Forwarder {
 
     /// An Azure-unsupported command goes to Redis with a NUL byte after its (sub)command name,
     /// which Redis answers as an unknown (sub)command, naming it as sent
-    /// ([`commands`](crate::gateway::commands)).
+    /// ([`unsupported`](crate::unsupported)).
     fn unsupported(&self, frame: &Frame, bytes: &[u8], name: &[u8]) -> Action {
         let args = frame.args(bytes);
         let sub = args.get(1).map(|a| a.as_ref());

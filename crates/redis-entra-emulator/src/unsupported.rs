@@ -1,4 +1,5 @@
-//! The Redis commands Azure does not run, per product, as data.
+//! The Redis commands Azure does not run, per product, as data (the gateway refuses them, the
+//! backend's users lack them; neither module owns the table).
 //!
 //! Azure Cache for Redis documents a list of "Redis commands not supported", refused for every
 //! client whatever its access policy or key, "with an error message similar to
