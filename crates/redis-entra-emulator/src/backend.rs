@@ -170,6 +170,56 @@ struct IdentityUser {
     rules: String,
 }
 
+/// The backend's commands as `COMMAND` lists them: each name (lower case) with its arity
+/// (Redis' convention: `n` exactly `n` arguments, `-n` at least `n`, the name included) and,
+/// for a container command, its subcommands' arities.
+#[derive(Debug, Default)]
+pub struct CommandArities {
+    commands: HashMap<String, (i64, HashMap<String, i64>)>,
+}
+
+impl CommandArities {
+    /// The arity of `name` (any case), and its subcommands' (empty unless a container).
+    pub fn get(&self, name: &[u8]) -> Option<(i64, &HashMap<String, i64>)> {
+        let name = std::str::from_utf8(name).ok()?.to_ascii_lowercase();
+        self.commands.get(&name).map(|(a, subs)| (*a, subs))
+    }
+
+    fn from_reply(reply: &Value) -> Self {
+        let mut commands = HashMap::new();
+        let Value::Array(entries) = reply else {
+            return Self { commands };
+        };
+        let entry = |v: &Value| -> Option<(String, i64)> {
+            let Value::Array(fields) = v else { return None };
+            let name = fields.first()?.text()?.to_ascii_lowercase();
+            let Value::Int(arity) = fields.get(1)? else {
+                return None;
+            };
+            Some((name, *arity))
+        };
+        for v in entries {
+            let Some((name, arity)) = entry(v) else {
+                continue;
+            };
+            let mut subs = HashMap::new();
+            if let Value::Array(fields) = v {
+                if let Some(Value::Array(list)) = fields.get(9) {
+                    for sub in list {
+                        if let Some((full, arity)) = entry(sub) {
+                            // `config|get` → `get`
+                            let short = full.rsplit('|').next().unwrap_or(&full).to_string();
+                            subs.insert(short, arity);
+                        }
+                    }
+                }
+            }
+            commands.insert(name, (arity, subs));
+        }
+        Self { commands }
+    }
+}
+
 /// The ACL users of a backend and the passwords only the gateway knows, shared by every node
 /// of that backend: a standalone `redis-server` is one node, a cluster has several, each
 /// holding the same users with the same passwords.
@@ -182,6 +232,8 @@ struct Users {
     custom: RwLock<HashMap<String, CustomUser>>,
     /// Identities' users, by object id.
     identities: RwLock<HashMap<String, IdentityUser>>,
+    /// The server's commands and their arities, read once (`COMMAND`).
+    commands: tokio::sync::OnceCell<Arc<CommandArities>>,
     /// Serialises ACL changes (and cluster node restarts), so that concurrent updates of one
     /// policy agree on its password and every node gets every change.
     acl: tokio::sync::Mutex<()>,
@@ -203,6 +255,7 @@ impl Users {
             access_key_password: random_password(),
             custom: RwLock::new(HashMap::new()),
             identities: RwLock::new(HashMap::new()),
+            commands: tokio::sync::OnceCell::new(),
             acl: tokio::sync::Mutex::new(()),
             nodes,
             persist,
@@ -736,6 +789,21 @@ impl Backend {
             }
         }
         Ok(())
+    }
+
+    /// The server's commands and arities (`COMMAND`, read at the first call), with which the
+    /// gateway answers an unauthenticated client's unknown command or wrong argument count as
+    /// Redis does, before `NOAUTH`.
+    pub async fn command_arities(&self) -> Result<Arc<CommandArities>, Error> {
+        self.users
+            .commands
+            .get_or_try_init(|| async {
+                let mut s = self.admin_connection().await?;
+                let reply = request(&mut s, &["COMMAND"]).await?;
+                Ok::<_, Error>(Arc::new(CommandArities::from_reply(&reply)))
+            })
+            .await
+            .cloned()
     }
 
     /// Opens a stream authenticated as the emulator's administrator.

@@ -6,13 +6,13 @@
 //! `(error) ERR unknown command`"; Azure Managed Redis (Redis Enterprise underneath) has its own
 //! list. docs/UNSUPPORTED-COMMANDS.md gives both tables, their sources and what is confirmed.
 //!
-//! The gateway refuses them in order and in Redis' own words: it forwards the request with a
-//! NUL byte appended to the command (or subcommand) name, which no command has, so Redis answers
-//! `-ERR unknown command 'CONFIG', with args beginning with: 'SET' …` (or `-ERR unknown
-//! subcommand 'SETUSER'. Try ACL HELP.`): the name prints as sent, since Redis formats it as a
-//! C string. Inside `MULTI` this flags the transaction, so `EXEC` answers `-EXECABORT`, as for
-//! any unknown command. [`acl_removals`] strips the same commands from the backend's ACL users,
-//! so that scripts (`redis.call('MIGRATE', …)`) are refused by Redis too.
+//! The gateway refuses them in order and in Redis' own words: it forwards a command no Redis
+//! has in the request's place, so that Redis answers with an error at that point (inside
+//! `MULTI` this flags the transaction, so `EXEC` answers `-EXECABORT`, as for any unknown
+//! command), and rewrites that error into `-ERR unknown command 'CONFIG', with args beginning
+//! with: 'SET' …` (or `-ERR unknown subcommand 'SETUSER'. Try ACL HELP.`) for the name the
+//! client sent. [`acl_removals`] strips the same commands from the backend's ACL users, so that
+//! scripts (`redis.call('MIGRATE', …)`) are refused by Redis too.
 
 /// Which Azure product the emulator plays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -374,6 +374,23 @@ async fn unauthenticated_clients_get_noauth() -> Result<()> {
         err("ERR syntax error")
     );
     assert_eq!(conn.cmd(&["AUTH", "an-access-key"]).await?, err(WRONGPASS));
+    // As Redis 7: an unknown command or a wrong argument count is reported before NOAUTH.
+    assert_eq!(
+        conn.cmd(&["NOSUCH", "a"]).await?,
+        err("ERR unknown command 'NOSUCH', with args beginning with: 'a' ")
+    );
+    assert_eq!(
+        conn.cmd(&["GET"]).await?,
+        err("ERR wrong number of arguments for 'get' command")
+    );
+    assert_eq!(
+        conn.cmd(&["CONFIG", "NOSUCH"]).await?,
+        err("ERR unknown subcommand 'NOSUCH'. Try CONFIG HELP.")
+    );
+    assert_eq!(
+        conn.cmd(&["CLIENT", "SETNAME"]).await?,
+        err("ERR wrong number of arguments for 'client|setname' command")
+    );
     assert_eq!(conn.cmd(&["RESET"]).await?, Reply::Simple("RESET".into()));
     assert_eq!(conn.cmd(&["QUIT"]).await?, ok());
     conn.expect_close().await?;
@@ -1736,6 +1753,32 @@ async fn azure_unsupported_commands_are_refused_for_everyone() -> Result<()> {
             err("EXECABORT Transaction discarded because of previous errors.")
         );
         assert!(matches!(conn.read().await?, Reply::Bulk(Some(_))));
+        // Many, pipelined between ordinary commands: replies span the gateway's reads, and every
+        // refusal is rewritten whole, in order.
+        let mut burst = Vec::new();
+        for i in 0..300 {
+            burst.extend(encode(&["CONFIG", "GET", "maxmemory"]));
+            burst.extend(encode(&["ECHO", &format!("v{i}")]));
+        }
+        conn.send(&burst).await?;
+        for i in 0..300 {
+            assert_eq!(
+                conn.read().await?,
+                unknown("CONFIG", &["GET", "maxmemory"]),
+                "{i}"
+            );
+            assert_eq!(conn.read().await?, bulk(&format!("v{i}")));
+        }
+        // In RESP2 subscribed mode, as Redis answers an unknown command there.
+        assert!(matches!(
+            conn.cmd(&["SUBSCRIBE", "ch"]).await?,
+            Reply::Array(Some(_))
+        ));
+        assert_eq!(conn.cmd(&["SAVE"]).await?, unknown("SAVE", &[]));
+        assert!(matches!(
+            conn.cmd(&["UNSUBSCRIBE"]).await?,
+            Reply::Array(Some(_))
+        ));
         // Scripts: Redis refuses MIGRATE for the backend users.
         let script = conn
             .cmd(&[
@@ -1941,7 +1984,20 @@ async fn the_gateway_answers_as_redis_does() -> Result<()> {
     let scripts: Vec<(&str, Vec<Step>)> = vec![
         (
             "before AUTH",
-            vec![Send(&["PING"]), Send(&["GET", "a"]), Auth],
+            vec![
+                Send(&["PING"]),
+                Send(&["GET", "a"]),
+                Send(&["NOSUCHCOMMAND", "a", "b"]),
+                Send(&["nosuch"]),
+                Send(&["GET"]),
+                Send(&["SET", "a"]),
+                Send(&["CONFIG"]),
+                Send(&["CONFIG", "NOSUCH", "x"]),
+                Send(&["CLIENT", "SETNAME"]),
+                Send(&["CLIENT", "SETNAME", "n"]),
+                Send(&["PING", "a", "b"]),
+                Auth,
+            ],
         ),
         (
             "pipelined",

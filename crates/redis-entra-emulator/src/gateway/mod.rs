@@ -68,6 +68,7 @@
 
 mod hello;
 mod pending;
+mod rejections;
 mod replies;
 pub mod resp;
 mod session;

@@ -101,6 +101,9 @@ pub(crate) enum Expect {
     Unsubscribe(Kind, u64),
     /// From here on replies cannot be counted.
     Untrackable,
+    /// A request replaced by an unknown command: Redis' error reply is replaced with these
+    /// bytes (an Azure-unsupported command's error, in Redis' words).
+    Rewrite(Box<[u8]>),
 }
 
 impl Expect {
@@ -251,6 +254,21 @@ impl Tracker {
         Ok(())
     }
 
+    /// Whether the next reply, if it is an error, is to be replaced
+    /// ([`take_rewrite`](Self::take_rewrite)).
+    pub(crate) fn rewrites_next(&self) -> bool {
+        !self.untracked && matches!(self.queue.front(), Some(Expect::Rewrite(_)))
+    }
+
+    /// The bytes that replace the reply now ending (call before [`on_reply`](Self::on_reply),
+    /// which then drops the request).
+    pub(crate) fn take_rewrite(&mut self) -> Option<Box<[u8]>> {
+        match self.queue.front_mut() {
+            Some(Expect::Rewrite(bytes)) => Some(std::mem::take(bytes)),
+            _ => None,
+        }
+    }
+
     /// The `EXEC` element indexes the scanner must summarise for the next reply.
     pub(crate) fn wanted(&self) -> Vec<u64> {
         if self.in_multi && matches!(self.queue.front(), Some(Expect::Exec)) {
@@ -389,7 +407,7 @@ impl Tracker {
             return Verdict::Go;
         }
         match head.clone() {
-            Expect::Plain(_) | Expect::Untrackable => {
+            Expect::Plain(_) | Expect::Untrackable | Expect::Rewrite(_) => {
                 self.pop();
             }
             Expect::Auth(switch) => {

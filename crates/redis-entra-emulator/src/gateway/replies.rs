@@ -189,7 +189,6 @@ impl Scanner {
     }
 
     /// Whether the scanner is between replies.
-    #[cfg(test)]
     pub(crate) fn at_boundary(&self) -> bool {
         matches!(self.state, State::Type) && self.stack.is_empty()
     }

@@ -49,11 +49,12 @@ use tracing::debug;
 
 use super::hello::{parse_hello, Hello};
 use super::pending::{lease_for, Grant, Kind, Lease, Switch, Tracker, Verdict, MAX_DEADLINE};
+use super::rejections::rejection;
 use super::replies::Scanner;
 use super::resp::{encode_command, Event, Frame, Limits, RequestParser};
 use super::validate::Rejection;
 use super::GatewayState;
-use crate::backend::{BackendStream, BackendUser};
+use crate::backend::{BackendStream, BackendUser, CommandArities};
 use crate::directory::AccessPolicy;
 use crate::stats::Stats;
 use crate::unsupported::Profile;
@@ -396,7 +397,7 @@ impl Ctx<'_> {
     }
 
     /// Phase 1: answers a request of an unauthenticated client.
-    fn local(&self, frame: &Frame, bytes: &[u8]) -> Local {
+    fn local(&self, frame: &Frame, bytes: &[u8], commands: Option<&CommandArities>) -> Local {
         let Some(name) = frame.name(bytes) else {
             return Local::Nothing;
         };
@@ -449,7 +450,11 @@ impl Ctx<'_> {
             }
             Some(Cmd::Reset) => Local::Reply(Cow::Borrowed(RESET)),
             _ if name.eq_ignore_ascii_case(b"QUIT") => Local::Quit,
-            _ => Local::Reply(Cow::Borrowed(NOAUTH)),
+            // Redis reports an unknown command or a wrong argument count before `NOAUTH`.
+            _ => match commands.and_then(|t| rejection(t, &frame.args(bytes))) {
+                Some(reply) => Local::Reply(Cow::Owned(reply)),
+                None => Local::Reply(Cow::Borrowed(NOAUTH)),
+            },
         }
     }
 }
@@ -556,6 +561,14 @@ where
     W: AsyncWrite + Unpin,
 {
     let deadline = Instant::now() + ctx.state.config.auth_timeout;
+    // Read once per backend; without it, every rejected request gets `NOAUTH`.
+    let commands = match ctx.state.backend.command_arities().await {
+        Ok(commands) => Some(commands),
+        Err(e) => {
+            debug!(conn = ctx.id, error = %e, "the backend's command table is unavailable");
+            None
+        }
+    };
     let mut parser = RequestParser::new(Limits::UNAUTHENTICATED);
     let mut replies = Vec::new();
     loop {
@@ -563,7 +576,8 @@ where
             match parser.next_frame(buf) {
                 Event::Frame(frame) => {
                     let len = frame.byte_len();
-                    let local = ctx.local(&frame, buf.get(..len).unwrap_or(&[]));
+                    let local =
+                        ctx.local(&frame, buf.get(..len).unwrap_or(&[]), commands.as_deref());
                     if let Local::NeedsUser(oid, policy) = local {
                         // Read the request again once the user exists (or failed to).
                         tokio::select! {
@@ -713,32 +727,56 @@ async fn guard(lease: &mut watch::Receiver<Lease>, revocations: &mut watch::Rece
     }
 }
 
-/// Reads the replies in `bytes` and lets the tracker follow them; `Some` if the connection
-/// must end.
+/// Reads the replies in `bytes` and lets the tracker follow them. What to write to the client:
+/// `None` for `bytes` as they are, or the bytes to write instead when a reply is rewritten (an
+/// unsupported command's error; `holding` carries a rewritten reply across reads). `Err` if the
+/// connection must end.
 fn follow(
     scanner: &mut Scanner,
     bytes: &[u8],
+    holding: &mut bool,
     tracker: &Mutex<Tracker>,
     ctx: &Ctx<'_>,
-) -> Option<End> {
-    let mut locked = None;
+) -> Result<Option<Vec<u8>>, End> {
+    let mut t = tracker.lock().unwrap_or_else(|e| e.into_inner());
+    // Set once a reply is held back: the bytes to write, and where the part of `bytes` not
+    // written yet starts (`None` while holding).
+    let mut out: Option<Vec<u8>> = holding.then(Vec::new);
+    let mut pending_from = if *holding { None } else { Some(0) };
     let mut pos = 0;
     while pos < bytes.len() {
+        if !*holding && scanner.at_boundary() && bytes.get(pos) == Some(&b'-') && t.rewrites_next()
+        {
+            *holding = true;
+            let buf = out.get_or_insert_with(Vec::new);
+            if let Some(from) = pending_from.take() {
+                buf.extend_from_slice(bytes.get(from..pos).unwrap_or(&[]));
+            }
+        }
         let Ok((used, reply)) = scanner.next(bytes.get(pos..).unwrap_or(&[])) else {
             debug!(conn = ctx.id, "the backend's reply is not RESP");
-            return Some(End::Backend);
+            return Err(End::Backend);
         };
         pos += used;
         if let Some(reply) = reply {
-            let t = locked.get_or_insert_with(|| tracker.lock().unwrap_or_else(|e| e.into_inner()));
+            if *holding {
+                *holding = false;
+                let replacement = t.take_rewrite().unwrap_or_default();
+                out.get_or_insert_with(Vec::new)
+                    .extend_from_slice(&replacement);
+                pending_from = Some(pos);
+            }
             let verdict = t.on_reply(&reply, &ctx.state.stats);
             scanner.want(t.wanted());
             if verdict == Verdict::Close {
-                return Some(End::Untracked);
+                return Err(End::Untracked);
             }
         }
     }
-    None
+    if let (Some(buf), Some(from)) = (out.as_mut(), pending_from) {
+        buf.extend_from_slice(bytes.get(from..).unwrap_or(&[]));
+    }
+    Ok(out)
 }
 
 /// Phase 2: relays between the client and the backend until either side closes, the lease
@@ -805,6 +843,7 @@ where
         // fills it (throughput under load).
         let mut chunk = vec![0u8; BACKEND_READ_INITIAL];
         let mut scanner = Scanner::new();
+        let mut holding = false;
         loop {
             match backend_reader.read(&mut chunk).await {
                 Ok(0) | Err(_) => return End::Backend,
@@ -814,9 +853,11 @@ where
                     };
                     // One lock per read, however many replies it holds; released before
                     // the write to the client.
-                    if let Some(end) = follow(&mut scanner, bytes, &tracker, ctx) {
-                        return end;
-                    }
+                    let rewritten = match follow(&mut scanner, bytes, &mut holding, &tracker, ctx) {
+                        Ok(rewritten) => rewritten,
+                        Err(end) => return end,
+                    };
+                    let bytes = rewritten.as_deref().unwrap_or(bytes);
                     if writer.write_all(bytes).await.is_err() || writer.flush().await.is_err() {
                         return End::Client;
                     }

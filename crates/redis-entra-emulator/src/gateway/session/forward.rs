@@ -5,12 +5,18 @@
 use std::sync::Mutex;
 
 use super::super::pending::{Expect, Tracker};
+use super::super::rejections::{unknown_command, unknown_subcommand};
 use super::super::resp::{encode_command, Event, Frame, Limits, ProtocolError, RequestParser};
 use super::{
     auth_command, auth_command_with, classify, hold, parse_hello, random_password, Cmd, Ctx, End,
     Profile, Refused, INVALID_USER,
 };
 use crate::directory::AccessPolicy;
+
+/// What an unsupported command becomes: a name no command has, so that Redis answers with an
+/// error, in order (and flags an open transaction), which the gateway then rewrites into the
+/// unknown-command error for the name the client sent.
+const UNSUPPORTED: &[u8] = b"entra-unsupported-command";
 use tracing::debug;
 
 /// Phase 2: the client-to-backend direction of an authenticated connection.
@@ -142,9 +148,8 @@ impl Forwarder {
             );
             return Err(End::Untracked);
         }
-        let plain = |action| Ok(Some((action, Expect::Plain(1))));
         let Some(cmd) = cmd else {
-            return plain(self.unsupported(frame, bytes, name));
+            return Ok(Some(self.unsupported(frame, bytes, name)));
         };
         let decided = match cmd {
             Cmd::Auth => self.auth(frame, bytes, ctx),
@@ -195,19 +200,19 @@ impl Forwarder {
     /// An Azure-unsupported command goes to Redis with a NUL byte after its (sub)command name,
     /// which Redis answers as an unknown (sub)command, naming it as sent
     /// ([`unsupported`](crate::unsupported)).
-    fn unsupported(&self, frame: &Frame, bytes: &[u8], name: &[u8]) -> Action {
+    fn unsupported(&self, frame: &Frame, bytes: &[u8], name: &[u8]) -> (Action, Expect) {
         let args = frame.args(bytes);
         let sub = args.get(1).map(|a| a.as_ref());
         let Some(index) = self.profile.refused_arg(name, sub) else {
-            return Action::Forward;
+            return (Action::Forward, Expect::Plain(1));
         };
-        let mut renamed: Vec<Vec<u8>> = args.iter().map(|a| a.to_vec()).collect();
-        if let Some(arg) = renamed.get_mut(index) {
-            arg.push(0);
-        }
+        let reply = match (index, sub) {
+            (1, Some(sub)) => unknown_subcommand(name, sub),
+            _ => unknown_command(&args),
+        };
         let mut out = Vec::new();
-        encode_command(&mut out, &renamed);
-        Action::Substitute(out)
+        encode_command(&mut out, &[UNSUPPORTED]);
+        (Action::Substitute(out), Expect::Rewrite(reply.into()))
     }
 
     fn auth(&self, frame: &Frame, bytes: &[u8], ctx: &Ctx<'_>) -> Decided {
