@@ -62,6 +62,13 @@ pub struct EmulatorArgs {
     /// each plus the clock skew); at least --token-lifetime.
     #[arg(long, default_value = "24h", value_parser = parse_duration)]
     pub max_token_lifetime: Duration,
+    /// The most client connections the gateway keeps open at once (as an Azure SKU's limit);
+    /// one more gets `ERR max number of clients reached`.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// How long a client has to authenticate after its TLS handshake (or a RESET).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub auth_timeout: Duration,
 }
 
 async fn terminated() {
@@ -99,6 +106,11 @@ pub async fn run(args: EmulatorArgs) -> Outcome {
         max_token_lifetime: args.max_token_lifetime,
         cluster: args.cluster_nodes,
         federated_token_lifetime: args.federated_token_lifetime,
+        gateway: redis_entra_emulator::gateway::GatewayConfig {
+            max_connections: args.max_connections,
+            auth_timeout: args.auth_timeout,
+            ..Default::default()
+        },
     })
     .await
     .context("starting the emulator")?;

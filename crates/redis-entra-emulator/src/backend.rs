@@ -11,7 +11,18 @@
 //! - `entra-access-key`: clients that authenticated with an access key (`+@all allkeys
 //!   allchannels`, as Azure's keys give full access), created at start;
 //! - `entra-custom-<name>`: one per custom policy, created or updated with `ACL SETUSER` by
-//!   [`Backend::ensure_policy`].
+//!   [`Backend::ensure_policy`] (which checks the rules with Redis);
+//! - `<object id>`: one per identity, with its policy's rules, the user the gateway substitutes
+//!   (as on Azure, `ACL WHOAMI`, `CLIENT LIST` and `NOPERM` name the object id): created at the
+//!   identity's first `AUTH` or assignment ([`Backend::ensure_identity`]), updated in place
+//!   when its assignment or custom policy changes (Redis applies ACL changes to authenticated
+//!   connections at once), deleted when it is revoked ([`Backend::remove_identity`]: Redis
+//!   closes the connections of a deleted user).
+//!
+//! Every user also loses Azure's unsupported commands
+//! ([`acl_removals`](crate::unsupported::acl_removals)), so scripts cannot run them
+//! either. With `--backend`, the emulator refuses a server whose `default` user lets
+//! unauthenticated connections run commands.
 //!
 //! A spawned standalone backend keeps its users in an ACL file (`aclfile`, written with
 //! `ACL SAVE` after each change), as cluster nodes do, so that [`Backend::restart`] brings it
@@ -148,6 +159,67 @@ struct CustomUser {
     pubsub: bool,
 }
 
+/// An identity's own backend user, named by its object id (as on Azure, so that `ACL WHOAMI`,
+/// `CLIENT LIST` and `NOPERM` name the object id).
+#[derive(Clone)]
+struct IdentityUser {
+    password: String,
+    /// The name of the policy whose rules it has.
+    policy: String,
+    /// Those rules, to compare with the policy's current ones and to create it again.
+    rules: String,
+}
+
+/// The backend's commands as `COMMAND` lists them: each name (lower case) with its arity
+/// (Redis' convention: `n` exactly `n` arguments, `-n` at least `n`, the name included) and,
+/// for a container command, its subcommands' arities.
+#[derive(Debug, Default)]
+pub struct CommandArities {
+    commands: HashMap<String, (i64, HashMap<String, i64>)>,
+}
+
+impl CommandArities {
+    /// The arity of `name` (any case), and its subcommands' (empty unless a container).
+    pub fn get(&self, name: &[u8]) -> Option<(i64, &HashMap<String, i64>)> {
+        let name = std::str::from_utf8(name).ok()?.to_ascii_lowercase();
+        self.commands.get(&name).map(|(a, subs)| (*a, subs))
+    }
+
+    fn from_reply(reply: &Value) -> Self {
+        let mut commands = HashMap::new();
+        let Value::Array(entries) = reply else {
+            return Self { commands };
+        };
+        let entry = |v: &Value| -> Option<(String, i64)> {
+            let Value::Array(fields) = v else { return None };
+            let name = fields.first()?.text()?.to_ascii_lowercase();
+            let Value::Int(arity) = fields.get(1)? else {
+                return None;
+            };
+            Some((name, *arity))
+        };
+        for v in entries {
+            let Some((name, arity)) = entry(v) else {
+                continue;
+            };
+            let mut subs = HashMap::new();
+            if let Value::Array(fields) = v {
+                if let Some(Value::Array(list)) = fields.get(9) {
+                    for sub in list {
+                        if let Some((full, arity)) = entry(sub) {
+                            // `config|get` → `get`
+                            let short = full.rsplit('|').next().unwrap_or(&full).to_string();
+                            subs.insert(short, arity);
+                        }
+                    }
+                }
+            }
+            commands.insert(name, (arity, subs));
+        }
+        Self { commands }
+    }
+}
+
 /// The ACL users of a backend and the passwords only the gateway knows, shared by every node
 /// of that backend: a standalone `redis-server` is one node, a cluster has several, each
 /// holding the same users with the same passwords.
@@ -158,6 +230,10 @@ struct Users {
     access_key_password: String,
     /// Custom policies' users, by policy name.
     custom: RwLock<HashMap<String, CustomUser>>,
+    /// Identities' users, by object id.
+    identities: RwLock<HashMap<String, IdentityUser>>,
+    /// The server's commands and their arities, read once (`COMMAND`).
+    commands: tokio::sync::OnceCell<Arc<CommandArities>>,
     /// Serialises ACL changes (and cluster node restarts), so that concurrent updates of one
     /// policy agree on its password and every node gets every change.
     acl: tokio::sync::Mutex<()>,
@@ -178,6 +254,8 @@ impl Users {
                 .collect(),
             access_key_password: random_password(),
             custom: RwLock::new(HashMap::new()),
+            identities: RwLock::new(HashMap::new()),
+            commands: tokio::sync::OnceCell::new(),
             acl: tokio::sync::Mutex::new(()),
             nodes,
             persist,
@@ -228,6 +306,10 @@ fn setuser_args(user: &str, password: &str, rules: &str) -> Vec<String> {
         format!(">{password}"),
     ];
     args.extend(rules.split_whitespace().map(String::from));
+    // Azure's unsupported commands, also for scripts (`redis.call`).
+    args.extend(crate::unsupported::acl_removals(
+        crate::unsupported::Profile::AzureCacheForRedis,
+    ));
     args
 }
 
@@ -372,8 +454,28 @@ impl Backend {
             _dir: None,
         };
         backend.wait_ready().await?;
+        backend.check_default_user_off().await?;
         backend.install_users().await?;
         Ok(backend)
+    }
+
+    /// Refuses a backend on which an unauthenticated connection can run commands (its
+    /// `default` user on without a password): `RESET`, or a substituted `AUTH` that fails,
+    /// would leave a client there with `default`'s rights.
+    async fn check_default_user_off(&self) -> Result<(), Error> {
+        let mut s = connect_to(&self.addr)
+            .await
+            .map_err(|e| Error::io("connecting to the backend", e))?;
+        match request(&mut s, &["PING"]).await? {
+            Value::Error(text) if text.starts_with("NOAUTH") => Ok(()),
+            _ => Err(Error::Config(format!(
+                "the backend {} lets unauthenticated connections run commands: its `default` \
+                 user is on without a password. Turn it off (`ACL SETUSER default off`, or \
+                 `user default off` in its ACL file) and give the emulator an administrator \
+                 user in the URL (redis://admin:password@host:port)",
+                self.addr
+            ))),
+        }
     }
 
     /// The backends of a group of nodes that share their ACL users (a cluster), one per
@@ -560,6 +662,150 @@ impl Backend {
         Ok(())
     }
 
+    /// The backend user of the identity `oid`, if it exists with `policy`'s current rules
+    /// (else [`ensure_identity`](Self::ensure_identity) creates or updates it).
+    pub fn identity_user(&self, oid: &str, policy: &AccessPolicy) -> Option<BackendUser> {
+        let identities = self
+            .users
+            .identities
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let user = identities.get(oid)?;
+        (user.rules == policy.acl_rules()).then(|| BackendUser {
+            name: oid.to_string(),
+            password: user.password.clone(),
+        })
+    }
+
+    /// Creates or updates, on every node, the identity's own backend user, named by its object
+    /// id, with `policy`'s rules (`ACL SETUSER <oid> reset on >password <rules>`). An update
+    /// keeps the password, so the identity's live connections stay in and follow the new rules
+    /// at once (Redis applies ACL changes to authenticated connections), as Azure Managed Redis
+    /// documents for an assignment update.
+    pub async fn ensure_identity(
+        &self,
+        oid: &str,
+        policy: &AccessPolicy,
+    ) -> Result<BackendUser, Error> {
+        if uuid::Uuid::parse_str(oid).is_err() {
+            return Err(Error::Backend(format!("{oid:?} is not an object id")));
+        }
+        let _guard = self.users.acl.lock().await;
+        if let Some(user) = self.identity_user(oid, policy) {
+            return Ok(user);
+        }
+        let password = self
+            .users
+            .identities
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(oid)
+            .map(|u| u.password.clone())
+            .unwrap_or_else(random_password);
+        let rules = policy.acl_rules().to_string();
+        self.set_on_every_node(oid, &password, &rules).await?;
+        self.users
+            .identities
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(
+                oid.to_string(),
+                IdentityUser {
+                    password: password.clone(),
+                    policy: policy.name().to_string(),
+                    rules,
+                },
+            );
+        Ok(BackendUser {
+            name: oid.to_string(),
+            password,
+        })
+    }
+
+    /// Gives every identity that holds `policy` (by name) the policy's current rules, in
+    /// place (after a custom policy is redefined).
+    pub async fn update_identities(&self, policy: &AccessPolicy) -> Result<(), Error> {
+        let holders: Vec<String> = self
+            .users
+            .identities
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|(_, u)| u.policy == policy.name() && u.rules != policy.acl_rules())
+            .map(|(oid, _)| oid.clone())
+            .collect();
+        for oid in holders {
+            self.ensure_identity(&oid, policy).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the identity's backend user on every node (`ACL DELUSER`): Redis closes the
+    /// connections authenticated as it, so a removed assignment takes effect at once.
+    pub async fn remove_identity(&self, oid: &str) -> Result<(), Error> {
+        let _guard = self.users.acl.lock().await;
+        let removed = self
+            .users
+            .identities
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(oid);
+        if removed.is_none() {
+            return Ok(());
+        }
+        for addr in &self.users.nodes {
+            let mut s = self.users.admin_connection(addr).await?;
+            command(&mut s, &["ACL", "DELUSER", oid]).await?;
+            if self.users.persist {
+                simple_command(&mut s, &["ACL", "SAVE"]).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `ACL SETUSER <user> reset on >password <rules>` on every node (the first one first, so
+    /// that rules Redis refuses change no node). Called with the ACL lock held.
+    async fn set_on_every_node(
+        &self,
+        user: &str,
+        password: &str,
+        rules: &str,
+    ) -> Result<(), Error> {
+        let args = setuser_args(user, password, rules);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        for (i, addr) in self.users.nodes.iter().enumerate() {
+            let mut s = self.users.admin_connection(addr).await?;
+            match command(&mut s, &refs).await? {
+                Reply::Error(text) if i == 0 => return Err(Error::InvalidPolicy(text)),
+                Reply::Error(text) => {
+                    return Err(Error::Backend(format!(
+                        "node {addr} refused the rules the first node took: {text}"
+                    )))
+                }
+                Reply::Other(_) => {}
+            }
+            if self.users.persist {
+                simple_command(&mut s, &["ACL", "SAVE"]).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The server's commands and arities (`COMMAND`, read at the first call), with which the
+    /// gateway answers an unauthenticated client's unknown command or wrong argument count as
+    /// Redis does, before `NOAUTH`.
+    pub async fn command_arities(&self) -> Result<Arc<CommandArities>, Error> {
+        self.users
+            .commands
+            .get_or_try_init(|| async {
+                let mut s = self.admin_connection().await?;
+                let reply = request(&mut s, &["COMMAND"]).await?;
+                Ok::<_, Error>(Arc::new(CommandArities::from_reply(&reply)))
+            })
+            .await
+            .cloned()
+    }
+
     /// Opens a stream authenticated as the emulator's administrator.
     pub async fn admin_connection(&self) -> Result<BackendStream, Error> {
         self.users.admin_connection(&self.addr).await
@@ -668,8 +914,19 @@ impl Backend {
             .iter()
             .map(|(name, u)| (name.clone(), u.password.clone(), u.rules.clone()))
             .collect();
-        for (name, password, rules) in custom {
-            let user = format!("entra-custom-{name}");
+        let identities: Vec<(String, String, String)> = self
+            .users
+            .identities
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(oid, u)| (oid.clone(), u.password.clone(), u.rules.clone()))
+            .collect();
+        let custom = custom
+            .into_iter()
+            .map(|(name, password, rules)| (format!("entra-custom-{name}"), password, rules))
+            .chain(identities);
+        for (user, password, rules) in custom {
             if present.contains(&user) {
                 continue;
             }

@@ -122,6 +122,9 @@ pub struct EmulatorConfig {
     /// How long the projected service-account tokens of the workload identity live (default
     /// 1 hour); the emulator rewrites `AZURE_FEDERATED_TOKEN_FILE` at 80 % of it.
     pub federated_token_lifetime: Duration,
+    /// The gateway's limits (connections, time to authenticate) and the Azure product whose
+    /// unsupported commands it refuses.
+    pub gateway: crate::gateway::GatewayConfig,
 }
 
 impl Default for EmulatorConfig {
@@ -137,6 +140,7 @@ impl Default for EmulatorConfig {
             max_token_lifetime: DEFAULT_MAX_LIFETIME,
             cluster: None,
             federated_token_lifetime: Duration::from_secs(3600),
+            gateway: crate::gateway::GatewayConfig::default(),
         }
     }
 }
@@ -329,6 +333,7 @@ impl Emulator {
                     backend: node_backend,
                     stats: stats.clone(),
                     faults: faults.clone(),
+                    config: config.gateway,
                 },
             )?);
         }
@@ -655,13 +660,13 @@ impl Emulator {
         let policy = AccessPolicy::custom(name, rules)?;
         self.backend.ensure_policy(&policy).await?;
         self.directory.define_policy(policy.clone());
+        self.backend.update_identities(&policy).await?;
         Ok(policy)
     }
 
     /// Assigns `policy` to an object id, with an optional alias the gateway also accepts as the
-    /// username, replacing any previous assignment. Takes effect on the identity's next `AUTH`;
-    /// connections already in keep their permissions until they re-authenticate or their token
-    /// expires.
+    /// username, replacing any previous assignment. The identity's backend user (named by its
+    /// object id) gets the policy's rules in place: connections already in follow at once.
     pub async fn assign_policy(
         &self,
         object_id: &str,
@@ -670,15 +675,32 @@ impl Emulator {
     ) -> Result<(), Error> {
         self.backend.ensure_policy(&policy).await?;
         self.directory.define_policy(policy.clone());
-        self.directory.assign_with_alias(object_id, policy, alias);
+        self.directory
+            .assign_with_alias(object_id, policy.clone(), alias);
+        if uuid::Uuid::parse_str(object_id).is_ok() {
+            self.backend.ensure_identity(object_id, &policy).await?;
+        }
         Ok(())
     }
 
     /// Removes an object id's assignment; returns whether it had one. Its next `AUTH`
     /// (including a re-`AUTH` with a new token) gets `WRONGPASS`; connections already in keep
-    /// running until their token expires.
+    /// running until their token expires (see
+    /// [`revoke_policy_assignment`](Self::revoke_policy_assignment) for Azure Managed Redis'
+    /// in-place revocation).
     pub fn remove_policy_assignment(&self, object_id: &str) -> bool {
         self.directory.remove_assignment(object_id).is_some()
+    }
+
+    /// Removes an object id's assignment and its backend ACL user (`ACL DELUSER`), which makes
+    /// Redis close the identity's live connections at once, as the admin plane's
+    /// `DELETE /admin/assignments/{object_id}` does; returns whether it had one.
+    pub async fn revoke_policy_assignment(&self, object_id: &str) -> Result<bool, Error> {
+        let removed = self.directory.remove_assignment(object_id).is_some();
+        if removed {
+            self.backend.remove_identity(object_id).await?;
+        }
+        Ok(removed)
     }
 
     /// The configuration it started with.

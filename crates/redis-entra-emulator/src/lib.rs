@@ -49,6 +49,7 @@ pub mod identity;
 pub mod signing;
 pub mod stats;
 pub mod tls;
+pub mod unsupported;
 pub mod workload;
 
 #[doc(hidden)]

@@ -500,7 +500,10 @@ async fn backend_restart_cuts_connections_and_keeps_users_and_data() -> Result<(
 
     // Every user is back with its rules, and the data with them.
     let mut owner = Conn::authenticated(&emu).await?;
-    assert_eq!(owner.cmd(&["ACL", "WHOAMI"]).await?, "entra-data-owner");
+    assert_eq!(
+        owner.cmd(&["ACL", "WHOAMI"]).await?,
+        emu.service_principal().object_id
+    );
     let mut custom = Conn::open(&emu).await?;
     assert_eq!(
         custom

@@ -30,8 +30,9 @@ async fn hello_world_with_a_service_principal() {
         .await
         .unwrap();
     assert_eq!(
-        whoami, "entra-data-owner",
-        "the gateway maps the identity to its policy's ACL user"
+        whoami,
+        emulator.service_principal().object_id,
+        "the identity's ACL user is named by its object id, as on Azure"
     );
     emulator.shutdown().await;
 }

@@ -51,7 +51,7 @@ async fn fred_stays_authenticated_across_ten_rotations() {
         )
         .await
         .unwrap();
-    assert_eq!(whoami, "entra-data-owner");
+    assert_eq!(whoami, emulator.service_principal().object_id);
 
     let started = Instant::now();
     let (mut ok, mut failed, mut reauths) = (0u64, 0u64, 0u32);

@@ -102,7 +102,10 @@ pub(crate) async fn put(
     state.directory.define_policy(policy.clone());
     state
         .directory
-        .assign_with_alias(&object_id, policy, body.alias.as_deref());
+        .assign_with_alias(&object_id, policy.clone(), body.alias.as_deref());
+    // The identity's own backend user follows, in place: its live connections get the new
+    // rules at once.
+    state.backend.ensure_identity(&object_id, &policy).await?;
     let assignment = state
         .directory
         .assignment_of(&object_id)
@@ -122,6 +125,8 @@ pub(crate) async fn delete(
 ) -> Result<StatusCode, ApiError> {
     match state.directory.remove_assignment(&object_id) {
         Some(_) => {
+            // Redis closes the identity's live connections with its user.
+            state.backend.remove_identity(&object_id).await?;
             tracing::debug!(%object_id, "admin: assignment removed");
             Ok(StatusCode::NO_CONTENT)
         }

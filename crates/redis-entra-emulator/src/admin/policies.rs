@@ -57,6 +57,7 @@ pub(crate) async fn create(
     let policy = AccessPolicy::custom(&body.name, &body.rules)?;
     state.backend.ensure_policy(&policy).await?;
     let created = state.directory.define_policy(policy.clone());
+    state.backend.update_identities(&policy).await?;
     tracing::debug!(
         name = policy.name(),
         created,

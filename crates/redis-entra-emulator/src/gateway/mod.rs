@@ -4,7 +4,7 @@
 //! What a client sees is what Azure shows it:
 //!
 //! - TLS only (the emulator's CA), RESP2 and RESP3.
-//! - Before authentication only `AUTH <oid> <token>`, `HELLO <v> AUTH <oid> <token>`, `QUIT`
+//! - Before authentication (at most [`GatewayConfig::auth_timeout`] after the handshake) only `AUTH <oid> <token>`, `HELLO <v> AUTH <oid> <token>`, `QUIT`
 //!   and `RESET` are answered; everything else gets `-NOAUTH Authentication required.`
 //! - A token is checked as [`TokenValidator`] describes (signature, audience, issuer, lifetime,
 //!   `oid` or its assignment's alias = username, an access policy assigned); a bad one gets
@@ -12,8 +12,17 @@
 //! - `AUTH <key>`, `AUTH default <key>` and `HELLO <v> AUTH default <key>` are checked against
 //!   the cache's [access keys](crate::access_keys) and give full access (the backend user
 //!   `entra-access-key`), with no deadline; disabling access keys closes those connections.
-//! - The identity's access policy (built-in or custom) is a real ACL user on the backend, so
-//!   `NOPERM` and every other reply come from Redis itself.
+//! - Each identity is a real ACL user on the backend, named by its object id, with its access
+//!   policy's rules (built-in or custom), so `NOPERM`, `ACL WHOAMI` and every other reply come
+//!   from Redis itself.
+//! - The identity, its deadline, the access-key epoch and the subscription state change only on
+//!   Redis' reply to the request that changes them (a private `pending` module): the `+OK` of
+//!   a substituted `AUTH`, `EXEC`'s reply for one queued in `MULTI`, `+RESET`.
+//! - Azure's [unsupported commands](crate::unsupported) are refused for everyone, in Redis'
+//!   words.
+//! - At most [`GatewayConfig::max_connections`] connections; a request the gateway must hold
+//!   (`AUTH` 16 KiB, subscribe commands 1 MiB, others 64 KiB) longer than that closes the
+//!   connection.
 //! - The connection is closed, without a reply, when its token expires, unless the client sent
 //!   `AUTH` with a newer valid token first, and as soon as the signing key that verified its
 //!   token is removed or replaced.
@@ -51,6 +60,7 @@
 //!     backend: Arc::new(Backend::spawn().await?),
 //!     stats: Arc::new(Stats::default()),
 //!     faults: Arc::default(),
+//!     config: Default::default(),
 //! };
 //! let pki = Pki::generate()?;
 //! let gateway = Gateway::bind(([127, 0, 0, 1], 6380).into(), pki.server_config(), state).await?;
@@ -59,6 +69,10 @@
 //! # Ok(()) }
 //! ```
 
+mod hello;
+mod pending;
+mod rejections;
+mod replies;
 pub mod resp;
 mod session;
 mod trusted_keys;
@@ -81,6 +95,7 @@ use crate::faults::Faults;
 use crate::stats::Stats;
 use crate::Error;
 
+pub use crate::unsupported::Profile;
 pub use validate::{Rejection, TokenValidator, ValidToken};
 
 /// How many refused `AUTH`s (tokens or access keys, `AUTH` or `HELLO … AUTH`) a connection may
@@ -88,6 +103,36 @@ pub use validate::{Rejection, TokenValidator, ValidToken};
 /// connection is closed. On an authenticated connection, every `AUTH` past the bound gets
 /// `WRONGPASS` without being verified (no RSA), and the connection keeps serving its identity.
 pub const MAX_FAILED_AUTH_PER_CONNECTION: u32 = 10;
+/// The reply to a connection past [`GatewayConfig::max_connections`], as Redis words it at
+/// `maxclients`.
+const MAX_CLIENTS_REACHED: &[u8] = b"-ERR max number of clients reached\r\n";
+/// How many refusals of connections over the cap may be in progress at once; beyond, the TCP
+/// connection is dropped without a handshake.
+const MAX_REFUSALS: usize = 64;
+
+/// The limits and the Azure product a gateway plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GatewayConfig {
+    /// The most client connections open at once (TLS handshake included); one more gets
+    /// `-ERR max number of clients reached` and is closed. Default 10,000, as a Standard C4
+    /// (or Premium P2) Azure Cache for Redis.
+    pub max_connections: usize,
+    /// How long a client has, after its TLS handshake (or a `RESET`), to authenticate.
+    /// Default 30 s.
+    pub auth_timeout: Duration,
+    /// The product whose unsupported commands are refused.
+    pub profile: Profile,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            auth_timeout: Duration::from_secs(30),
+            profile: Profile::default(),
+        }
+    }
+}
 
 /// How long a client has to finish its TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -111,6 +156,8 @@ pub struct GatewayState {
     /// [`refuse_reauth`](Faults::refuse_reauth), the random-close rate and
     /// [`close_all_connections`](Faults::close_all_connections)).
     pub faults: Arc<Faults>,
+    /// Limits and product profile.
+    pub config: GatewayConfig,
 }
 
 /// A running gateway. Dropping it stops it as [`shutdown`](Self::shutdown) does, without
@@ -189,12 +236,20 @@ async fn accept_loop(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut connections = JoinSet::new();
+    let mut refusals = JoinSet::new();
     let mut next_id: u64 = 0;
     loop {
         tokio::select! {
             _ = stopped(&mut stop) => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            Some(_) = refusals.join_next(), if !refusals.is_empty() => {}
             accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) if connections.len() >= state.config.max_connections => {
+                    debug!(%peer, "connection refused: max number of clients reached");
+                    if refusals.len() < MAX_REFUSALS {
+                        refusals.spawn(refuse(tcp, acceptor.clone()));
+                    }
+                }
                 Ok((tcp, peer)) => {
                     next_id += 1;
                     Stats::bump(&state.stats.connections_accepted);
@@ -219,11 +274,23 @@ async fn accept_loop(
         }
     }
     drop(listener);
+    refusals.abort_all();
     let drain = async { while connections.join_next().await.is_some() {} };
     if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
         connections.abort_all();
     }
     debug!("Redis gateway stopped");
+}
+
+/// Answers a connection over the cap as Redis does at `maxclients`, then closes it.
+async fn refuse(tcp: TcpStream, acceptor: TlsAcceptor) {
+    use tokio::io::AsyncWriteExt;
+    let refusal = async {
+        let mut tls = acceptor.accept(tcp).await.ok()?;
+        tls.write_all(MAX_CLIENTS_REACHED).await.ok()?;
+        tls.shutdown().await.ok()
+    };
+    let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, refusal).await;
 }
 
 async fn connection(

@@ -81,6 +81,10 @@ pub enum ProtocolError {
     TooBigInlineRequest,
     /// An inline request with an unterminated quote.
     UnbalancedQuotes,
+    /// A request the gateway must hold whole (`AUTH`, `HELLO`, the subscribe commands, …) is
+    /// longer than the gateway's cap for it. Redis has no such error: the gateway closes the
+    /// connection.
+    TooBigHeldRequest,
 }
 
 impl ProtocolError {
@@ -113,6 +117,7 @@ impl ProtocolError {
             Self::TooBigBulkCountString => out.extend_from_slice(b"too big bulk count string"),
             Self::TooBigInlineRequest => out.extend_from_slice(b"too big inline request"),
             Self::UnbalancedQuotes => out.extend_from_slice(b"unbalanced quotes in request"),
+            Self::TooBigHeldRequest => out.extend_from_slice(b"too big request for the gateway"),
         }
         out.extend_from_slice(b"\r\n");
         out
@@ -233,14 +238,30 @@ struct Streaming {
     bytes_left: u64,
 }
 
+/// Where the parser stopped inside a request it holds whole, so that the next call goes on
+/// from there instead of reading the request again from its start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Resume {
+    /// Where the next bulk header starts.
+    pos: usize,
+    /// The index of that bulk.
+    index: usize,
+    argc: usize,
+    name: Option<Range<usize>>,
+    cap: usize,
+}
+
 /// An incremental request parser for one connection.
 ///
 /// Feed it the connection's unconsumed bytes; after each [`Event::Frame`] or [`Event::Partial`]
-/// the caller drops the consumed bytes from the front of its buffer before calling again.
+/// the caller drops the consumed bytes from the front of its buffer before calling again. After
+/// [`Event::Incomplete`] the caller only appends to the buffer: the parser goes on where it
+/// stopped, so a request arriving in many reads is read once (linear time).
 #[derive(Debug, Clone)]
 pub struct RequestParser {
     limits: Limits,
     streaming: Option<Streaming>,
+    resume: Option<Resume>,
 }
 
 impl RequestParser {
@@ -249,6 +270,7 @@ impl RequestParser {
         Self {
             limits,
             streaming: None,
+            resume: None,
         }
     }
 
@@ -271,19 +293,26 @@ impl RequestParser {
     /// caller needs the complete request for a command name; requests it does not need whole may
     /// come back in [`Event::Partial`] pieces.
     pub fn next(&mut self, buf: &[u8], whole: impl Fn(&[u8]) -> bool) -> Event {
-        self.next_inner(buf, whole, true)
+        self.next_inner(buf, |name| whole(name).then_some(usize::MAX), true)
+    }
+
+    /// As [`next`](Self::next), with a cap on the requests held whole: `hold(name)` is `None`
+    /// for a request that may be streamed, or the most bytes the caller holds of one. A held
+    /// request longer than its cap is [`ProtocolError::TooBigHeldRequest`].
+    pub fn next_capped(&mut self, buf: &[u8], hold: impl Fn(&[u8]) -> Option<usize>) -> Event {
+        self.next_inner(buf, hold, true)
     }
 
     /// Reads the next complete request from `buf`, never streaming.
     pub fn next_frame(&mut self, buf: &[u8]) -> Event {
         // Not `next(buf, |_| true)`: a name too long to wait for would still be streamed.
-        self.next_inner(buf, |_| true, false)
+        self.next_inner(buf, |_| Some(usize::MAX), false)
     }
 
     fn next_inner(
         &mut self,
         buf: &[u8],
-        whole: impl Fn(&[u8]) -> bool,
+        hold: impl Fn(&[u8]) -> Option<usize>,
         stream_long_names: bool,
     ) -> Event {
         if let Some(state) = self.streaming {
@@ -291,7 +320,7 @@ impl RequestParser {
         }
         match buf.first() {
             None => Event::Incomplete,
-            Some(b'*') => self.multibulk(buf, whole, stream_long_names),
+            Some(b'*') => self.multibulk(buf, hold, stream_long_names),
             Some(_) => inline(buf),
         }
     }
@@ -299,9 +328,12 @@ impl RequestParser {
     fn multibulk(
         &mut self,
         buf: &[u8],
-        whole: impl Fn(&[u8]) -> bool,
+        hold: impl Fn(&[u8]) -> Option<usize>,
         stream_long_names: bool,
     ) -> Event {
+        if let Some(resume) = self.resume.take() {
+            return self.bulks(buf, resume);
+        }
         let Some(cr) = find_cr(buf, 0) else {
             return if buf.len() > INLINE_MAX {
                 Event::Error(ProtocolError::TooBigMultibulkCountString)
@@ -330,39 +362,99 @@ impl RequestParser {
             });
         }
         let argc = usize::try_from(count).unwrap_or(usize::MAX);
-        let mut name: Option<Range<usize>> = None;
-        // Once the name is known and the caller does not need the frame whole, stream it.
-        let mut may_stream = false;
-        for index in 0..argc {
-            let header = match self.bulk_header(buf, pos) {
+        // The command name: wait for it unless it is too long to be one the caller holds.
+        let header = match self.bulk_header(buf, pos) {
+            Ok(Some(h)) => h,
+            Ok(None) => return Event::Incomplete,
+            Err(e) => return Event::Error(e),
+        };
+        let (data, len) = header;
+        let end = data
+            .saturating_add(usize::try_from(len).unwrap_or(usize::MAX))
+            .saturating_add(2);
+        let mut name = None;
+        let cap = if len > MAX_NAME_WAIT as u64 && end > buf.len() {
+            // A huge "name": no command the caller intercepts; stream it (unless the caller
+            // wants every request whole).
+            if stream_long_names {
+                None
+            } else {
+                Some(usize::MAX)
+            }
+        } else if end <= buf.len() {
+            let range = data..data + len as usize;
+            let cap = buf.get(range.clone()).and_then(&hold);
+            name = Some(range);
+            cap
+        } else {
+            // The name is on its way: wait for it.
+            return Event::Incomplete;
+        };
+        let Some(cap) = cap else {
+            // Not held: read what is complete, stream from the first bulk that is not.
+            for index in 0..argc {
+                let (data, len) = match self.bulk_header(buf, pos) {
+                    Ok(Some(h)) => h,
+                    Ok(None) => return self.stop(pos, true, argc - index, 0),
+                    Err(e) => return Event::Error(e),
+                };
+                let end = data
+                    .saturating_add(usize::try_from(len).unwrap_or(usize::MAX))
+                    .saturating_add(2);
+                if end > buf.len() {
+                    let have = (buf.len() - data) as u64;
+                    return self.stop(buf.len(), true, argc - index - 1, len + 2 - have);
+                }
+                pos = end;
+            }
+            return Event::Frame(Frame {
+                len: pos,
+                kind: FrameKind::Multibulk { argc, name },
+            });
+        };
+        let resume = Resume {
+            pos,
+            index: 0,
+            argc,
+            name,
+            cap,
+        };
+        self.bulks(buf, resume)
+    }
+
+    /// Reads the bulks of a request held whole, from `resume` on.
+    fn bulks(&mut self, buf: &[u8], mut at: Resume) -> Event {
+        while at.index < at.argc {
+            let (data, len) = match self.bulk_header(buf, at.pos) {
                 Ok(Some(h)) => h,
-                Ok(None) => return self.stop(pos, may_stream, argc - index, 0),
+                Ok(None) => {
+                    if at.pos > at.cap {
+                        return Event::Error(ProtocolError::TooBigHeldRequest);
+                    }
+                    self.resume = Some(at);
+                    return Event::Incomplete;
+                }
                 Err(e) => return Event::Error(e),
             };
-            let (data, len) = header;
             let end = data
                 .saturating_add(usize::try_from(len).unwrap_or(usize::MAX))
                 .saturating_add(2);
-            if index == 0 {
-                if len > MAX_NAME_WAIT as u64 && end > buf.len() {
-                    // A huge "name": no command the caller intercepts; stream it (unless the
-                    // caller wants every request whole).
-                    may_stream = stream_long_names;
-                } else if end <= buf.len() {
-                    let range = data..data + len as usize;
-                    may_stream = buf.get(range.clone()).is_some_and(|n| !whole(n));
-                    name = Some(range);
-                }
+            if end > at.cap {
+                return Event::Error(ProtocolError::TooBigHeldRequest);
             }
             if end > buf.len() {
-                let have = (buf.len() - data) as u64;
-                return self.stop(buf.len(), may_stream, argc - index - 1, len + 2 - have);
+                self.resume = Some(at);
+                return Event::Incomplete;
             }
-            pos = end;
+            at.pos = end;
+            at.index += 1;
         }
         Event::Frame(Frame {
-            len: pos,
-            kind: FrameKind::Multibulk { argc, name },
+            len: at.pos,
+            kind: FrameKind::Multibulk {
+                argc: at.argc,
+                name: at.name,
+            },
         })
     }
 
@@ -628,6 +720,51 @@ pub fn encode_command<A: AsRef<[u8]>>(out: &mut Vec<u8>, args: &[A]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 11: a request held whole is read once however many reads it takes (the parser
+    /// resumes where it stopped), and one longer than its cap is an error as soon as a bulk
+    /// header shows it, without waiting for the bytes.
+    #[test]
+    fn held_requests_resume_and_are_capped() {
+        let mut request = b"*3\r\n$4\r\nAUTH\r\n$3\r\noid\r\n$1000\r\n".to_vec();
+        request.extend_from_slice(&[b'x'; 1000]);
+        request.extend_from_slice(b"\r\n");
+        let mut parser = RequestParser::new(Limits::AUTHENTICATED);
+        for cut in (1..request.len()).step_by(7) {
+            assert_eq!(
+                parser.next_capped(&request[..cut], |_| Some(4096)),
+                Event::Incomplete,
+                "cut {cut}"
+            );
+        }
+        match parser.next_capped(&request, |_| Some(4096)) {
+            Event::Frame(frame) => assert_eq!(frame.byte_len(), request.len()),
+            other => panic!("{other:?}"),
+        }
+        let mut parser = RequestParser::new(Limits::AUTHENTICATED);
+        assert_eq!(
+            parser.next_capped(&request[..40], |_| Some(512)),
+            Event::Error(ProtocolError::TooBigHeldRequest)
+        );
+        // `*2000000000` and endless one-byte bulks: cut at the cap.
+        let mut endless = b"*2000000000\r\n$9\r\nSUBSCRIBE\r\n".to_vec();
+        let mut parser = RequestParser::new(Limits::AUTHENTICATED);
+        let mut verdict = Event::Incomplete;
+        while endless.len() < 10_000 {
+            endless.extend_from_slice(b"$1\r\na\r\n");
+            verdict = parser.next_capped(&endless, |_| Some(1024));
+            if verdict != Event::Incomplete {
+                break;
+            }
+        }
+        assert_eq!(verdict, Event::Error(ProtocolError::TooBigHeldRequest));
+        // Not held: streamed as before.
+        let mut parser = RequestParser::new(Limits::AUTHENTICATED);
+        assert!(matches!(
+            parser.next_capped(&request[..40], |_| None),
+            Event::Partial(_)
+        ));
+    }
 
     /// Found by `cargo fuzz run resp_parser` (docs/RELIABILITY.md): `next_frame` streamed a
     /// request whose first bulk (the name) was longer than `MAX_NAME_WAIT` and not all there yet,

@@ -1,34 +1,41 @@
 //! One client connection, from its first byte to its close.
 //!
-//! **Phase 1, before authentication.** The gateway answers locally and opens no backend
-//! connection: `AUTH <oid> <token>` and `HELLO <v> AUTH <oid> <token> [SETNAME name]` are
-//! validated, `QUIT` and `RESET` answered, anything else gets `-NOAUTH`, all with Redis' own
-//! texts and limits for unauthenticated clients. `AUTH <key>`, `AUTH default <key>` and
-//! `HELLO <v> AUTH default <key>` are checked against the cache's access keys.
+//! **Phase 1, before authentication** (at most the gateway's `auth_timeout` after the
+//! handshake). The gateway answers locally and opens no backend connection:
+//! `AUTH <oid> <token>` and `HELLO <v> AUTH <oid> <token> [SETNAME name]` are validated, `QUIT`
+//! and `RESET` answered, anything else gets `-NOAUTH`, all with Redis' own texts and limits for
+//! unauthenticated clients. `AUTH <key>`, `AUTH default <key>` and `HELLO <v> AUTH default <key>`
+//! are checked against the cache's access keys. A valid one opens a backend connection and
+//! sends it the `AUTH`/`HELLO` alone, with the identity's own backend user (named by its object
+//! id, created first if need be) and password substituted; Redis' reply goes to the client, and
+//! only its `+OK` (or `HELLO`'s map) starts phase 2. A refusal leaves the client unauthenticated.
 //!
-//! **Phase 2, after a valid token.** The gateway connects to the backend and sends it the
-//! client's `AUTH`/`HELLO` with the identity's access-policy user and password substituted, so
-//! Redis itself answers, in order, followed by whatever the client pipelined behind it. From then
-//! on client bytes are framed (never copied per command) and forwarded in one write per read;
-//! only `AUTH`, `HELLO` and the commands that change the subscription state are looked at.
-//! Backend bytes are copied to the client untouched.
+//! **Phase 2.** Client bytes are framed (never copied per command) and forwarded in one write
+//! per read ([`forward`]); only the commands that change what the gateway follows are looked
+//! at, and requests the gateway must hold whole are capped. Backend bytes are copied to the
+//! client untouched, but framed on the way ([`Scanner`]) so that the
+//! [`Tracker`] changes the identity, deadline, key epoch,
+//! subscriptions and protocol only on Redis' replies (see [`pending`](super::pending)).
 //!
-//! A re-`AUTH` with a valid token moves the connection's deadline to that token's `exp` (if
-//! later); an invalid one becomes `AUTH entra-invalid-user <random>` so Redis answers
-//! `WRONGPASS` in order and the connection stays as it was (so does every re-`AUTH` while the
-//! [refuse-reauth fault](crate::faults::Faults::set_refuse_reauth) is on). At the deadline (`exp` plus the
-//! validator's skew) the connection is closed without a word, as Azure does. In RESP2 subscribed
-//! mode Redis refuses `AUTH`, so there the deadline does not move.
-//!
-//! A connection authenticated with an access key (as the backend user `entra-access-key`) has
-//! no deadline; it is closed when access keys are disabled. A re-`AUTH` switches it: to a token,
-//! and it gets that token's deadline; to a key, and it loses its deadline.
+//! A re-`AUTH` with a valid token is substituted, and on Redis' `+OK` the connection takes that
+//! token's deadline (whatever the previous one was); an invalid one becomes
+//! `AUTH entra-invalid-user <random>` so Redis answers `WRONGPASS` in order and the connection
+//! stays as it was (so does every re-`AUTH` while the
+//! [refuse-reauth fault](crate::faults::Faults::set_refuse_reauth) is on). At the deadline
+//! (`exp` plus the validator's skew) the connection is closed without a word, as Azure does. In
+//! RESP2 subscribed mode Redis refuses `AUTH`, so there the deadline does not move.
 //!
 //! A connection in with a token is closed, without a word, as soon as the signing key that
 //! verified that token is removed or replaced under its `kid` (it watches the validator's
 //! revocation counter beside its deadline). A connection may have
 //! [`MAX_FAILED_AUTH_PER_CONNECTION`] refused `AUTH`s: before authentication the last one closes
-//! it; after, further `AUTH`s are refused without being verified.
+//! it; after, further `AUTH`s are refused without being verified (a re-`AUTH` is checked on the
+//! runtime thread, where the verified-token memory answers a fleet's shared token).
+//!
+//! A connection authenticated with an access key (as the backend user `entra-access-key`) has
+//! no deadline; it is closed when access keys are disabled. A re-`AUTH` Redis accepts switches
+//! it: to a token, and it gets that token's deadline; to a key, and it loses its deadline.
+//! After `RESET` it is unauthenticated again, with the pre-authentication deadline.
 //!
 //! Injected faults end connections abruptly (no reply, no TLS `close_notify`, the TCP
 //! connection dropped): every connection at
@@ -38,9 +45,9 @@
 //! its side (a [restart](crate::backend::Backend::restart)), the client's connection is closed.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Mutex;
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -48,11 +55,20 @@ use tokio::sync::watch;
 use tokio::time::{sleep_until, timeout, Instant};
 use tracing::debug;
 
+use super::hello::{parse_hello, Hello};
+use super::pending::{lease_for, Grant, Kind, Lease, Switch, Tracker, Verdict, MAX_DEADLINE};
+use super::rejections::rejection;
+use super::replies::Scanner;
 use super::resp::{encode_command, Event, Frame, Limits, RequestParser};
 use super::validate::{Rejection, TokenValidator, ValidToken};
 use super::{GatewayState, MAX_FAILED_AUTH_PER_CONNECTION};
-use crate::backend::BackendUser;
+use crate::backend::{BackendStream, BackendUser, CommandArities};
+use crate::directory::AccessPolicy;
 use crate::stats::Stats;
+use crate::unsupported::Profile;
+
+mod forward;
+use forward::Forwarder;
 
 const WRONGPASS: &[u8] = b"-WRONGPASS invalid username-password pair or user is disabled.\r\n";
 const NOAUTH: &[u8] = b"-NOAUTH Authentication required.\r\n";
@@ -73,8 +89,14 @@ const BACKEND_READ: usize = 32 * 1024;
 const BACKEND_READ_INITIAL: usize = 2 * 1024;
 /// How long closing a connection (TLS close_notify) may take.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
-/// The farthest deadline the gateway schedules.
-const MAX_DEADLINE: Duration = Duration::from_secs(365 * 24 * 3600);
+/// How long Redis has to close its side after a request that breaks the protocol.
+const PROTOCOL_ERROR_DRAIN: Duration = Duration::from_secs(5);
+/// The largest `AUTH`/`HELLO` request the gateway holds (a token is a few KiB).
+pub(crate) const MAX_AUTH_REQUEST: usize = 16 * 1024;
+/// The largest subscribe or unsubscribe request the gateway holds.
+pub(crate) const MAX_SUBSCRIBE_REQUEST: usize = 1024 * 1024;
+/// The largest other request the gateway holds (`CLIENT`, `MULTI`, an unsupported command…).
+pub(crate) const MAX_HELD_REQUEST: usize = 64 * 1024;
 
 /// Why a connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,17 +105,22 @@ enum End {
     Client,
     /// The client sent `QUIT` before authenticating.
     Quit,
-    /// The client broke the protocol before authenticating.
+    /// The client broke the protocol (or sent a request larger than the gateway holds).
     Protocol,
-    /// The client sent [`MAX_FAILED_AUTH_PER_CONNECTION`] refused `AUTH`s before
-    /// authenticating.
-    AuthFailures,
     /// The backend closed its side (after `QUIT`, a protocol error, …) or failed.
     Backend,
     /// The token expired and was not renewed.
     Expired,
+    /// The client did not authenticate in time (after the handshake or a `RESET`).
+    AuthTimeout,
     /// Access keys were disabled while the connection was in with one.
     KeysDisabled,
+    /// The session's replies could no longer be followed while an `AUTH`, `HELLO` or `RESET`
+    /// was sent ([`pending`](super::pending)).
+    Untracked,
+    /// The client sent [`MAX_FAILED_AUTH_PER_CONNECTION`] refused `AUTH`s before
+    /// authenticating.
+    AuthFailures,
     /// The signing key that verified the connection's token was removed or replaced.
     KeyRevoked,
     /// The gateway is shutting down.
@@ -112,24 +139,26 @@ enum Cmd {
     Auth,
     Hello,
     Reset,
+    Multi,
+    Exec,
+    Discard,
+    Monitor,
+    Client,
     Subscribe(Kind),
     Unsubscribe(Kind),
-}
-
-/// The three kinds of subscription.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Channel,
-    Pattern,
-    Shard,
 }
 
 fn classify(name: &[u8]) -> Option<Cmd> {
     let is = |s: &[u8]| name.eq_ignore_ascii_case(s);
     match name.len() {
         4 if is(b"AUTH") => Some(Cmd::Auth),
+        4 if is(b"EXEC") => Some(Cmd::Exec),
         5 if is(b"HELLO") => Some(Cmd::Hello),
         5 if is(b"RESET") => Some(Cmd::Reset),
+        5 if is(b"MULTI") => Some(Cmd::Multi),
+        6 if is(b"CLIENT") => Some(Cmd::Client),
+        7 if is(b"DISCARD") => Some(Cmd::Discard),
+        7 if is(b"MONITOR") => Some(Cmd::Monitor),
         9 if is(b"SUBSCRIBE") => Some(Cmd::Subscribe(Kind::Channel)),
         10 if is(b"PSUBSCRIBE") => Some(Cmd::Subscribe(Kind::Pattern)),
         10 if is(b"SSUBSCRIBE") => Some(Cmd::Subscribe(Kind::Shard)),
@@ -140,116 +169,17 @@ fn classify(name: &[u8]) -> Option<Cmd> {
     }
 }
 
-fn intercepted(name: &[u8]) -> bool {
-    classify(name).is_some()
-}
-
-/// A `HELLO` request, checked as Redis' `helloCommand` checks it before authenticating.
-struct Hello<'a> {
-    /// The version argument as sent (validated: 2 or 3).
-    version_arg: Option<&'a [u8]>,
-    version: Option<u8>,
-    auth: Option<(&'a [u8], &'a [u8])>,
-    setname: Option<&'a [u8]>,
-}
-
-/// Why Redis would refuse a `HELLO` before looking at its credentials.
-enum HelloError<'a> {
-    NotInteger(&'a [u8]),
-    NoProto(&'a [u8]),
-    Syntax(&'a [u8], &'a [u8]),
-    BadName(&'a [u8], &'a [u8]),
-}
-
-impl HelloError<'_> {
-    /// Redis' reply.
-    fn reply(&self) -> Vec<u8> {
-        match self {
-            Self::NotInteger(_) => {
-                b"-ERR Protocol version is not an integer or out of range\r\n".to_vec()
-            }
-            Self::NoProto(_) => b"-NOPROTO unsupported protocol version\r\n".to_vec(),
-            Self::Syntax(_, opt) => {
-                let mut out = b"-ERR Syntax error in HELLO option '".to_vec();
-                out.extend(opt.iter().map(|&b| match b {
-                    b'\r' | b'\n' => b' ',
-                    other => other,
-                }));
-                out.extend_from_slice(b"'\r\n");
-                out
-            }
-            Self::BadName(..) => {
-                b"-ERR Client names cannot contain spaces, newlines or special characters.\r\n"
-                    .to_vec()
-            }
+/// How much of a request named `name` the gateway holds before forwarding it (`None`: it
+/// streams it).
+fn hold(name: &[u8], profile: Profile) -> Option<usize> {
+    match classify(name) {
+        Some(Cmd::Auth | Cmd::Hello) => Some(MAX_AUTH_REQUEST),
+        Some(Cmd::Subscribe(_) | Cmd::Unsubscribe(_)) => Some(MAX_SUBSCRIBE_REQUEST),
+        Some(_) => Some(MAX_HELD_REQUEST),
+        None if profile.refused_arg(name, None).is_some() || profile.needs_subcommand(name) => {
+            Some(MAX_HELD_REQUEST)
         }
-    }
-
-    /// A `HELLO` without credentials that makes Redis give the same error, in order.
-    fn reproduction(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        match self {
-            Self::NotInteger(v) | Self::NoProto(v) => encode_command(&mut out, &[&b"HELLO"[..], v]),
-            Self::Syntax(v, opt) => encode_command(&mut out, &[&b"HELLO"[..], v, opt]),
-            Self::BadName(v, name) => {
-                encode_command(&mut out, &[&b"HELLO"[..], v, b"SETNAME", name])
-            }
-        }
-        out
-    }
-}
-
-fn parse_hello<'a>(args: &'a [Cow<'a, [u8]>]) -> Result<Hello<'a>, HelloError<'a>> {
-    let mut hello = Hello {
-        version_arg: None,
-        version: None,
-        auth: None,
-        setname: None,
-    };
-    let Some(version_arg) = args.get(1).map(|a| a.as_ref()) else {
-        return Ok(hello);
-    };
-    let version = match super::resp::string2ll(version_arg) {
-        Some(v) => v,
-        None => return Err(HelloError::NotInteger(version_arg)),
-    };
-    if !(2..=3).contains(&version) {
-        return Err(HelloError::NoProto(version_arg));
-    }
-    hello.version_arg = Some(version_arg);
-    hello.version = Some(version as u8);
-    let mut j = 2;
-    while let Some(opt) = args.get(j).map(|a| a.as_ref()) {
-        let more = args.len() - 1 - j;
-        if opt.eq_ignore_ascii_case(b"AUTH") && more >= 2 {
-            hello.auth = Some((&args[j + 1], &args[j + 2]));
-            j += 3;
-        } else if opt.eq_ignore_ascii_case(b"SETNAME") && more >= 1 {
-            let name: &[u8] = &args[j + 1];
-            if name.iter().any(|&c| !(b'!'..=b'~').contains(&c)) {
-                return Err(HelloError::BadName(version_arg, name));
-            }
-            hello.setname = Some(name);
-            j += 2;
-        } else {
-            return Err(HelloError::Syntax(version_arg, opt));
-        }
-    }
-    Ok(hello)
-}
-
-impl Hello<'_> {
-    /// The same `HELLO` with other credentials.
-    fn with_credentials(&self, user: &[u8], password: &[u8]) -> Vec<u8> {
-        let mut args: Vec<&[u8]> = vec![b"HELLO"];
-        args.extend(self.version_arg);
-        args.extend([&b"AUTH"[..], user, password]);
-        if let Some(name) = self.setname {
-            args.extend([&b"SETNAME"[..], name]);
-        }
-        let mut out = Vec::new();
-        encode_command(&mut out, &args);
-        out
+        None => None,
     }
 }
 
@@ -268,20 +198,6 @@ fn random_password() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
-/// When a connection authenticated with a token expiring at `exp` must close.
-fn deadline_for(exp: u64, skew: Duration) -> Instant {
-    let left = UNIX_EPOCH
-        .checked_add(Duration::from_secs(exp))
-        .and_then(|t| t.checked_add(skew))
-        .map(|t| {
-            t.duration_since(SystemTime::now())
-                .unwrap_or(Duration::ZERO)
-        })
-        .unwrap_or(MAX_DEADLINE)
-        .min(MAX_DEADLINE);
-    Instant::now() + left
-}
-
 /// Resolves when access keys are disabled after `epoch` (never when `epoch` is `None`: the
 /// connection is not in with a key).
 async fn keys_disabled(rx: &mut watch::Receiver<u64>, epoch: Option<u64>) {
@@ -295,10 +211,11 @@ async fn keys_disabled(rx: &mut watch::Receiver<u64>, epoch: Option<u64>) {
     }
 }
 
+/// Resolves when [`Faults::close_all_connections`](crate::faults::Faults::close_all_connections)
+/// is called (never if the faults are gone).
 /// Resolves when the signing key of generation `generation` (the one that verified the
-/// connection's token) is no longer trusted; never for a connection in with an access key
-/// (`None`). `rx` is the validator's revocation counter, marked changed when the session
-/// starts so that a key removed before is seen.
+/// connection's token) is no longer trusted; never for a connection in with an access key or
+/// not authenticated (`None`). `rx` is the validator's revocation counter.
 async fn key_revoked(
     rx: &mut watch::Receiver<u64>,
     validator: &TokenValidator,
@@ -308,17 +225,15 @@ async fn key_revoked(
         return std::future::pending::<()>().await;
     };
     loop {
-        if rx.changed().await.is_err() {
-            std::future::pending::<()>().await;
-        }
         if !validator.is_trusted(generation) {
             return;
+        }
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
         }
     }
 }
 
-/// Resolves when [`Faults::close_all_connections`](crate::faults::Faults::close_all_connections)
-/// is called (never if the faults are gone).
 async fn close_all(rx: &mut watch::Receiver<u64>) {
     if rx.changed().await.is_err() {
         std::future::pending::<()>().await;
@@ -354,25 +269,24 @@ async fn signalled(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
-/// What a successful `AUTH` proved.
-#[derive(Debug, Clone)]
-enum Grant {
-    /// A valid Entra token.
-    Token(ValidToken),
-    /// An access key, while keys were enabled at this revocation epoch.
-    AccessKey { epoch: u64 },
-}
-
 /// A successful authentication, and what it lets the connection do.
 struct Granted {
     grant: Grant,
     /// The backend user to substitute.
     user: BackendUser,
-    /// Whether Redis lets that user subscribe.
-    pubsub: bool,
 }
 
 impl Granted {
+    /// What the tracker applies when Redis accepts the substituted request.
+    fn switch(&self, hello: bool, proto: Option<u8>) -> Switch {
+        Switch {
+            grant: self.grant.clone(),
+            user: self.user.name.clone(),
+            hello,
+            proto,
+        }
+    }
+
     /// One debug line: who got in, as which backend user, until when. Never the credential.
     fn log(&self, conn: u64, what: &str) {
         match &self.grant {
@@ -402,6 +316,8 @@ struct Authenticated {
 /// What phase 1 does with a request.
 enum Local {
     Reply(Cow<'static, [u8]>),
+    /// The request must be read again once the identity's backend user exists.
+    NeedsUser(String, AccessPolicy),
     Nothing,
     Quit,
     Authenticated(Authenticated),
@@ -411,58 +327,113 @@ enum Local {
 struct Ctx<'a> {
     id: u64,
     state: &'a GatewayState,
+    /// An identity whose backend user could not be created just now.
+    failed_creation: Mutex<Option<String>>,
     /// Refused `AUTH`s so far (bounded by [`MAX_FAILED_AUTH_PER_CONNECTION`]).
     failures: AtomicU32,
+}
+
+/// Why an authentication cannot be substituted.
+enum Refused {
+    /// Bad credentials (or no backend user to be had): `WRONGPASS`.
+    Invalid,
+    /// A valid token whose identity has no backend user yet: create it, then read the request
+    /// again.
+    NeedsUser(String, AccessPolicy),
 }
 
 impl Ctx<'_> {
     /// Checks `AUTH <user> <password>`: an access key when the user is `default`, else a
     /// token; finds the backend user to substitute.
-    async fn authenticate(&self, user: &[u8], password: &[u8]) -> Result<Granted, ()> {
+    ///
+    /// On an authenticated connection (a re-`AUTH`): the signature is checked on this thread,
+    /// where the verified-token memory makes a fleet's re-`AUTH` with one token cheap.
+    fn authenticate(&self, user: &[u8], password: &[u8]) -> Result<Granted, Refused> {
         if user == b"default" {
             return self.authenticate_key(password);
         }
         if self.too_many_failures() {
-            return Err(());
+            return Err(Refused::Invalid);
         }
-        match self.state.validator.check(user, password).await {
-            Ok(valid) => match self.state.backend.user_for(&valid.policy) {
+        self.grant(self.state.validator.validate(user, password))
+    }
+
+    /// As [`authenticate`](Self::authenticate), before authentication: the RSA verification
+    /// runs off the runtime threads, a bounded number at a time ([`TokenValidator::check`]).
+    async fn authenticate_checked(&self, user: &[u8], password: &[u8]) -> Result<Granted, Refused> {
+        if user == b"default" {
+            return self.authenticate_key(password);
+        }
+        if self.too_many_failures() {
+            return Err(Refused::Invalid);
+        }
+        self.grant(self.state.validator.check(user, password).await)
+    }
+
+    /// The backend user for a checked token.
+    fn grant(&self, checked: Result<ValidToken, Rejection>) -> Result<Granted, Refused> {
+        match checked {
+            Ok(valid) => match self.state.backend.identity_user(&valid.oid, &valid.policy) {
                 Some(backend_user) => Ok(Granted {
-                    pubsub: self.state.backend.allows_pubsub(&valid.policy),
                     grant: Grant::Token(valid),
                     user: backend_user,
                 }),
-                None => {
+                None if self.take_failed_creation(&valid.oid) => {
                     debug!(
                         conn = self.id,
                         policy = valid.policy.name(),
-                        "AUTH refused: the backend has no user for the policy"
+                        "AUTH refused: the backend user of the identity could not be created"
                     );
                     Stats::bump(&self.state.stats.auth_failed);
-                    Err(())
+                    Err(Refused::Invalid)
                 }
+                None => Err(Refused::NeedsUser(valid.oid, valid.policy)),
             },
             Err(rejection) => {
                 self.refused(&rejection);
-                Err(())
+                Err(Refused::Invalid)
             }
         }
     }
 
+    /// Creates (or updates) the identity's backend user; on failure the next
+    /// [`authenticate`](Self::authenticate) of that identity refuses it.
+    async fn create_user(&self, oid: String, policy: AccessPolicy) {
+        if let Err(e) = self.state.backend.ensure_identity(&oid, &policy).await {
+            debug!(conn = self.id, error = %e, "could not create the identity's backend user");
+            *self
+                .failed_creation
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(oid);
+        }
+    }
+
+    fn take_failed_creation(&self, oid: &str) -> bool {
+        let mut failed = self
+            .failed_creation
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if failed.as_deref() == Some(oid) {
+            *failed = None;
+            true
+        } else {
+            false
+        }
+    }
+
     /// Checks an access key (`AUTH <key>`, `AUTH default <key>`).
-    fn authenticate_key(&self, key: &[u8]) -> Result<Granted, ()> {
+    fn authenticate_key(&self, key: &[u8]) -> Result<Granted, Refused> {
         if self.too_many_failures() {
-            return Err(());
+            return Err(Refused::Invalid);
         }
         match self.state.directory.access_keys().check(key) {
             Ok(epoch) => Ok(Granted {
                 grant: Grant::AccessKey { epoch },
                 user: self.state.backend.access_key_user(),
-                pubsub: true,
             }),
             Err(rejection) => {
                 self.refused(&rejection);
-                Err(())
+                Err(Refused::Invalid)
             }
         }
     }
@@ -503,7 +474,12 @@ impl Ctx<'_> {
     }
 
     /// Phase 1: answers a request of an unauthenticated client.
-    async fn local(&self, frame: &Frame, bytes: &[u8]) -> Local {
+    async fn local(
+        &self,
+        frame: &Frame,
+        bytes: &[u8],
+        commands: Option<&CommandArities>,
+    ) -> Local {
         let Some(name) = frame.name(bytes) else {
             return Local::Nothing;
         };
@@ -515,7 +491,7 @@ impl Ctx<'_> {
                     2 | 3 => {
                         let granted = match args.len() {
                             2 => self.authenticate_key(&args[1]),
-                            _ => self.authenticate(&args[1], &args[2]).await,
+                            _ => self.authenticate_checked(&args[1], &args[2]).await,
                         };
                         match granted {
                             Ok(granted) => Local::Authenticated(Authenticated {
@@ -523,7 +499,8 @@ impl Ctx<'_> {
                                 granted,
                                 proto: None,
                             }),
-                            Err(()) => Local::Reply(Cow::Borrowed(WRONGPASS)),
+                            Err(Refused::Invalid) => Local::Reply(Cow::Borrowed(WRONGPASS)),
+                            Err(Refused::NeedsUser(oid, policy)) => Local::NeedsUser(oid, policy),
                         }
                     }
                     _ => Local::Reply(Cow::Borrowed(SYNTAX_ERROR)),
@@ -538,7 +515,7 @@ impl Ctx<'_> {
                         let Some((user, token)) = hello.auth else {
                             return Local::Reply(Cow::Borrowed(NOAUTH_HELLO));
                         };
-                        match self.authenticate(user, token).await {
+                        match self.authenticate_checked(user, token).await {
                             Ok(granted) => Local::Authenticated(Authenticated {
                                 command: hello.with_credentials(
                                     granted.user.name.as_bytes(),
@@ -547,269 +524,20 @@ impl Ctx<'_> {
                                 granted,
                                 proto: hello.version,
                             }),
-                            Err(()) => Local::Reply(Cow::Borrowed(WRONGPASS)),
+                            Err(Refused::Invalid) => Local::Reply(Cow::Borrowed(WRONGPASS)),
+                            Err(Refused::NeedsUser(oid, policy)) => Local::NeedsUser(oid, policy),
                         }
                     }
                 }
             }
             Some(Cmd::Reset) => Local::Reply(Cow::Borrowed(RESET)),
             _ if name.eq_ignore_ascii_case(b"QUIT") => Local::Quit,
-            _ => Local::Reply(Cow::Borrowed(NOAUTH)),
+            // Redis reports an unknown command or a wrong argument count before `NOAUTH`.
+            _ => match commands.and_then(|t| rejection(t, &frame.args(bytes))) {
+                Some(reply) => Local::Reply(Cow::Owned(reply)),
+                None => Local::Reply(Cow::Borrowed(NOAUTH)),
+            },
         }
-    }
-}
-
-/// The subscriptions a connection asked for.
-#[derive(Debug, Default)]
-struct Subscriptions {
-    channels: HashSet<Vec<u8>>,
-    patterns: HashSet<Vec<u8>>,
-    shard: HashSet<Vec<u8>>,
-}
-
-impl Subscriptions {
-    fn of(&mut self, kind: Kind) -> &mut HashSet<Vec<u8>> {
-        match kind {
-            Kind::Channel => &mut self.channels,
-            Kind::Pattern => &mut self.patterns,
-            Kind::Shard => &mut self.shard,
-        }
-    }
-
-    fn any(&self) -> bool {
-        !(self.channels.is_empty() && self.patterns.is_empty() && self.shard.is_empty())
-    }
-
-    fn clear(&mut self) {
-        self.channels.clear();
-        self.patterns.clear();
-        self.shard.clear();
-    }
-}
-
-/// Phase 2: the client-to-backend direction of an authenticated connection.
-struct Forwarder {
-    parser: RequestParser,
-    /// After a protocol error: forward everything and let Redis answer and close.
-    passthrough: bool,
-    /// Bytes to write when a request was substituted (otherwise the read buffer is written).
-    out: Vec<u8>,
-    deadline: Instant,
-    exp: u64,
-    /// Set while the connection is in with an access key: the revocation epoch it saw.
-    key_epoch: Option<u64>,
-    /// Set while the connection is in with a token: the generation of the signing key that
-    /// verified it.
-    key_generation: Option<u64>,
-    /// Whether the connection's backend user may subscribe.
-    pubsub: bool,
-    proto: u8,
-    subscriptions: Subscriptions,
-}
-
-/// What to do with an intercepted request.
-enum Action {
-    Forward,
-    Substitute(Vec<u8>),
-}
-
-impl Forwarder {
-    fn new(granted: &Granted, proto: u8, skew: Duration) -> Self {
-        let mut fwd = Self {
-            parser: RequestParser::new(Limits::AUTHENTICATED),
-            passthrough: false,
-            out: Vec::new(),
-            deadline: Instant::now() + MAX_DEADLINE,
-            exp: 0,
-            key_epoch: None,
-            key_generation: None,
-            pubsub: granted.pubsub,
-            proto,
-            subscriptions: Subscriptions::default(),
-        };
-        fwd.switch_to(&granted.grant, skew);
-        fwd
-    }
-
-    /// Takes on the deadline (or the key epoch) of a new grant.
-    fn switch_to(&mut self, grant: &Grant, skew: Duration) {
-        match grant {
-            Grant::Token(token) => {
-                self.key_generation = Some(token.key_generation);
-                let deadline = deadline_for(token.exp, skew);
-                if self.key_epoch.take().is_some() || deadline > self.deadline || self.exp == 0 {
-                    self.deadline = deadline;
-                    self.exp = token.exp;
-                }
-            }
-            Grant::AccessKey { epoch } => {
-                self.key_generation = None;
-                self.key_epoch = Some(*epoch);
-                self.deadline = Instant::now() + MAX_DEADLINE;
-                self.exp = 0;
-            }
-        }
-    }
-
-    /// Whether Redis refuses `AUTH`/`HELLO` now (RESP2 subscribed context).
-    fn pubsub_context(&self) -> bool {
-        self.proto == 2 && self.subscriptions.any()
-    }
-
-    /// Frames `buf` and returns how many bytes of it are ready to go to the backend. Those are
-    /// `buf[..n]` unless a request was substituted, in which case they are in `self.out`.
-    async fn process(&mut self, buf: &[u8], ctx: &Ctx<'_>) -> usize {
-        if self.passthrough {
-            return buf.len();
-        }
-        let mut pos = 0;
-        let mut copied = 0;
-        loop {
-            let rest = buf.get(pos..).unwrap_or(&[]);
-            match self.parser.next(rest, intercepted) {
-                Event::Partial(n) => pos += n,
-                Event::Frame(frame) => {
-                    let len = frame.byte_len();
-                    let bytes = rest.get(..len).unwrap_or(&[]);
-                    let cmd = frame.name(bytes).and_then(classify);
-                    if let Some(cmd) = cmd {
-                        if let Action::Substitute(with) =
-                            self.intercept(cmd, &frame, bytes, ctx).await
-                        {
-                            self.out
-                                .extend_from_slice(buf.get(copied..pos).unwrap_or(&[]));
-                            self.out.extend_from_slice(&with);
-                            copied = pos + len;
-                        }
-                    }
-                    pos += len;
-                }
-                Event::Incomplete => break,
-                Event::Error(e) => {
-                    // Redis will see the same bytes, answer with the same error and close.
-                    debug!(conn = ctx.id, error = %e, "protocol error; the backend will answer it");
-                    self.passthrough = true;
-                    pos = buf.len();
-                    break;
-                }
-            }
-        }
-        if !self.out.is_empty() {
-            self.out
-                .extend_from_slice(buf.get(copied..pos).unwrap_or(&[]));
-        }
-        pos
-    }
-
-    async fn intercept(&mut self, cmd: Cmd, frame: &Frame, bytes: &[u8], ctx: &Ctx<'_>) -> Action {
-        match cmd {
-            Cmd::Auth => {
-                let args = frame.args(bytes);
-                match args.len() {
-                    // Redis answers the arity error itself.
-                    0 | 1 => Action::Forward,
-                    2 | 3 if ctx.reauth_refused() => Action::Substitute(self.invalid_auth()),
-                    2 | 3 => {
-                        let granted = match args.len() {
-                            2 => ctx.authenticate_key(&args[1]),
-                            _ => ctx.authenticate(&args[1], &args[2]).await,
-                        };
-                        match granted {
-                            Ok(granted) => {
-                                self.reauthenticated(&granted, None, ctx);
-                                Action::Substitute(auth_command(&granted.user))
-                            }
-                            Err(()) => Action::Substitute(self.invalid_auth()),
-                        }
-                    }
-                    // Redis answers `-ERR syntax error`; keep the arguments from it.
-                    _ => {
-                        let mut out = Vec::new();
-                        encode_command(&mut out, &[&b"AUTH"[..], INVALID_USER, b"-", b"-"]);
-                        Action::Substitute(out)
-                    }
-                }
-            }
-            Cmd::Hello => {
-                let args = frame.args(bytes);
-                match parse_hello(&args) {
-                    Err(e) => Action::Substitute(e.reproduction()),
-                    Ok(hello) => match hello.auth {
-                        None => {
-                            if let (Some(v), false) = (hello.version, self.pubsub_context()) {
-                                self.proto = v;
-                            }
-                            Action::Forward
-                        }
-                        Some(_) if ctx.reauth_refused() => Action::Substitute(
-                            hello.with_credentials(INVALID_USER, random_password().as_bytes()),
-                        ),
-                        Some((user, token)) => match ctx.authenticate(user, token).await {
-                            Ok(granted) => {
-                                self.reauthenticated(&granted, hello.version, ctx);
-                                Action::Substitute(hello.with_credentials(
-                                    granted.user.name.as_bytes(),
-                                    granted.user.password.as_bytes(),
-                                ))
-                            }
-                            Err(()) => Action::Substitute(
-                                hello.with_credentials(INVALID_USER, random_password().as_bytes()),
-                            ),
-                        },
-                    },
-                }
-            }
-            Cmd::Subscribe(kind) => {
-                if self.pubsub {
-                    let args = frame.args(bytes);
-                    let set = self.subscriptions.of(kind);
-                    for channel in args.iter().skip(1) {
-                        set.insert(channel.to_vec());
-                    }
-                }
-                Action::Forward
-            }
-            Cmd::Unsubscribe(kind) => {
-                let args = frame.args(bytes);
-                let set = self.subscriptions.of(kind);
-                if args.len() <= 1 {
-                    set.clear();
-                } else {
-                    for channel in args.iter().skip(1) {
-                        set.remove(channel.as_ref());
-                    }
-                }
-                Action::Forward
-            }
-            Cmd::Reset => {
-                self.subscriptions.clear();
-                self.proto = 2;
-                Action::Forward
-            }
-        }
-    }
-
-    fn invalid_auth(&self) -> Vec<u8> {
-        auth_command_with(INVALID_USER, random_password().as_bytes())
-    }
-
-    /// A valid token or key arrived on an authenticated connection.
-    fn reauthenticated(&mut self, granted: &Granted, proto: Option<u8>, ctx: &Ctx<'_>) {
-        if self.pubsub_context() {
-            debug!(
-                conn = ctx.id,
-                "re-AUTH in RESP2 subscribed mode: Redis refuses it, the deadline stays"
-            );
-            Stats::bump(&ctx.state.stats.auth_failed);
-            return;
-        }
-        Stats::bump(&ctx.state.stats.auth_succeeded);
-        self.switch_to(&granted.grant, ctx.state.validator.skew());
-        self.pubsub = granted.pubsub;
-        if let Some(v) = proto {
-            self.proto = v;
-        }
-        granted.log(ctx.id, "re-authenticated");
     }
 }
 
@@ -825,6 +553,7 @@ pub(crate) async fn serve<S>(
     let ctx = Ctx {
         id,
         state: &state,
+        failed_creation: Mutex::new(None),
         failures: AtomicU32::new(0),
     };
     let (mut reader, mut writer) = tokio::io::split(stream);
@@ -836,7 +565,7 @@ pub(crate) async fn serve<S>(
         _ = close_all(&mut close_all_rx) => Err(End::Injected),
     };
     let end = match phase1 {
-        Ok(auth) => {
+        Ok(session) => {
             let mut random_close_rx = state.faults.watch_random_close();
             tokio::select! {
                 end = phase2(
@@ -845,7 +574,7 @@ pub(crate) async fn serve<S>(
                     &mut writer,
                     &mut buf,
                     &mut shutdown,
-                    auth,
+                    session,
                 ) => end,
                 _ = close_all(&mut close_all_rx) => End::Injected,
                 _ = random_close(&mut random_close_rx) => End::Injected,
@@ -901,18 +630,34 @@ async fn write_client<W: AsyncWrite + Unpin>(
     }
 }
 
-/// Phase 1: answers locally until the client authenticates.
+/// A session Redis authenticated: its backend connection and what the gateway follows of it.
+struct Session {
+    backend: BackendStream,
+    tracker: Tracker,
+}
+
+/// Phase 1: answers locally until the client authenticates and Redis accepts the substituted
+/// credentials; closes the connection if that takes longer than the gateway's auth timeout.
 async fn phase1<R, W>(
     ctx: &Ctx<'_>,
     reader: &mut R,
     writer: &mut W,
     buf: &mut BytesMut,
     shutdown: &mut watch::Receiver<bool>,
-) -> Result<Authenticated, End>
+) -> Result<Session, End>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let deadline = Instant::now() + ctx.state.config.auth_timeout;
+    // Read once per backend; without it, every rejected request gets `NOAUTH`.
+    let commands = match ctx.state.backend.command_arities().await {
+        Ok(commands) => Some(commands),
+        Err(e) => {
+            debug!(conn = ctx.id, error = %e, "the backend's command table is unavailable");
+            None
+        }
+    };
     let mut parser = RequestParser::new(Limits::UNAUTHENTICATED);
     let mut replies = Vec::new();
     loop {
@@ -920,9 +665,20 @@ where
             match parser.next_frame(buf) {
                 Event::Frame(frame) => {
                     let len = frame.byte_len();
-                    let local = ctx.local(&frame, buf.get(..len).unwrap_or(&[])).await;
+                    let local = ctx
+                        .local(&frame, buf.get(..len).unwrap_or(&[]), commands.as_deref())
+                        .await;
+                    if let Local::NeedsUser(oid, policy) = local {
+                        // Read the request again once the user exists (or failed to).
+                        tokio::select! {
+                            _ = ctx.create_user(oid, policy) => {}
+                            _ = sleep_until(deadline) => return Err(End::AuthTimeout),
+                        }
+                        continue;
+                    }
                     buf.advance(len);
                     match local {
+                        Local::NeedsUser(..) => {}
                         Local::Reply(reply) => {
                             replies.extend_from_slice(&reply);
                             if ctx.failures.load(Ordering::Relaxed)
@@ -939,12 +695,19 @@ where
                             return Err(End::Quit);
                         }
                         Local::Authenticated(auth) => {
-                            auth.granted.log(ctx.id, "authenticated");
-                            Stats::bump(&ctx.state.stats.auth_succeeded);
                             if !replies.is_empty() {
                                 write_client(writer, &replies, shutdown).await?;
+                                replies.clear();
                             }
-                            return Ok(auth);
+                            let first = tokio::select! {
+                                r = first_auth(ctx, auth) => r,
+                                _ = sleep_until(deadline) => return Err(End::AuthTimeout),
+                            };
+                            let (reply, session) = first?;
+                            write_client(writer, &reply, shutdown).await?;
+                            if let Some(session) = session {
+                                return Ok(session);
+                            }
                         }
                     }
                 }
@@ -967,111 +730,221 @@ where
                 Ok(0) | Err(_) => return Err(End::Client),
                 Ok(_) => {}
             },
+            _ = sleep_until(deadline) => {
+                debug!(conn = ctx.id, "no authentication in time: closing");
+                return Err(End::AuthTimeout);
+            }
             _ = signalled(shutdown) => return Err(End::Shutdown),
         }
     }
 }
 
-/// Phase 2: relays between the client and the backend until either side closes, the token
-/// expires or the gateway shuts down.
+/// Opens the backend connection and sends the substituted `AUTH`/`HELLO` alone: Redis' reply
+/// (to pass on to the client), and the session if Redis accepted it. Nothing else reaches
+/// Redis before it has.
+async fn first_auth(ctx: &Ctx<'_>, auth: Authenticated) -> Result<(Vec<u8>, Option<Session>), End> {
+    let mut backend = match ctx.state.backend.connect().await {
+        Ok(backend) => backend,
+        Err(e) => {
+            debug!(conn = ctx.id, error = %e, "the backend is unreachable");
+            return Ok((
+                b"-ERR the emulator's Redis backend is unreachable\r\n".to_vec(),
+                None,
+            ));
+        }
+    };
+    backend
+        .write_all(&auth.command)
+        .await
+        .map_err(|_| End::Backend)?;
+    let mut scanner = Scanner::new();
+    let mut bytes = Vec::with_capacity(BACKEND_READ_INITIAL);
+    let mut chunk = vec![0u8; BACKEND_READ_INITIAL];
+    let reply = loop {
+        let n = backend.read(&mut chunk).await.map_err(|_| End::Backend)?;
+        let got = chunk
+            .get(..n)
+            .filter(|c| !c.is_empty())
+            .ok_or(End::Backend)?;
+        let (used, reply) = scanner.next(got).map_err(|_| End::Backend)?;
+        bytes.extend_from_slice(got);
+        if let Some(reply) = reply {
+            if used != got.len() {
+                // Redis answered more than it was asked.
+                return Err(End::Backend);
+            }
+            break reply;
+        }
+        if bytes.len() > MAX_HELD_REQUEST {
+            return Err(End::Backend);
+        }
+    };
+    let switch = auth.granted.switch(auth.proto.is_some(), auth.proto);
+    let accepted = if switch.hello {
+        reply.value.is_aggregate()
+    } else {
+        reply.value.is_status(b"OK")
+    };
+    if !accepted {
+        debug!(
+            conn = ctx.id,
+            user = %auth.granted.user.name,
+            "Redis refused the substituted credentials: the client stays unauthenticated"
+        );
+        Stats::bump(&ctx.state.stats.auth_failed);
+        return Ok((bytes, None));
+    }
+    auth.granted.log(ctx.id, "authenticated");
+    Stats::bump(&ctx.state.stats.auth_succeeded);
+    let skew = ctx.state.validator.skew();
+    let tracker = Tracker::new(
+        ctx.id,
+        lease_for(&auth.granted.grant, skew),
+        auth.proto.unwrap_or(2),
+        skew,
+        ctx.state.config.auth_timeout,
+    );
+    Ok((bytes, Some(Session { backend, tracker })))
+}
+
+/// Closes the connection when its lease runs out: the token's deadline, access keys
+/// disabled, or (after `RESET`) the time to authenticate again. Follows the lease as Redis'
+/// replies change it.
+async fn guard(
+    lease: &mut watch::Receiver<Lease>,
+    revocations: &mut watch::Receiver<u64>,
+    key_revocations: &mut watch::Receiver<u64>,
+    validator: &TokenValidator,
+) -> End {
+    loop {
+        let now = *lease.borrow_and_update();
+        tokio::select! {
+            _ = sleep_until(now.deadline) => {
+                return if now.authenticated { End::Expired } else { End::AuthTimeout };
+            }
+            _ = keys_disabled(revocations, now.key_epoch) => return End::KeysDisabled,
+            _ = key_revoked(key_revocations, validator, now.key_generation) => {
+                return End::KeyRevoked
+            }
+            changed = lease.changed() => if changed.is_err() {
+                std::future::pending::<()>().await;
+            },
+        }
+    }
+}
+
+/// Reads the replies in `bytes` and lets the tracker follow them. What to write to the client:
+/// `None` for `bytes` as they are, or the bytes to write instead when a reply is rewritten (an
+/// unsupported command's error; `holding` carries a rewritten reply across reads). `Err` if the
+/// connection must end.
+fn follow(
+    scanner: &mut Scanner,
+    bytes: &[u8],
+    holding: &mut bool,
+    tracker: &Mutex<Tracker>,
+    ctx: &Ctx<'_>,
+) -> Result<Option<Vec<u8>>, End> {
+    let mut t = tracker.lock().unwrap_or_else(|e| e.into_inner());
+    // Set once a reply is held back: the bytes to write, and where the part of `bytes` not
+    // written yet starts (`None` while holding).
+    let mut out: Option<Vec<u8>> = holding.then(Vec::new);
+    let mut pending_from = if *holding { None } else { Some(0) };
+    let mut pos = 0;
+    while pos < bytes.len() {
+        if !*holding && scanner.at_boundary() && bytes.get(pos) == Some(&b'-') && t.rewrites_next()
+        {
+            *holding = true;
+            let buf = out.get_or_insert_with(Vec::new);
+            if let Some(from) = pending_from.take() {
+                buf.extend_from_slice(bytes.get(from..pos).unwrap_or(&[]));
+            }
+        }
+        let Ok((used, reply)) = scanner.next(bytes.get(pos..).unwrap_or(&[])) else {
+            debug!(conn = ctx.id, "the backend's reply is not RESP");
+            return Err(End::Backend);
+        };
+        pos += used;
+        if let Some(reply) = reply {
+            if *holding {
+                *holding = false;
+                let replacement = t.take_rewrite().unwrap_or_default();
+                out.get_or_insert_with(Vec::new)
+                    .extend_from_slice(&replacement);
+                pending_from = Some(pos);
+            }
+            let verdict = t.on_reply(&reply, &ctx.state.stats);
+            scanner.want(t.wanted());
+            if verdict == Verdict::Close {
+                return Err(End::Untracked);
+            }
+        }
+    }
+    if let (Some(buf), Some(from)) = (out.as_mut(), pending_from) {
+        buf.extend_from_slice(bytes.get(from..).unwrap_or(&[]));
+    }
+    Ok(out)
+}
+
+/// Phase 2: relays between the client and the backend until either side closes, the lease
+/// runs out or the gateway shuts down.
 async fn phase2<R, W>(
     ctx: &Ctx<'_>,
     reader: &mut R,
     writer: &mut W,
     buf: &mut BytesMut,
     shutdown: &mut watch::Receiver<bool>,
-    auth: Authenticated,
+    session: Session,
 ) -> End
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let backend = match ctx.state.backend.connect().await {
-        Ok(backend) => backend,
-        Err(e) => {
-            debug!(conn = ctx.id, error = %e, "the backend is unreachable");
-            let _ = write_client(
-                writer,
-                b"-ERR the emulator's Redis backend is unreachable\r\n",
-                shutdown,
-            )
-            .await;
-            return End::Backend;
-        }
-    };
-    let (mut backend_reader, mut backend_writer) = tokio::io::split(backend);
-    let skew = ctx.state.validator.skew();
-    let mut fwd = Forwarder::new(&auth.granted, auth.proto.unwrap_or(2), skew);
+    let (mut backend_reader, mut backend_writer) = tokio::io::split(session.backend);
+    let mut lease = session.tracker.lease();
+    let tracker = Mutex::new(session.tracker);
+    let mut fwd = Forwarder::new(ctx.state.config.profile);
     let mut revocations = ctx.state.directory.access_keys().revocations();
     let validator = &ctx.state.validator;
     let mut key_revocations = validator.revocations();
+    // Marked changed, so that a key removed before the session started is seen.
     key_revocations.mark_changed();
 
-    // The substituted AUTH/HELLO, then whatever the client pipelined behind it.
-    let mut first = auth.command;
-    let n = fwd.process(buf, ctx).await;
-    if fwd.out.is_empty() {
-        first.extend_from_slice(buf.get(..n).unwrap_or(&[]));
-    } else {
-        first.append(&mut fwd.out);
-    }
-    buf.advance(n);
-
     let client_to_backend = async {
-        let (deadline, epoch, signer) = (fwd.deadline, fwd.key_epoch, fwd.key_generation);
-        tokio::select! {
-            r = backend_writer.write_all(&first) => if r.is_err() { return End::Backend },
-            _ = sleep_until(deadline) => return End::Expired,
-            _ = keys_disabled(&mut revocations, epoch) => return End::KeysDisabled,
-            _ = key_revoked(&mut key_revocations, validator, signer) => return End::KeyRevoked,
-        }
-        drop(first);
         loop {
-            buf.reserve(CLIENT_READ);
-            let (deadline, epoch, signer) = (fwd.deadline, fwd.key_epoch, fwd.key_generation);
-            let read = tokio::select! {
-                read = reader.read_buf(buf) => read,
-                _ = sleep_until(deadline) => return End::Expired,
-                _ = keys_disabled(&mut revocations, epoch) => return End::KeysDisabled,
-                _ = key_revoked(&mut key_revocations, validator, signer) => {
-                    return End::KeyRevoked
+            if !buf.is_empty() {
+                let n = match fwd.process(buf, ctx, &tracker) {
+                    Ok(n) => n,
+                    Err(end) => return end,
+                };
+                let bytes: &[u8] = if fwd.out.is_empty() {
+                    buf.get(..n).unwrap_or(&[])
+                } else {
+                    &fwd.out
+                };
+                if !bytes.is_empty() && backend_writer.write_all(bytes).await.is_err() {
+                    return End::Backend;
                 }
-            };
-            match read {
+                fwd.out.clear();
+                buf.advance(n);
+                if let Some((oid, policy)) = fwd.needs.take() {
+                    ctx.create_user(oid, policy).await;
+                    continue;
+                }
+            }
+            if fwd.poisoned {
+                // Redis answers the bad request and closes; nothing more is read.
+                tokio::time::sleep(PROTOCOL_ERROR_DRAIN).await;
+                return End::Protocol;
+            }
+            buf.reserve(CLIENT_READ);
+            match reader.read_buf(buf).await {
                 Ok(0) | Err(_) => {
                     // The client is done sending: tell Redis, and let its replies drain.
                     let _ = backend_writer.shutdown().await;
-                    tokio::select! {
-                        _ = sleep_until(fwd.deadline) => return End::Expired,
-                        _ = keys_disabled(&mut revocations, fwd.key_epoch) => {
-                            return End::KeysDisabled
-                        }
-                        _ = key_revoked(&mut key_revocations, validator, fwd.key_generation) => {
-                            return End::KeyRevoked
-                        }
-                    }
+                    std::future::pending::<()>().await;
                 }
                 Ok(_) => {}
             }
-            let n = fwd.process(buf, ctx).await;
-            let (deadline, epoch, signer) = (fwd.deadline, fwd.key_epoch, fwd.key_generation);
-            let bytes: &[u8] = if fwd.out.is_empty() {
-                buf.get(..n).unwrap_or(&[])
-            } else {
-                &fwd.out
-            };
-            if !bytes.is_empty() {
-                tokio::select! {
-                    r = backend_writer.write_all(bytes) => if r.is_err() { return End::Backend },
-                    _ = sleep_until(deadline) => return End::Expired,
-                    _ = keys_disabled(&mut revocations, epoch) => return End::KeysDisabled,
-                    _ = key_revoked(&mut key_revocations, validator, signer) => {
-                        return End::KeyRevoked
-                    }
-                }
-            }
-            fwd.out.clear();
-            buf.advance(n);
         }
     };
 
@@ -1079,6 +952,8 @@ where
         // Small while idle (memory per connection), doubled up to BACKEND_READ whenever a read
         // fills it (throughput under load).
         let mut chunk = vec![0u8; BACKEND_READ_INITIAL];
+        let mut scanner = Scanner::new();
+        let mut holding = false;
         loop {
             match backend_reader.read(&mut chunk).await {
                 Ok(0) | Err(_) => return End::Backend,
@@ -1086,6 +961,13 @@ where
                     let Some(bytes) = chunk.get(..n) else {
                         return End::Backend;
                     };
+                    // One lock per read, however many replies it holds; released before
+                    // the write to the client.
+                    let rewritten = match follow(&mut scanner, bytes, &mut holding, &tracker, ctx) {
+                        Ok(rewritten) => rewritten,
+                        Err(end) => return end,
+                    };
+                    let bytes = rewritten.as_deref().unwrap_or(bytes);
                     if writer.write_all(bytes).await.is_err() || writer.flush().await.is_err() {
                         return End::Client;
                     }
@@ -1100,6 +982,7 @@ where
     tokio::select! {
         end = client_to_backend => end,
         end = backend_to_client => end,
+        end = guard(&mut lease, &mut revocations, &mut key_revocations, validator) => end,
         _ = signalled(shutdown) => End::Shutdown,
     }
 }
