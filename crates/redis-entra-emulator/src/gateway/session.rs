@@ -474,12 +474,7 @@ impl Ctx<'_> {
     }
 
     /// Phase 1: answers a request of an unauthenticated client.
-    async fn local(
-        &self,
-        frame: &Frame,
-        bytes: &[u8],
-        commands: Option<&CommandArities>,
-    ) -> Local {
+    async fn local(&self, frame: &Frame, bytes: &[u8], commands: Option<&CommandArities>) -> Local {
         let Some(name) = frame.name(bytes) else {
             return Local::Nothing;
         };

@@ -67,6 +67,7 @@ impl Env {
             backend: backend.clone(),
             stats: stats.clone(),
             faults: Arc::default(),
+            config: redis_entra_emulator::gateway::GatewayConfig::default(),
         };
         let gateway = Gateway::bind(([127, 0, 0, 1], 0).into(), pki.server_config(), state).await?;
         let port = gateway.local_addr().port();
