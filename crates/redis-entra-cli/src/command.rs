@@ -36,6 +36,6 @@ pub async fn run(args: &ConnectionArgs, words: Vec<String>) -> Outcome {
     let manager = session::manager(&config)?;
     let mut conn = session::connect(&options, &manager, args.cluster).await?;
     let result = session::execute(&mut conn, &words).await;
-    let code = session::print_result(result, &words, output)?;
+    let code = session::print_result(result, &words, output, args.exit_on_error)?;
     Ok(ExitCode::from(code))
 }

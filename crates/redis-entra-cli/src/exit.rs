@@ -3,13 +3,13 @@
 //! | code | meaning |
 //! |---|---|
 //! | 0 | success |
-//! | 1 | the command returned a Redis error reply (or another failure, such as a failed demo) |
+//! | 1 | with `-e`, the command returned a Redis error reply (or another failure, such as a failed demo) |
 //! | 2 | usage or configuration error: a bad flag, a bad environment variable |
 //! | 3 | authentication or token failure: the credential could not get a token, `WRONGPASS` |
 //! | 4 | connection or TLS failure |
 //!
-//! redis-cli exits 0 after an error reply unless given `-e`; `redis-entra` always exits 1, as
-//! redis-cli does with `-e`.
+//! As redis-cli, an error reply exits 0 unless `-e` is given. Failures that redis-cli also
+//! reports by exiting 1 (it cannot connect, for example) get the richer codes 2, 3 and 4.
 
 use redis::ErrorKind;
 
@@ -28,7 +28,8 @@ pub const CONNECTION: u8 = 4;
 pub const HELP: &str = "\
 Exit codes:
   0  success
-  1  the command returned a Redis error reply (redis-cli exits 1 for this only with -e)
+  1  with -e, the command returned a Redis error reply (without -e an error reply is printed
+     and exits 0, as with redis-cli); another failure, such as a failed demo
   2  usage or configuration error (a bad flag, a bad environment variable such as AZURE_REDIS_PORT)
   3  authentication or token failure (the credential could not get a token; WRONGPASS)
   4  connection or TLS failure (DNS, TCP, certificate)

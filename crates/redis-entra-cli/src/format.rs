@@ -9,7 +9,7 @@
 //!
 //! - an error reply nested in an array (EXEC, pipelines) is `{"error":"ERR …"}` where redis-cli
 //!   writes `error:"ERR …"`; an error reply at the top is printed to stderr as `(error) ERR …`
-//!   with nothing on stdout (and exit code 1), so stdout always parses;
+//!   with nothing on stdout (exit code 0, or 1 with `-e`, as redis-cli), so stdout always parses;
 //! - bytes that are not UTF-8 become U+FFFD where redis-cli copies them as they are;
 //! - infinite and NaN doubles are the strings `"inf"`, `"-inf"`, `"nan"`.
 
@@ -34,10 +34,11 @@ pub fn reply(value: &Value, output: Output) -> String {
 }
 
 /// Formats an error reply (`CODE detail`) as redis-cli does: `(error) CODE detail` on a
-/// terminal, `CODE detail` raw.
+/// terminal, `CODE detail` and an empty line raw (redis-cli ends a raw error with a newline, then
+/// ends the reply with another).
 pub fn error(text: &str, output: Output) -> String {
     match output {
-        Output::Raw => format!("{text}\n"),
+        Output::Raw => format!("{text}\n\n"),
         Output::Typed | Output::Json => format!("(error) {text}\n"),
     }
 }
@@ -139,8 +140,9 @@ fn write_raw(out: &mut String, value: &Value) {
         Value::BigNumber(n) => {
             let _ = writeln!(out, "{}", String::from_utf8_lossy(n));
         }
+        // As redis-cli: the error's own newline, then the reply's.
         Value::ServerError(e) => {
-            let _ = writeln!(out, "{}", server_error_text(e));
+            let _ = write!(out, "{}\n\n", server_error_text(e));
         }
         _ => {
             let _ = writeln!(out, "{value:?}");

@@ -381,7 +381,7 @@ impl Prompt {
                 };
                 match result {
                     Some(result) => {
-                        if let Err(e) = session::print_result(result, &words, self.output) {
+                        if let Err(e) = session::print_result(result, &words, self.output, false) {
                             self.print_error(&describe(&e));
                         }
                     }

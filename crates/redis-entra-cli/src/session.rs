@@ -166,12 +166,16 @@ pub async fn execute(conn: &mut Connection, words: &[Vec<u8>]) -> redis::RedisRe
 }
 
 /// Prints a command's result: the reply on stdout; an error reply as redis-cli prints it
-/// (stdout; stderr with `--json`, so that stdout always parses). Returns the exit code for a
-/// reply (0, or 1 for an error reply); other failures are returned as errors.
+/// (stdout; stderr with `--json`, so that stdout always parses). With `exit_on_error` (`-e`), an
+/// error reply is printed to stderr as its bare text, as redis-cli does, and exits 1.
+///
+/// Returns the exit code for a reply: 0, or 1 for an error reply with `-e` (redis-cli exits 0
+/// after an error reply unless given `-e`); other failures are returned as errors.
 pub fn print_result(
     result: redis::RedisResult<Value>,
     words: &[Vec<u8>],
     output: Output,
+    exit_on_error: bool,
 ) -> anyhow::Result<u8> {
     let output = if output == Output::Typed && format::forces_raw(words) {
         Output::Raw
@@ -185,12 +189,16 @@ pub fn print_result(
         }
         Err(e) if e.code().is_some() && !exit::is_auth_refusal(&e) => {
             let text = format::error_text(&e);
+            if exit_on_error {
+                eprintln!("{text}");
+                return Ok(exit::ERROR_REPLY);
+            }
             if output == Output::Json {
                 eprint!("{}", format::error(&text, output));
             } else {
                 print_stdout(&format::error(&text, output));
             }
-            Ok(exit::ERROR_REPLY)
+            Ok(exit::SUCCESS)
         }
         Err(e) => Err(anyhow::Error::new(e)),
     }

@@ -69,8 +69,9 @@ pub struct ConnectionArgs {
     /// Print each reply as JSON (RESP3 unless -2, as redis-cli does).
     #[arg(long, global = true)]
     pub json: bool,
-    /// Accepted for redis-cli compatibility: redis-entra always exits 1 after an error reply.
-    #[arg(short = 'e', global = true, hide = true)]
+    /// Exit 1 when the command returns an error reply, printing it to stderr (without -e an
+    /// error reply is printed and exits 0, as redis-cli does).
+    #[arg(short = 'e', global = true)]
     pub exit_on_error: bool,
     /// Not supported: the password is an Entra ID token.
     #[arg(short = 'a', long = "pass", global = true, hide = true, value_name = "PASSWORD", value_parser = refuse)]

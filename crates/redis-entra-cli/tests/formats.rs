@@ -1,5 +1,5 @@
 //! One-shot commands against the emulator, as a script runs them: output formats (raw when
-//! piped, `--no-raw`, `--json`) and the exit codes a script relies on (1 error reply, 2 usage,
+//! piped, `--no-raw`, `--json`) and the exit codes a script relies on (1 error reply with -e, 2 usage,
 //! 3 authentication, 4 connection).
 
 mod common;
@@ -91,13 +91,17 @@ fn exit_codes_tell_a_script_what_went_wrong() {
         }
     };
 
-    // 1: an error reply, printed as redis-cli prints it.
+    // An error reply, printed as redis-cli prints it: exit 0 as redis-cli, 1 with -e (the
+    // comparison with redis-cli itself: tests/redis_cli_compat.rs).
     redis_entra(&["RPUSH", "alist", "x"], &vars).ok("RPUSH");
     let run = redis_entra(&["INCR", "alist"], &vars);
-    assert_eq!(run.code(), Some(1), "{}", run.stderr);
+    assert_eq!(run.code(), Some(0), "{}", run.stderr);
     assert!(run.stdout.starts_with("WRONGTYPE "), "{:?}", run.stdout);
+    let run = redis_entra(&["-e", "INCR", "alist"], &vars);
+    assert_eq!(run.code(), Some(1), "{}", run.stderr);
+    assert!(run.stderr.starts_with("WRONGTYPE "), "{:?}", run.stderr);
     let run = redis_entra(&["--no-raw", "INCR", "alist"], &vars);
-    assert_eq!(run.code(), Some(1));
+    assert_eq!(run.code(), Some(0));
     assert!(
         run.stdout.starts_with("(error) WRONGTYPE "),
         "{:?}",
@@ -105,7 +109,7 @@ fn exit_codes_tell_a_script_what_went_wrong() {
     );
     // With --json, stdout stays parseable: the error goes to stderr.
     let run = redis_entra(&["--json", "INCR", "alist"], &vars);
-    assert_eq!(run.code(), Some(1));
+    assert_eq!(run.code(), Some(0));
     assert_eq!(run.stdout, "");
     assert!(run.stderr.contains("(error) WRONGTYPE"), "{}", run.stderr);
 
@@ -171,7 +175,7 @@ fn help_documents_the_exit_codes() {
     for text in [
         "Exit codes",
         "0  success",
-        "1  the command returned a Redis error reply",
+        "1  with -e, the command returned a Redis error reply",
         "2  usage or configuration error",
         "3  authentication or token failure",
         "4  connection or TLS failure",

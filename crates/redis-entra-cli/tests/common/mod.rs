@@ -2,6 +2,8 @@
 //! `redis-entra emulator` as a child process, and wait on processes without sleeping.
 #![allow(dead_code)]
 
+pub mod side;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -42,8 +44,26 @@ pub fn clean_command(program: impl AsRef<std::ffi::OsStr>, vars: &[(String, Stri
     }
     // A managed identity's IMDS probe goes to a closed local port, never to 169.254.169.254.
     cmd.env("REDIS_ENTRA_IMDS_ADDR", "127.0.0.1:9");
+    // The token cache lives in a folder of this test process, never in the user's own.
+    cmd.env("XDG_RUNTIME_DIR", runtime_dir());
     cmd.envs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     cmd
+}
+
+/// A folder private to this test process, given to every command as `XDG_RUNTIME_DIR` (where
+/// `redis-entra` keeps its token cache).
+pub fn runtime_dir() -> &'static Path {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        let mut perms = std::fs::metadata(dir.path())
+            .expect("metadata")
+            .permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o700);
+        std::fs::set_permissions(dir.path(), perms).expect("chmod 700");
+        dir
+    })
+    .path()
 }
 
 /// What a finished command printed, as text.
