@@ -58,7 +58,10 @@ async fn a_refused_channel_does_not_stop_the_allowed_ones() {
             .assign_policy(&principal, news_only, None)
             .await
             .unwrap();
-        assert!(emulator.faults().close_all_connections() >= 1);
+        // Redis itself may already have closed the subscriber (an ACL change that revokes a
+        // channel disconnects its subscribers, and the policy is updated in place); cut it
+        // otherwise, so that the next connection is refused `secret`.
+        emulator.faults().close_all_connections();
         let mut publisher = publisher(&emulator).await;
         let got = tokio::time::timeout(Duration::from_secs(15), async {
             loop {
