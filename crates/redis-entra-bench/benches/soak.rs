@@ -1014,7 +1014,7 @@ async fn start_fred(
     for i in 0..s.conns {
         let client = builder(&options, &probe.manager)?.build()?;
         client.init().await?;
-        let guard = keep_authenticated(&client, probe.manager.clone());
+        let guard = keep_authenticated(&client, probe.manager.clone()).expect("in a runtime");
         keep.guards.push(Box::new(guard));
         let (probe, stop, interval) = (probe.clone(), stop.clone(), s.interval);
         keep.tasks.push(tokio::spawn(async move {

@@ -33,6 +33,12 @@
 //! ```
 
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+/// The `azure_core` crate whose `TokenCredential` the credentials implement.
+pub use azure_core;
+/// The `redis` crate this one is built on (its types appear in the API).
+pub use redis;
 
 pub mod claims;
 pub mod config;
@@ -43,15 +49,17 @@ pub mod tls;
 pub mod token;
 
 pub use claims::{ClaimsError, TokenClaims};
-pub use connect::cluster::{EntraClusterConnection, EntraCredentialsProvider};
+pub use connect::cluster::EntraClusterConnection;
 #[cfg(feature = "fred")]
 pub use connect::fred::{keep_authenticated as keep_fred_authenticated, EntraFredCredentials};
+pub use connect::keep_authenticated::{keep_authenticated, Reauthenticate, Reauthentication};
 pub use connect::multiplexed::EntraConnection;
 pub use connect::options::{ConnectOptions, Protocol};
 #[cfg(feature = "r2d2")]
 pub use connect::pool::EntraConnectionManager;
 #[cfg(feature = "bb8")]
 pub use connect::pool::{EntraAsyncConnectionManager, EntraPooledConnection};
+pub use connect::provider::EntraCredentialsProvider;
 pub use connect::pubsub::{
     EntraPubSub, EntraPubSubSink, EntraPubSubStream, Message, SubscriptionKind,
 };

@@ -32,6 +32,20 @@ impl std::fmt::Debug for TlsOptions {
 }
 
 impl TlsOptions {
+    /// An error when [`danger_accept_invalid_certs`](Self::danger_accept_invalid_certs) is set
+    /// but redis-rs was built without a way to honour it (the `dangerous-insecure-tls` feature).
+    pub(crate) fn check_insecure_supported(&self) -> Result<()> {
+        if self.danger_accept_invalid_certs && !cfg!(feature = "dangerous-insecure-tls") {
+            return Err(Error::Config(
+                "danger_accept_invalid_certs is set, but redis-entra was built without its \
+                 `dangerous-insecure-tls` feature: turn the feature on, or trust the server's CA \
+                 (TlsOptions::with_ca_file) instead"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Trust the system roots plus the CA certificates in the PEM file at `path`.
     pub fn with_ca_file(path: impl AsRef<std::path::Path>) -> Result<Self> {
         let path = path.as_ref();

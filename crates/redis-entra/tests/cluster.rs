@@ -370,3 +370,123 @@ async fn a_refused_reauth_is_retried_until_every_node_accepts_the_token() {
     assert_eq!(Stats::get(&stats.closed_at_expiry), 0);
     emulator.shutdown().await;
 }
+
+/// The user's own `ClusterClient`, with the library's provider and a guard beside it.
+async fn users_cluster_client(
+    emulator: &Emulator,
+    manager: &TokenManager,
+) -> redis::cluster_async::ClusterConnection {
+    let seed = format!("rediss://localhost:{}", emulator.gateway_addr().port());
+    redis::cluster::ClusterClientBuilder::new(vec![seed])
+        .certs(redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(emulator.ca_pem().as_bytes().to_vec()),
+        })
+        .set_credentials_provider(redis_entra::EntraCredentialsProvider::new(manager.clone()))
+        .build()
+        .unwrap()
+        .get_async_connection()
+        .await
+        .expect("the cluster connection comes up")
+}
+
+/// Reads `keys` until `done`, counting the guard's events; the failed reads.
+async fn read_until(
+    conn: &mut redis::cluster_async::ClusterConnection,
+    keys: &[String],
+    manager: &TokenManager,
+    id: u64,
+    done: impl Fn(u32, u32, Duration) -> bool,
+) -> (Vec<String>, u32, u32) {
+    let mut events = manager.events();
+    let (mut reauths, mut replaced) = (0u32, 0u32);
+    let mut failures = Vec::new();
+    let started = std::time::Instant::now();
+    while !done(reauths, replaced, started.elapsed()) {
+        assert!(
+            started.elapsed() < WAIT,
+            "{reauths} re-AUTHs, {replaced} replaced"
+        );
+        for key in keys {
+            match conn.get::<_, Option<String>>(key).await {
+                Ok(Some(v)) if v == value_of(key) => {}
+                other => failures.push(format!("GET {key}: {other:?}")),
+            }
+        }
+        while let Ok(event) = events.try_recv() {
+            match event {
+                TokenEvent::ConnectionReauthenticated { connection_id, .. }
+                    if connection_id == id =>
+                {
+                    reauths += 1
+                }
+                TokenEvent::Reconnected { connection_id, .. } if connection_id == id => {
+                    replaced += 1
+                }
+                _ => {}
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (failures, reauths, replaced)
+}
+
+#[tokio::test]
+async fn a_cluster_client_built_by_the_user_follows_ten_token_rotations_without_a_failed_command() {
+    let emulator = cluster_emulator(Duration::from_secs(3)).await;
+    let manager = TokenManager::new(
+        common::service_principal(&emulator),
+        common::quick_options(),
+    );
+    let mut conn = users_cluster_client(&emulator, &manager).await;
+    let guard = redis_entra::keep_authenticated(&conn, manager.clone()).unwrap();
+    let keys = keys(30);
+    for key in &keys {
+        let _: () = conn.set(key, value_of(key)).await.unwrap();
+    }
+    assert_eq!(
+        owners(&emulator, &keys).await.len(),
+        3,
+        "keys on every node"
+    );
+    let (failures, _, replaced) =
+        read_until(&mut conn, &keys, &manager, guard.id(), |reauths, _, _| {
+            reauths >= 10
+        })
+        .await;
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(replaced, 0);
+    assert_eq!(Stats::get(&emulator.stats().closed_at_expiry), 0);
+    emulator.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_users_cluster_client_is_replaced_before_expiry_when_reauth_keeps_failing() {
+    let lifetime = Duration::from_secs(4);
+    let emulator = cluster_emulator(lifetime).await;
+    let manager = TokenManager::new(
+        common::service_principal(&emulator),
+        common::quick_options(),
+    );
+    let mut conn = users_cluster_client(&emulator, &manager).await;
+    let guard = redis_entra::keep_authenticated(&conn, manager.clone()).unwrap();
+    let keys = keys(30);
+    for key in &keys {
+        let _: () = conn.set(key, value_of(key)).await.unwrap();
+    }
+    emulator.faults().set_refuse_reauth(true);
+    let (failures, _, replaced) =
+        read_until(&mut conn, &keys, &manager, guard.id(), |_, replaced, t| {
+            t > lifetime * 3 && replaced >= 2
+        })
+        .await;
+    // redis-rs retries the reads caught by a node's close on the new connection.
+    assert!(failures.is_empty(), "{failures:?}");
+    assert!(replaced >= 2);
+    assert_eq!(
+        Stats::get(&emulator.stats().closed_at_expiry),
+        0,
+        "a node connection was left to expire"
+    );
+    emulator.shutdown().await;
+}

@@ -87,7 +87,7 @@ async fn standalone_kinds(emulator: &Emulator, manager: TokenManager) {
     // fred, kept authenticated on every token.
     let fred_client = builder(&options, &manager).unwrap().build().unwrap();
     fred_client.init().await.unwrap();
-    let _reauth = keep_authenticated(&fred_client, manager.clone());
+    let _reauth = keep_authenticated(&fred_client, manager.clone()).unwrap();
     // Sync and r2d2, on their own runtime thread.
     let blocking = BlockingTokenManager::with_manager(manager.clone()).unwrap();
     let sync_options = options.clone();

@@ -156,3 +156,16 @@ async fn service_connector_connects_with_every_secret_form_and_a_user_assigned_i
     );
     emulator.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keep_your_types_runs_across_rotations() {
+    let emulator = emulator(Duration::from_secs(3)).await;
+    let env = emulator.env_for(IdentityKind::ServicePrincipal);
+    let (ok, out) = run("keep_your_types", &env, &[("REDIS_ENTRA_RUN_SECS", "8")]);
+    assert!(ok, "{out}");
+    assert!(out.contains("GET Az:key1 -> value1"), "{out}");
+    // Two connections, each re-authenticated by its guard on each of the ~3 new tokens.
+    assert!(out.matches("re-authenticated").count() >= 4, "{out}");
+    assert!(out.contains(", 0 failed"), "{out}");
+    emulator.shutdown().await;
+}

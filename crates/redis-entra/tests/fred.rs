@@ -42,7 +42,7 @@ async fn fred_stays_authenticated_across_ten_rotations() {
         .build()
         .unwrap();
     client.init().await.unwrap();
-    let reauth = keep_authenticated(&client, manager.clone());
+    let reauth = keep_authenticated(&client, manager.clone()).unwrap();
 
     let whoami: String = client
         .custom(
@@ -157,7 +157,7 @@ async fn fred_is_reconnected_before_expiry_when_reauth_keeps_failing() {
         .build()
         .unwrap();
     client.init().await.unwrap();
-    let reauth = keep_authenticated(&client, manager.clone());
+    let reauth = keep_authenticated(&client, manager.clone()).unwrap();
     emulator.faults().set_refuse_reauth(true);
 
     let started = Instant::now();

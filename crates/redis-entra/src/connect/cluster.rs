@@ -23,16 +23,17 @@
 //!    application's commands. (The first item of that re-authentication stream is the token
 //!    the connection was just opened with, so each new node connection sends one redundant
 //!    `AUTH` right after connecting.)
-//! 2. **Our own task per [`EntraClusterConnection`]**, because of a redis-rs (1.8) weakness:
-//!    when a node connection's re-`AUTH` fails once (the server refused the token, the reply
-//!    timed out), redis-rs logs "Failed to re-authenticate async connection" and never
-//!    re-authenticates that connection again, nor closes it. So on each new token our task
-//!    also sends `AUTH` to every node connection the client holds (redis-rs' `route_command`
-//!    to all nodes), checks each node's reply, and retries with backoff (100 ms doubling to
-//!    6.4 s) until every node accepted it, a newer token arrives, or the token expires. It
-//!    emits [`TokenEvent::ConnectionReauthenticated`] / [`TokenEvent::ReauthenticationFailed`]
-//!    with [`EntraClusterConnection::id`]. Each rotation therefore costs two `AUTH`s per node;
-//!    both are cheap and in order with the traffic.
+//! 2. **A [`keep_authenticated`](crate::keep_authenticated) guard per
+//!    [`EntraClusterConnection`]**, because of a redis-rs (1.8) weakness: when a node
+//!    connection's re-`AUTH` fails once (the server refused the token, the reply timed out),
+//!    redis-rs logs "Failed to re-authenticate async connection" and never re-authenticates
+//!    that connection again, nor closes it. So on each new token the guard also sends `AUTH` to
+//!    every node connection the client holds (redis-rs' `route_command` to all nodes), checks
+//!    each node's reply, and retries with backoff (100 ms doubling); if that keeps failing, it
+//!    sends `QUIT` to every node so that redis-rs reconnects them with the current token before
+//!    the old one expires. It emits [`TokenEvent`](crate::TokenEvent)s with
+//!    [`EntraClusterConnection::id`]. Each rotation therefore costs two `AUTH`s per node; both
+//!    are cheap and in order with the traffic.
 //!
 //! # Invariants
 //!
@@ -63,98 +64,20 @@
 //!   connection (redis-rs may route them to different nodes); use an atomic pipeline, which is
 //!   written as one unit, so no `AUTH` lands inside it.
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use futures::Stream;
 use redis::aio::ConnectionLike;
-use redis::auth::{BasicAuth, StreamingCredentialsProvider};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
-use redis::{
-    Cmd, Pipeline, ProtocolVersion, RedisError, RedisFuture, RedisResult, TlsCertificates, Value,
-};
+use redis::{Cmd, Pipeline, ProtocolVersion, RedisError, RedisFuture, TlsCertificates, Value};
 
+use super::keep_authenticated::{self, auth_command, BoxFuture, Reauthentication, AUTH_TIMEOUT};
 use super::options::{ConnectOptions, Protocol};
-use super::to_redis_error;
+use super::provider::EntraCredentialsProvider;
 use crate::error::{Error, Result};
 use crate::token::credentials::RedisCredentials;
-use crate::token::events::TokenEvent;
-use crate::token::manager::{CredentialsWatch, TokenManager};
-
-/// How long one re-`AUTH` round (every node) may take.
-const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// redis-rs' `StreamingCredentialsProvider` over a [`TokenManager`]: each subscriber gets valid
-/// credentials first, then every new token the manager acquires.
-///
-/// [`EntraClusterConnection`] uses it for every node connection; it also works with redis-rs'
-/// own `AsyncConnectionConfig::set_credentials_provider` and
-/// `ConnectionManagerConfig::set_credentials_provider`, where it has redis-rs' limit (a
-/// connection whose re-`AUTH` fails once is not re-authenticated again; see the
-/// [module docs](self)). Prefer [`EntraConnection`](crate::EntraConnection) there.
-#[derive(Debug, Clone)]
-pub struct EntraCredentialsProvider {
-    manager: TokenManager,
-}
-
-impl EntraCredentialsProvider {
-    /// A provider over `manager`.
-    pub fn new(manager: TokenManager) -> Self {
-        Self { manager }
-    }
-}
-
-/// Where a subscriber's stream is.
-enum Feed {
-    /// Nothing yielded yet.
-    Start(TokenManager),
-    /// Yielded the token of this generation; the next one comes from the watch.
-    Following(CredentialsWatch, u64),
-}
-
-impl StreamingCredentialsProvider for EntraCredentialsProvider {
-    fn subscribe(&self) -> Pin<Box<dyn Stream<Item = RedisResult<BasicAuth>> + Send + 'static>> {
-        let start = Feed::Start(self.manager.clone());
-        Box::pin(futures::stream::unfold(start, |feed| async move {
-            match feed {
-                Feed::Start(manager) => {
-                    let watch = manager.watch();
-                    match manager.credentials().await {
-                        Ok(creds) => Some((
-                            Ok(BasicAuth::new(
-                                creds.username().to_string(),
-                                creds.token().to_string(),
-                            )),
-                            Feed::Following(watch, creds.generation()),
-                        )),
-                        // Yielded as an error (redis-rs fails that connect and may retry it);
-                        // the stream carries on from the manager's next token.
-                        Err(e) => Some((
-                            Err(to_redis_error("no Entra ID token", e)),
-                            Feed::Following(watch, 0),
-                        )),
-                    }
-                }
-                Feed::Following(mut watch, seen) => loop {
-                    let creds = watch.next().await?;
-                    if creds.generation() > seen {
-                        let generation = creds.generation();
-                        return Some((
-                            Ok(BasicAuth::new(
-                                creds.username().to_string(),
-                                creds.token().to_string(),
-                            )),
-                            Feed::Following(watch, generation),
-                        ));
-                    }
-                },
-            }
-        }))
-    }
-}
+use crate::token::manager::TokenManager;
 
 /// A Redis Cluster connection authenticated with Entra ID on every node, that stays
 /// authenticated: redis-rs' cluster-async client (redirections, slot map refreshes,
@@ -182,16 +105,7 @@ pub struct EntraClusterConnection {
     manager: TokenManager,
     id: u64,
     /// Stops the re-authentication task with the last clone.
-    _task: Arc<AbortOnDrop>,
-}
-
-/// Aborts a task when dropped.
-struct AbortOnDrop(tokio::task::AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+    _reauthentication: Arc<Reauthentication>,
 }
 
 impl std::fmt::Debug for EntraClusterConnection {
@@ -230,7 +144,7 @@ impl EntraClusterConnection {
             )));
         }
         // Fail early, with our error, if no token can be had.
-        let first = manager.credentials().await?;
+        manager.credentials().await?;
         let seeds: Vec<String> = std::iter::once((options.host.clone(), options.port))
             .chain(more_seeds.iter().cloned())
             .map(|(host, port)| seed_url(&host, port))
@@ -249,19 +163,14 @@ impl EntraClusterConnection {
         if let Some(timeout) = options.response_timeout {
             builder = builder.response_timeout(timeout);
         }
+        options.tls.check_insecure_supported()?;
         if options.tls.danger_accept_invalid_certs {
             builder = builder.tls(redis::TlsMode::Insecure);
         }
         let client = builder.build()?;
         let conn = client.get_async_connection().await?;
         let id = crate::connect::next_connection_id();
-        let task = tokio::spawn(reauthenticate(
-            id,
-            conn.clone(),
-            manager.clone(),
-            manager.watch(),
-            first.generation(),
-        ));
+        let reauthentication = keep_authenticated::spawn(id, conn.clone(), manager.clone())?;
         tracing::debug!(
             connection = id,
             seed_host = %options.host,
@@ -273,7 +182,7 @@ impl EntraClusterConnection {
             options,
             manager,
             id,
-            _task: Arc::new(AbortOnDrop(task.abort_handle())),
+            _reauthentication: Arc::new(reauthentication),
         })
     }
 
@@ -294,63 +203,12 @@ impl EntraClusterConnection {
     }
 }
 
-/// Our own re-authentication, alongside redis-rs': on each new token, `AUTH` on every node
-/// connection the cluster client holds, retried (with backoff) until it succeeds on all of
-/// them, a newer token arrives, or the token expires. This covers the node connections whose
-/// redis-rs re-authentication task gave up after one failure.
-async fn reauthenticate(
-    id: u64,
-    mut conn: ClusterConnection,
-    manager: TokenManager,
-    mut tokens: CredentialsWatch,
-    mut seen: u64,
-) {
-    while let Some(creds) = tokens.next().await {
-        if creds.generation() <= seen {
-            continue;
-        }
-        seen = creds.generation();
-        let mut attempt = 0u32;
-        loop {
-            let newer = manager
-                .current()
-                .is_some_and(|c| c.generation() > creds.generation());
-            if newer || creds.is_expired() {
-                break;
-            }
-            let started = Instant::now();
-            match auth_all_nodes(&mut conn, &creds).await {
-                Ok(()) => {
-                    tracing::debug!(connection = id, "cluster nodes re-authenticated");
-                    manager.emit(TokenEvent::ConnectionReauthenticated {
-                        connection_id: id,
-                        expires_on: creds.expires_on(),
-                        took: started.elapsed(),
-                    });
-                    break;
-                }
-                Err(error) => {
-                    tracing::warn!(connection = id, attempt, %error, "re-authenticating cluster nodes failed; retrying");
-                    manager.emit(TokenEvent::ReauthenticationFailed {
-                        connection_id: id,
-                        error,
-                    });
-                    let delay = Duration::from_millis(100u64 << attempt.min(6));
-                    attempt = attempt.saturating_add(1);
-                    tokio::time::sleep(delay).await;
-                }
-            }
-        }
-    }
-}
-
 /// `AUTH <oid> <token>` on every node connection; the errors (never the token) if any failed.
 async fn auth_all_nodes(
     conn: &mut ClusterConnection,
     creds: &RedisCredentials,
 ) -> std::result::Result<(), String> {
-    let mut auth = redis::cmd("AUTH");
-    auth.arg(creds.username()).arg(creds.token());
+    let auth = auth_command(creds);
     // No response policy: one reply per node, keyed by its address, errors included.
     let routing = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllNodes, None));
     let replies = match tokio::time::timeout(AUTH_TIMEOUT, conn.route_command(auth, routing)).await
@@ -381,6 +239,32 @@ async fn auth_all_nodes(
         Ok(())
     } else {
         Err(failed.join("; "))
+    }
+}
+
+impl keep_authenticated::sealed::Connection for ClusterConnection {
+    fn auth<'a>(
+        &'a mut self,
+        creds: &'a RedisCredentials,
+    ) -> BoxFuture<'a, std::result::Result<(), String>> {
+        Box::pin(auth_all_nodes(self, creds))
+    }
+
+    fn replace(&mut self) -> BoxFuture<'_, bool> {
+        // Every node closes its connection after `QUIT`'s reply; redis-rs reconnects a node (with
+        // the provider's current token) when a command to it meets the closed connection, and
+        // retries that command.
+        Box::pin(async move {
+            let routing = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllNodes, None));
+            matches!(
+                tokio::time::timeout(
+                    AUTH_TIMEOUT,
+                    self.route_command(redis::cmd("QUIT"), routing)
+                )
+                .await,
+                Ok(Ok(_))
+            )
+        })
     }
 }
 

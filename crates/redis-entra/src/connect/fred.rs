@@ -39,7 +39,7 @@
 //!     .build()
 //!     .map_err(|e| redis_entra::Error::Config(e.to_string()))?;
 //! client.init().await.map_err(|e| redis_entra::Error::Config(e.to_string()))?;
-//! let _reauth = keep_authenticated(&client, manager);
+//! let _reauth = keep_authenticated(&client, manager)?;
 //! let _: () = client
 //!     .set("Az:key1", "value1", None, None, false)
 //!     .await
@@ -48,7 +48,7 @@
 //! ```
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use fred::error::{Error as FredError, ErrorKind as FredErrorKind};
@@ -58,16 +58,11 @@ use fred::types::config::{
 };
 use fred::types::{Builder, ClientState, RespVersion};
 
+use super::keep_authenticated::{self, sealed, BoxFuture, Reauthentication};
 use super::options::{ConnectOptions, Protocol};
 use crate::error::{Error, Result};
 use crate::token::credentials::RedisCredentials;
-use crate::token::events::TokenEvent;
 use crate::token::manager::TokenManager;
-
-/// How long one re-`AUTH` may take.
-const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
-/// Failed re-`AUTH`s after which the client is told to reconnect.
-const MAX_REAUTH_FAILURES: u32 = 5;
 
 /// A fred [`CredentialProvider`] over a [`TokenManager`]: `fetch` returns the current token's
 /// `oid` as the username and the token as the password (waiting for a valid token if there is
@@ -192,140 +187,66 @@ pub fn builder(options: &ConnectOptions, manager: &TokenManager) -> Result<Build
     Ok(builder)
 }
 
-/// Keeps a fred client authenticated: stops when dropped (see [`keep_authenticated`]).
-#[derive(Debug)]
-pub struct FredReauthentication {
-    id: u64,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl FredReauthentication {
-    /// The id [`TokenEvent`]s give this client.
-    pub fn id(&self) -> u64 {
-        self.id
-    }
-}
-
-impl Drop for FredReauthentication {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 /// Sends `AUTH <oid> <token>` on `client` (every node of a cluster) each time `manager`
 /// acquires a token, as long as the returned guard lives.
 ///
-/// A failed `AUTH` is retried with backoff; if it keeps failing (5 times, or until only
-/// max(lifetime/10, 1 s) is left on the token the client last authenticated with), the client is
-/// told to reconnect, which authenticates with the current token through
-/// [`EntraFredCredentials`]. While the client is disconnected nothing is sent: fred's reconnect
-/// fetches the current token itself. Emits [`TokenEvent::ConnectionReauthenticated`],
-/// [`TokenEvent::ReauthenticationFailed`] and [`TokenEvent::Reconnected`] with
-/// [`FredReauthentication::id`]. Must be called within a Tokio runtime.
-pub fn keep_authenticated<C>(client: &C, manager: TokenManager) -> FredReauthentication
+/// The rule is [`keep_authenticated`](crate::keep_authenticated)'s: a failed `AUTH` is retried
+/// with backoff; if it keeps failing (5 times, or until only max(lifetime/10, 1 s) is left on the
+/// token the client last authenticated with), the client is told to reconnect, which
+/// authenticates with the current token through [`EntraFredCredentials`]. While the client is
+/// disconnected nothing is sent: fred's reconnect fetches the current token itself. Events name
+/// the client by [`Reauthentication::id`].
+///
+/// # Errors
+///
+/// [`Error::NoRuntime`] when called outside a Tokio runtime.
+pub fn keep_authenticated<C>(client: &C, manager: TokenManager) -> Result<Reauthentication>
 where
     C: AuthInterface + ClientLike + Clone + Send + Sync + 'static,
 {
-    let id = crate::connect::next_connection_id();
-    let client = client.clone();
-    let task = tokio::spawn(async move {
-        let mut tokens = manager.watch();
-        // What the client last authenticated with (as far as this task knows).
-        let mut held = manager.current();
-        while let Some(creds) = tokens.next().await {
-            if held
-                .as_ref()
-                .is_some_and(|h| h.generation() >= creds.generation())
-            {
-                continue; // the token the client connected with
-            }
-            held = Some(reauthenticate(id, &client, &manager, creds, held).await);
-        }
-    });
-    FredReauthentication { id, task }
+    keep_authenticated::spawn(
+        crate::connect::next_connection_id(),
+        Fred(client.clone()),
+        manager,
+    )
 }
 
-/// Sends `AUTH` with `creds` until it succeeds, the client disconnects, or the client has to be
-/// told to reconnect; returns what the client now holds.
-async fn reauthenticate<C>(
-    id: u64,
-    client: &C,
-    manager: &TokenManager,
-    mut creds: Arc<RedisCredentials>,
-    held: Option<Arc<RedisCredentials>>,
-) -> Arc<RedisCredentials>
+/// A fred client, as [`keep_authenticated`] drives it.
+#[derive(Clone)]
+struct Fred<C>(C);
+
+impl<C> sealed::Connection for Fred<C>
 where
-    C: AuthInterface + ClientLike,
+    C: AuthInterface + ClientLike + Clone + Send + Sync + 'static,
 {
-    // The deadline is the held token's expiry; a fresh token's time left is the lifetime.
-    let expires_on = held.as_ref().unwrap_or(&creds).expires_on();
-    let replace_at = (creds.time_left() / 10).max(Duration::from_secs(1));
-    let mut attempt = 0u32;
-    loop {
-        if client.state() != ClientState::Connected {
-            // fred reconnects with whatever `fetch` returns: the current token.
-            return manager.current().unwrap_or(creds);
-        }
-        let started = Instant::now();
-        let result = tokio::time::timeout(
-            AUTH_TIMEOUT,
-            client.auth(
-                Some(creds.username().to_string()),
-                creds.token().to_string(),
-            ),
-        )
-        .await;
-        let error = match result {
-            Ok(Ok(())) => {
-                let took = started.elapsed();
-                tracing::debug!(connection = id, ?took, "re-authenticated (fred)");
-                manager.emit(TokenEvent::ConnectionReauthenticated {
-                    connection_id: id,
-                    expires_on: creds.expires_on(),
-                    took,
-                });
-                return creds;
-            }
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => format!("AUTH timed out after {AUTH_TIMEOUT:?}"),
-        };
-        attempt += 1;
-        tracing::warn!(connection = id, attempt, %error, "re-authentication failed (fred)");
-        manager.emit(TokenEvent::ReauthenticationFailed {
-            connection_id: id,
-            error,
-        });
-        let left = expires_on
-            .duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO);
-        if left <= replace_at || attempt >= MAX_REAUTH_FAILURES {
-            let reason = "re-authentication kept failing";
-            match client.force_reconnection().await {
-                Ok(()) => {
-                    tracing::info!(
-                        connection = id,
-                        reason,
-                        "reconnected with a fresh token (fred)"
-                    );
-                    manager.emit(TokenEvent::Reconnected {
-                        connection_id: id,
-                        reason: reason.to_string(),
-                    });
-                }
+    fn auth<'a>(
+        &'a mut self,
+        creds: &'a RedisCredentials,
+    ) -> BoxFuture<'a, std::result::Result<(), String>> {
+        Box::pin(async move {
+            self.0
+                .auth(
+                    Some(creds.username().to_string()),
+                    creds.token().to_string(),
+                )
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn replace(&mut self) -> BoxFuture<'_, bool> {
+        Box::pin(async move {
+            match self.0.force_reconnection().await {
+                Ok(()) => true,
                 Err(e) => {
-                    tracing::warn!(connection = id, error = %e, "reconnecting failed (fred)");
+                    tracing::warn!(error = %e, "reconnecting failed (fred)");
+                    false
                 }
             }
-            return manager.current().unwrap_or(creds);
-        }
-        let delay = Duration::from_millis(100u64 << attempt.min(6))
-            .min(left.saturating_sub(replace_at) / 2)
-            .max(Duration::from_millis(50));
-        tokio::time::sleep(delay).await;
-        if let Some(newer) = manager.current() {
-            if newer.generation() > creds.generation() {
-                creds = newer;
-            }
-        }
+        })
+    }
+
+    fn is_connected(&self) -> bool {
+        self.0.state() == ClientState::Connected
     }
 }

@@ -2,6 +2,7 @@
 //!
 //! | kind | type | how it stays authenticated |
 //! |---|---|---|
+//! | **your own redis-rs types** (`MultiplexedConnection`, `ConnectionManager`, `ClusterConnection`) | [`EntraCredentialsProvider`](provider::EntraCredentialsProvider) + [`keep_authenticated`](keep_authenticated::keep_authenticated) | redis-rs' credentials hook: each connection starts with the current token and re-`AUTH`s on each new one; the guard retries a refused re-`AUTH` and has the connection replaced before expiry when that keeps failing |
 //! | async, multiplexed | [`EntraConnection`](multiplexed::EntraConnection) | a task per connection sends `AUTH` in place when a token arrives, reconnects when the connection is lost |
 //! | sync | [`EntraSyncConnection`](sync::EntraSyncConnection) | sends `AUTH` before the next command once a newer token exists (never inside `MULTI`), reconnects a dead connection first |
 //! | r2d2 / bb8 pools | [`pool`] | `AUTH` at checkout, on return, or while idle: never in the middle of a borrower's commands |
@@ -11,11 +12,15 @@
 
 pub mod cluster;
 #[cfg(feature = "fred")]
+#[cfg_attr(docsrs, doc(cfg(feature = "fred")))]
 pub mod fred;
+pub mod keep_authenticated;
 pub mod multiplexed;
 pub mod options;
 #[cfg(any(feature = "r2d2", feature = "bb8"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "r2d2", feature = "bb8"))))]
 pub mod pool;
+pub mod provider;
 pub mod pubsub;
 pub(crate) mod session;
 pub mod sync;

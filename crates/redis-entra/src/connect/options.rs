@@ -69,7 +69,7 @@ impl ConnectOptions {
         creds: &RedisCredentials,
         config: AsyncConnectionConfig,
     ) -> Result<MultiplexedConnection> {
-        let settings = self.redis_settings(Some(creds.username()), creds.token());
+        let settings = self.redis_settings(Some(creds.username()), Some(creds.token()));
         self.within_connect_timeout(async {
             let stream = self.tls_stream().await?;
             let (conn, driver) =
@@ -82,7 +82,7 @@ impl ConnectOptions {
 
     /// Opens a RESP2 pub/sub connection signed in with `creds` (as [`Self::open_multiplexed`]).
     pub(crate) async fn open_pubsub(&self, creds: &RedisCredentials) -> Result<redis::aio::PubSub> {
-        let settings = self.redis_settings(Some(creds.username()), creds.token());
+        let settings = self.redis_settings(Some(creds.username()), Some(creds.token()));
         self.within_connect_timeout(async {
             let stream = self.tls_stream().await?;
             Ok(redis::aio::PubSub::new(&settings, stream).await?)
@@ -131,18 +131,32 @@ impl ConnectOptions {
             })?
     }
 
-    fn redis_settings(&self, username: Option<&str>, password: &str) -> RedisConnectionInfo {
+    fn redis_settings(
+        &self,
+        username: Option<&str>,
+        password: Option<&str>,
+    ) -> RedisConnectionInfo {
         let mut settings = RedisConnectionInfo::default()
             .set_db(self.db)
-            .set_password(password)
             .set_protocol(match self.protocol {
                 Protocol::Resp2 => ProtocolVersion::RESP2,
                 Protocol::Resp3 => ProtocolVersion::RESP3,
             });
+        if let Some(password) = password {
+            settings = settings.set_password(password);
+        }
         if let Some(user) = username {
             settings = settings.set_username(user);
         }
         settings
+    }
+
+    /// A redis client for this host, port, database, protocol and TLS trust, with no
+    /// credentials: for redis-rs' own connection types, given an
+    /// [`EntraCredentialsProvider`](crate::EntraCredentialsProvider) that authenticates each
+    /// connection (see [`provider`](super::provider)).
+    pub fn redis_client(&self) -> Result<redis::Client> {
+        self.build_client(None, None)
     }
 
     /// A redis client that authenticates with `creds`.
@@ -157,6 +171,14 @@ impl ConnectOptions {
         username: Option<&str>,
         password: &str,
     ) -> Result<redis::Client> {
+        self.build_client(username, Some(password))
+    }
+
+    fn build_client(
+        &self,
+        username: Option<&str>,
+        password: Option<&str>,
+    ) -> Result<redis::Client> {
         if self.host.is_empty() {
             return Err(Error::Config(
                 "no Redis host: set AZURE_REDIS_HOST (e.g. mycache.redis.cache.windows.net)".into(),
@@ -167,6 +189,7 @@ impl ConnectOptions {
         } else {
             self.host.clone()
         };
+        self.tls.check_insecure_supported()?;
         let fragment = if self.tls.danger_accept_invalid_certs {
             "#insecure"
         } else {

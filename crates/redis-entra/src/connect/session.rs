@@ -39,6 +39,7 @@ impl<'a> CommandName<'a> {
     }
 
     /// The names of a redis-rs command object.
+    #[cfg(any(feature = "bb8", test))]
     pub(crate) fn of_cmd(cmd: &'a redis::Cmd) -> Self {
         let mut args = cmd.args_iter().map(|a| match a {
             redis::Arg::Simple(bytes) => bytes,
