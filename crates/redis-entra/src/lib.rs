@@ -55,10 +55,14 @@ pub use connect::fred::{keep_authenticated as keep_fred_authenticated, EntraFred
 pub use connect::keep_authenticated::{keep_authenticated, Reauthenticate, Reauthentication};
 pub use connect::multiplexed::EntraConnection;
 pub use connect::options::{ConnectOptions, Protocol};
+#[cfg(feature = "bb8")]
+pub use connect::pool::EntraAsyncConnectionManager;
 #[cfg(feature = "r2d2")]
 pub use connect::pool::EntraConnectionManager;
-#[cfg(feature = "bb8")]
-pub use connect::pool::{EntraAsyncConnectionManager, EntraPooledConnection};
+#[cfg(feature = "deadpool")]
+pub use connect::pool::EntraDeadpoolManager;
+#[cfg(any(feature = "bb8", feature = "deadpool"))]
+pub use connect::pool::EntraPooledConnection;
 pub use connect::provider::EntraCredentialsProvider;
 pub use connect::pubsub::{
     EntraPubSub, EntraPubSubSink, EntraPubSubStream, Message, SubscriptionKind,

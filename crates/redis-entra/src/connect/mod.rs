@@ -5,7 +5,7 @@
 //! | **your own redis-rs types** (`MultiplexedConnection`, `ConnectionManager`, `ClusterConnection`) | [`EntraCredentialsProvider`](provider::EntraCredentialsProvider) + [`keep_authenticated`](keep_authenticated::keep_authenticated) | redis-rs' credentials hook: each connection starts with the current token and re-`AUTH`s on each new one; the guard retries a refused re-`AUTH` and has the connection replaced before expiry when that keeps failing |
 //! | async, multiplexed | [`EntraConnection`](multiplexed::EntraConnection) | a task per connection sends `AUTH` in place when a token arrives, reconnects when the connection is lost |
 //! | sync | [`EntraSyncConnection`](sync::EntraSyncConnection) | sends `AUTH` before the next command once a newer token exists (never inside `MULTI`), reconnects a dead connection first |
-//! | r2d2 / bb8 pools | [`pool`] | `AUTH` at checkout, on return, or while idle: never in the middle of a borrower's commands |
+//! | r2d2 / bb8 / deadpool pools | [`pool`] | `AUTH` at checkout, on return, or while idle: never in the middle of a borrower's commands |
 //! | cluster | [`EntraClusterConnection`](cluster::EntraClusterConnection) | redis-rs' cluster client with our token stream as its credentials provider: every node connection starts with the current token and re-`AUTH`s in place (see [`cluster`] for the limits) |
 //! | pub/sub | [`EntraPubSub`](pubsub::EntraPubSub) | RESP3: `AUTH` in place; RESP2 (where Redis refuses `AUTH` in subscribed mode): a new connection takes over before the token expires, without losing or repeating a message |
 //! | fred (feature `fred`) | a fred client configured by `fred::builder` | fred fetches the current token on every (re)connect; `fred::keep_authenticated` sends `AUTH` to every node once per new token, and has the client reconnect if that keeps failing |
@@ -17,8 +17,11 @@ pub mod fred;
 pub mod keep_authenticated;
 pub mod multiplexed;
 pub mod options;
-#[cfg(any(feature = "r2d2", feature = "bb8"))]
-#[cfg_attr(docsrs, doc(cfg(any(feature = "r2d2", feature = "bb8"))))]
+#[cfg(any(feature = "r2d2", feature = "bb8", feature = "deadpool"))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(feature = "r2d2", feature = "bb8", feature = "deadpool")))
+)]
 pub mod pool;
 pub mod provider;
 pub mod pubsub;

@@ -1,4 +1,4 @@
-//! Connection pools that stay authenticated: [r2d2] (sync) and [bb8] (async).
+//! Connection pools that stay authenticated: [r2d2] (sync), [bb8] and [deadpool] (async).
 //!
 //! A pooled connection belongs to one borrower at a time, who may send a `MULTI`, some commands
 //! and an `EXEC` as separate round trips. An `AUTH` sent in the middle would be queued inside the
@@ -6,7 +6,7 @@
 //! middle of something:
 //!
 //! - **at checkout** (`is_valid`, which r2d2 and bb8 call before handing a connection out unless
-//!   `test_on_check_out` is turned off): `AUTH` if a newer token exists, a reconnect if the
+//!   `test_on_check_out` is turned off; deadpool's `recycle`): `AUTH` if a newer token exists, a reconnect if the
 //!   connection died or its token expired, then `PING`;
 //! - **while idle**: a worker, woken by every new token and by every connection returned with an
 //!   old token, sends `AUTH` on the connections that sit idle in the pool, so that an idle
@@ -61,6 +61,7 @@
 //!
 //! [r2d2]: https://docs.rs/r2d2
 //! [bb8]: https://docs.rs/bb8
+//! [deadpool]: https://docs.rs/deadpool
 
 use std::sync::{Arc, Mutex, Weak};
 
@@ -95,10 +96,22 @@ impl<T> Registry<T> {
 
 #[cfg(feature = "bb8")]
 mod bb8;
+#[cfg(feature = "deadpool")]
+mod deadpool;
+#[cfg(any(feature = "bb8", feature = "deadpool"))]
+mod pooled;
 #[cfg(feature = "r2d2")]
 mod r2d2;
 
 #[cfg(feature = "bb8")]
-pub use self::bb8::{EntraAsyncConnectionManager, EntraPooledConnection};
+#[cfg_attr(docsrs, doc(cfg(feature = "bb8")))]
+pub use self::bb8::EntraAsyncConnectionManager;
+#[cfg(feature = "deadpool")]
+#[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
+pub use self::deadpool::EntraDeadpoolManager;
+#[cfg(any(feature = "bb8", feature = "deadpool"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "bb8", feature = "deadpool"))))]
+pub use self::pooled::EntraPooledConnection;
 #[cfg(feature = "r2d2")]
+#[cfg_attr(docsrs, doc(cfg(feature = "r2d2")))]
 pub use self::r2d2::EntraConnectionManager;
