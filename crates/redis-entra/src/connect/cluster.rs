@@ -186,7 +186,7 @@ impl EntraClusterConnection {
         })
     }
 
-    /// This connection's id within the process (as [`TokenEvent`]s name it).
+    /// This connection's id within the process (as [`TokenEvent`](crate::TokenEvent)s name it).
     pub fn id(&self) -> u64 {
         self.id
     }

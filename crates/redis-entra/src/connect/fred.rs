@@ -10,7 +10,7 @@
 //! available here ([`EntraFredCredentials::with_refresh_interval`], with
 //! [`fixed_refresh_interval`] as a sensible value), but it is not the default: fred also exposes
 //! `AUTH` on demand ([`AuthInterface::auth`], which reaches every cluster node), so
-//! [`keep_authenticated`] sends `AUTH` once per new token, as soon as the manager has it, with
+//! [`keep_authenticated()`] sends `AUTH` once per new token, as soon as the manager has it, with
 //! the same retry-then-replace rule as [`EntraConnection`](crate::EntraConnection): if the
 //! re-`AUTH` keeps failing, the client is told to reconnect (fred then fetches the current token)
 //! before the old token expires.
@@ -69,7 +69,7 @@ use crate::token::manager::TokenManager;
 /// none yet).
 ///
 /// By default it sets no [`refresh_interval`](CredentialProvider::refresh_interval): pair it with
-/// [`keep_authenticated`], which re-authenticates once per new token. Or opt into fred's own
+/// [`keep_authenticated()`], which re-authenticates once per new token. Or opt into fred's own
 /// fixed-interval model with [`with_refresh_interval`](Self::with_refresh_interval).
 #[derive(Clone)]
 pub struct EntraFredCredentials {
@@ -103,7 +103,7 @@ impl EntraFredCredentials {
     /// model; `None` turns it off). The interval must be well under the token lifetime so that
     /// a new token reaches every connection before the old one expires: see
     /// [`fixed_refresh_interval`]. Each tick costs one `AUTH` per node even when the token has
-    /// not changed; [`keep_authenticated`] avoids that.
+    /// not changed; [`keep_authenticated()`] avoids that.
     pub fn with_refresh_interval(mut self, every: Option<Duration>) -> Self {
         self.refresh_interval = every;
         self
@@ -147,7 +147,7 @@ impl CredentialProvider for EntraFredCredentials {
 
 /// A fred configuration for `options` (one server, TLS from [`ConnectOptions::tls`], RESP2 or
 /// RESP3, the database) whose credentials come from `manager` (no fixed refresh interval: use
-/// [`keep_authenticated`]).
+/// [`keep_authenticated()`]).
 pub fn config(options: &ConnectOptions, manager: &TokenManager) -> Result<Config> {
     if options.host.is_empty() {
         return Err(Error::Config(
@@ -190,7 +190,7 @@ pub fn builder(options: &ConnectOptions, manager: &TokenManager) -> Result<Build
 /// Sends `AUTH <oid> <token>` on `client` (every node of a cluster) each time `manager`
 /// acquires a token, as long as the returned guard lives.
 ///
-/// The rule is [`keep_authenticated`](crate::keep_authenticated)'s: a failed `AUTH` is retried
+/// The rule is [`keep_authenticated()`](crate::keep_authenticated)'s: a failed `AUTH` is retried
 /// with backoff; if it keeps failing (5 times, or until only max(lifetime/10, 1 s) is left on the
 /// token the client last authenticated with), the client is told to reconnect, which
 /// authenticates with the current token through [`EntraFredCredentials`]. While the client is
@@ -211,7 +211,7 @@ where
     )
 }
 
-/// A fred client, as [`keep_authenticated`] drives it.
+/// A fred client, as [`keep_authenticated()`] drives it.
 #[derive(Clone)]
 struct Fred<C>(C);
 

@@ -85,7 +85,7 @@ pub(crate) mod sealed {
 /// A connection [`keep_authenticated`] can keep authenticated: redis-rs'
 /// `MultiplexedConnection`, `ConnectionManager` (feature `connection-manager`) and
 /// `ClusterConnection`, and fred's clients (feature `fred`, through
-/// [`connect::fred::keep_authenticated`](crate::connect::fred::keep_authenticated)).
+/// `connect::fred::keep_authenticated`).
 pub trait Reauthenticate: sealed::Connection {}
 
 impl<C: sealed::Connection> Reauthenticate for C {}

@@ -19,7 +19,7 @@
 //!   and the next command reconnects.
 //!
 //! The invariants of [`EntraSyncConnection`] are the pools' (it is r2d2's connection): see
-//! [`pool`](crate::connect::pool#invariants) for the list and the tests that attack them.
+//! `connect::pool` (its "Invariants") for the list and the tests that attack them.
 //!
 //! ```no_run
 //! use redis::Commands;
@@ -229,7 +229,7 @@ pub(crate) struct SyncShared {
 ///
 /// It implements `redis::ConnectionLike`, so it works with every blocking redis-rs API. It is
 /// not `Clone` (a blocking connection serves one caller at a time): use one per thread, or a
-/// pool ([`EntraConnectionManager`](crate::connect::pool::EntraConnectionManager)).
+/// pool (`EntraConnectionManager`, feature `r2d2`).
 ///
 /// See [the module docs](self) for when it sends `AUTH` and when it reconnects.
 ///
