@@ -535,17 +535,21 @@ async fn run() -> anyhow::Result<()> {
             .copied()
             .find(|k| Some(*k) == entry["kind"].as_str())
             .context("kind")?;
-        let tls = TlsOptions {
-            extra_ca_pem: entry["ca_pem"].as_str().map(str::to_string),
-            danger_accept_invalid_certs: false,
+        let tls = {
+            let mut o = TlsOptions::default();
+            o.extra_ca_pem = entry["ca_pem"].as_str().map(str::to_string);
+            o.danger_accept_invalid_certs = false;
+            o
         };
         let credential = || {
-            client_secret(ClientSecretOptions {
-                tenant_id: entry["tenant"].as_str().unwrap_or_default().to_string(),
-                client_id: entry["client_id"].as_str().unwrap_or_default().to_string(),
-                secret: entry["secret"].as_str().unwrap_or_default().to_string(),
-                authority_host: entry["authority"].as_str().map(str::to_string),
-                tls: tls.clone(),
+            client_secret({
+                let mut o = ClientSecretOptions::default();
+                o.tenant_id = entry["tenant"].as_str().unwrap_or_default().to_string();
+                o.client_id = entry["client_id"].as_str().unwrap_or_default().to_string();
+                o.secret = entry["secret"].as_str().unwrap_or_default().to_string();
+                o.authority_host = entry["authority"].as_str().map(str::to_string);
+                o.tls = tls.clone();
+                o
             })
         };
         let port = entry["port"].as_u64().context("port")? as u16;

@@ -57,18 +57,9 @@ fn main() {
 
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let s = |k: &str| info[k].as_str().expect(k).to_string();
-    let tls = TlsOptions {
-        extra_ca_pem: Some(s("ca_pem")),
-        danger_accept_invalid_certs: false,
-    };
+    let tls = TlsOptions::with_ca_pem(s("ca_pem")).expect("the emulator's CA is PEM");
     let (before, results, wall, peak_open, peak_child_fds, failures, first_error) = rt.block_on(async {
-        let credential = client_secret(ClientSecretOptions {
-            tenant_id: s("tenant"),
-            client_id: s("client_id"),
-            secret: s("secret"),
-            authority_host: Some(s("authority")),
-            tls: tls.clone(),
-        })
+        let credential = client_secret(ClientSecretOptions::new(s("tenant"), s("client_id"), s("secret")).with_authority_host(s("authority")).with_tls(tls.clone()))
         .expect("credential");
         let manager = TokenManager::new(credential, TokenManagerOptions::default());
         let mut options = ConnectOptions::new("localhost", info["port"].as_u64().unwrap() as u16);
@@ -104,13 +95,7 @@ fn main() {
         // The storm itself uses a fresh credential (no cached token) and a fresh manager, and a
         // connect timeout long enough for every attempt to finish on this machine (the default,
         // 10 s, is `CONNECT_TIMEOUT_SECS=10`).
-        let credential = client_secret(ClientSecretOptions {
-            tenant_id: s("tenant"),
-            client_id: s("client_id"),
-            secret: s("secret"),
-            authority_host: Some(s("authority")),
-            tls: options.tls.clone(),
-        })
+        let credential = client_secret(ClientSecretOptions::new(s("tenant"), s("client_id"), s("secret")).with_authority_host(s("authority")).with_tls(options.tls.clone()))
         .expect("credential");
         let manager = TokenManager::new(credential, TokenManagerOptions::default());
         options.connect_timeout = Duration::from_secs(

@@ -102,10 +102,8 @@ pub fn report(name: &str, samples: &mut [Duration]) -> String {
 
 /// The emulator's TLS settings for a client: its CA, nothing insecure.
 pub fn tls(emulator: &redis_entra_emulator::Emulator) -> redis_entra::TlsOptions {
-    redis_entra::TlsOptions {
-        extra_ca_pem: Some(emulator.ca_pem().to_string()),
-        danger_accept_invalid_certs: false,
-    }
+    redis_entra::TlsOptions::with_ca_pem(emulator.ca_pem().to_string())
+        .expect("the emulator's CA is PEM")
 }
 
 /// Connection options for the emulator's gateway (`localhost`, real TLS).
@@ -120,13 +118,15 @@ pub fn secret_credential(
     emulator: &redis_entra_emulator::Emulator,
 ) -> std::sync::Arc<dyn azure_core::credentials::TokenCredential> {
     let sp = emulator.service_principal().clone();
-    redis_entra::credential::client_secret(redis_entra::credential::ClientSecretOptions {
-        tenant_id: emulator.tenant_id().to_string(),
-        client_id: sp.client_id,
-        secret: sp.secret.expect("the service principal has a secret"),
-        authority_host: Some(emulator.authority().to_string()),
-        tls: tls(emulator),
-    })
+    redis_entra::credential::client_secret(
+        redis_entra::credential::ClientSecretOptions::new(
+            emulator.tenant_id().to_string(),
+            sp.client_id,
+            sp.secret.expect("the service principal has a secret"),
+        )
+        .with_authority_host(emulator.authority().to_string())
+        .with_tls(tls(emulator)),
+    )
     .expect("client secret credential")
 }
 

@@ -72,17 +72,16 @@ pub async fn run(args: DemoArgs) -> Outcome {
         sp.object_id
     );
 
-    let tls = TlsOptions {
-        extra_ca_pem: Some(emulator.ca_pem().to_string()),
-        danger_accept_invalid_certs: false,
-    };
-    let credential = client_secret(ClientSecretOptions {
-        tenant_id: emulator.tenant_id().to_string(),
-        client_id: sp.client_id.clone(),
-        secret: sp.secret.clone().unwrap_or_default(),
-        authority_host: Some(emulator.authority().to_string()),
-        tls: tls.clone(),
-    })?;
+    let tls = TlsOptions::with_ca_pem(emulator.ca_pem().to_string())?;
+    let credential = client_secret(
+        ClientSecretOptions::new(
+            emulator.tenant_id().to_string(),
+            sp.client_id.clone(),
+            sp.secret.clone().unwrap_or_default(),
+        )
+        .with_authority_host(emulator.authority().to_string())
+        .with_tls(tls.clone()),
+    )?;
     let manager = TokenManager::new(credential, TokenManagerOptions::default());
 
     // Count and print what the token manager and the connection report.

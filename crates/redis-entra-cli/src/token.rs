@@ -36,8 +36,10 @@ pub async fn run(connection: &ConnectionArgs, args: TokenArgs) -> Outcome {
     let credential = if cache_configured {
         crate::settings::entra_credential(&connection.config()?)?
     } else {
-        from_env(&FromEnvOptions {
-            tls: connection.tls()?,
+        from_env(&{
+            let mut o = FromEnvOptions::default();
+            o.tls = connection.tls()?;
+            o
         })?
     };
     let manager = TokenManager::new(credential, TokenManagerOptions::default());

@@ -60,18 +60,18 @@ async fn main() {
     .await
     .expect("emulator");
     let started = t0.elapsed();
-    let tls = TlsOptions {
-        extra_ca_pem: Some(emulator.ca_pem().to_string()),
-        danger_accept_invalid_certs: false,
-    };
+    let tls =
+        TlsOptions::with_ca_pem(emulator.ca_pem().to_string()).expect("the emulator's CA is PEM");
     let sp = emulator.service_principal().clone();
-    let secret_credential = client_secret(ClientSecretOptions {
-        tenant_id: emulator.tenant_id().to_string(),
-        client_id: sp.client_id.clone(),
-        secret: sp.secret.clone().unwrap(),
-        authority_host: Some(emulator.authority().to_string()),
-        tls: tls.clone(),
-    })
+    let secret_credential = client_secret(
+        ClientSecretOptions::new(
+            emulator.tenant_id().to_string(),
+            sp.client_id.clone(),
+            sp.secret.clone().unwrap(),
+        )
+        .with_authority_host(emulator.authority().to_string())
+        .with_tls(tls.clone()),
+    )
     .unwrap();
 
     // Cold path: a new manager and connection, from nothing to the first GET reply.
@@ -102,9 +102,11 @@ async fn main() {
     .await;
     std::env::set_var("IDENTITY_ENDPOINT", emulator.managed_identity_endpoint());
     std::env::set_var("IDENTITY_HEADER", emulator.identity_header());
-    let mi = managed_identity(ManagedIdentityOptions {
-        user_assigned_id: None,
-        tls,
+    let mi = managed_identity({
+        let mut o = ManagedIdentityOptions::default();
+        o.user_assigned_id = None;
+        o.tls = tls;
+        o
     })
     .unwrap();
     token_latency(

@@ -36,6 +36,17 @@ pub enum Error {
     /// TLS could not be set up.
     #[error("TLS: {0}")]
     Tls(String),
+    /// fred refused or failed (feature `fred`).
+    #[cfg(feature = "fred")]
+    #[error("fred: {0}")]
+    Fred(Arc<fred::error::Error>),
+}
+
+#[cfg(feature = "fred")]
+impl From<fred::error::Error> for Error {
+    fn from(e: fred::error::Error) -> Self {
+        Self::Fred(Arc::new(e))
+    }
 }
 
 impl From<azure_core::Error> for Error {
@@ -49,6 +60,27 @@ impl From<redis::RedisError> for Error {
         Self::Redis(Arc::new(e))
     }
 }
+
+// The public handles can be shared across tasks and threads.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<Error>();
+    send_sync::<crate::TokenManager>();
+    send_sync::<crate::BlockingTokenManager>();
+    send_sync::<crate::EntraConnection>();
+    send_sync::<crate::EntraClusterConnection>();
+    send_sync::<crate::EntraCredentialsProvider>();
+    send_sync::<crate::Reauthentication>();
+    send_sync::<crate::RedisCredentials>();
+    send_sync::<crate::ConnectOptions>();
+    send_sync::<crate::TokenManagerOptions>();
+    send_sync::<crate::config::RedisConfig>();
+};
+const _: () = {
+    const fn send<T: Send>() {}
+    send::<crate::EntraSyncConnection>();
+    send::<crate::EntraPubSub>();
+};
 
 /// A `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 
 /// Which certificates to trust.
 #[derive(Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TlsOptions {
     /// Extra CA certificates (PEM) to trust besides the system's roots.
     pub extra_ca_pem: Option<String>,
@@ -44,6 +45,29 @@ impl TlsOptions {
             ));
         }
         Ok(())
+    }
+
+    /// Trust the system roots plus the CA certificates in `pem` (PEM text).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Tls`] when `pem` holds no certificate or one that does not parse.
+    pub fn with_ca_pem(pem: impl Into<String>) -> Result<Self> {
+        let opts = Self {
+            extra_ca_pem: Some(pem.into()),
+            danger_accept_invalid_certs: false,
+        };
+        opts.extra_certs()?;
+        Ok(opts)
+    }
+
+    /// Accept any server certificate. **Insecure**: anyone on the path can read the tokens; for
+    /// debugging only (on redis-rs connections it needs the `dangerous-insecure-tls` feature).
+    pub fn dangerous_accept_invalid_certs() -> Self {
+        Self {
+            extra_ca_pem: None,
+            danger_accept_invalid_certs: true,
+        }
     }
 
     /// Trust the system roots plus the CA certificates in the PEM file at `path`.

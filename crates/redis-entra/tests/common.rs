@@ -27,22 +27,21 @@ pub async fn emulator(lifetime: Duration) -> Emulator {
 
 /// Trust for the emulator's CA.
 pub fn tls(emulator: &Emulator) -> TlsOptions {
-    TlsOptions {
-        extra_ca_pem: Some(emulator.ca_pem().to_string()),
-        danger_accept_invalid_certs: false,
-    }
+    TlsOptions::with_ca_pem(emulator.ca_pem().to_string()).expect("the emulator's CA is PEM")
 }
 
 /// The emulator's service principal as a client secret credential.
 pub fn service_principal(emulator: &Emulator) -> Arc<dyn TokenCredential> {
     let sp = emulator.service_principal();
-    client_secret(ClientSecretOptions {
-        tenant_id: emulator.tenant_id().to_string(),
-        client_id: sp.client_id.clone(),
-        secret: sp.secret.clone().unwrap(),
-        authority_host: Some(emulator.authority().to_string()),
-        tls: tls(emulator),
-    })
+    client_secret(
+        ClientSecretOptions::new(
+            emulator.tenant_id().to_string(),
+            sp.client_id.clone(),
+            sp.secret.clone().unwrap(),
+        )
+        .with_authority_host(emulator.authority().to_string())
+        .with_tls(tls(emulator)),
+    )
     .unwrap()
 }
 

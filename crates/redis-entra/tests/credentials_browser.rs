@@ -121,13 +121,14 @@ fn opener(
 async fn browser_flow_through_the_form_and_the_gateway_accepts_the_token() {
     let emulator = emulator(Duration::from_secs(3600)).await;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let credential = interactive_browser(InteractiveBrowserOptions {
-        tenant_id: emulator.tenant_id().to_string(),
-        authority_host: Some(emulator.authority().to_string()),
-        tls: tls(&emulator),
-        open_url: Some(opener(&emulator, emulator.user().password, tx)),
-        timeout: Duration::from_secs(30),
-        ..Default::default()
+    let credential = interactive_browser({
+        let mut o = InteractiveBrowserOptions::default();
+        o.tenant_id = emulator.tenant_id().to_string();
+        o.authority_host = Some(emulator.authority().to_string());
+        o.tls = tls(&emulator);
+        o.open_url = Some(opener(&emulator, emulator.user().password, tx));
+        o.timeout = Duration::from_secs(30);
+        o
     })
     .unwrap();
     let manager = TokenManager::new(credential.clone(), quick_options());
@@ -149,13 +150,14 @@ async fn browser_flow_through_the_form_and_the_gateway_accepts_the_token() {
 async fn a_wrong_password_on_the_page_shows_aadsts50126_and_no_redirect() {
     let emulator = emulator(Duration::from_secs(3600)).await;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let credential = interactive_browser(InteractiveBrowserOptions {
-        tenant_id: emulator.tenant_id().to_string(),
-        authority_host: Some(emulator.authority().to_string()),
-        tls: tls(&emulator),
-        open_url: Some(opener(&emulator, "not-it".into(), tx)),
-        timeout: Duration::from_secs(3),
-        ..Default::default()
+    let credential = interactive_browser({
+        let mut o = InteractiveBrowserOptions::default();
+        o.tenant_id = emulator.tenant_id().to_string();
+        o.authority_host = Some(emulator.authority().to_string());
+        o.tls = tls(&emulator);
+        o.open_url = Some(opener(&emulator, "not-it".into(), tx));
+        o.timeout = Duration::from_secs(3);
+        o
     })
     .unwrap();
     let error = credential
@@ -173,12 +175,13 @@ async fn a_wrong_password_on_the_page_shows_aadsts50126_and_no_redirect() {
 #[tokio::test]
 async fn no_browser_is_an_error_naming_the_way_out() {
     let emulator = emulator(Duration::from_secs(3600)).await;
-    let credential = interactive_browser(InteractiveBrowserOptions {
-        tenant_id: emulator.tenant_id().to_string(),
-        authority_host: Some(emulator.authority().to_string()),
-        tls: tls(&emulator),
-        open_url: Some(Arc::new(|_: &str| false)),
-        ..Default::default()
+    let credential = interactive_browser({
+        let mut o = InteractiveBrowserOptions::default();
+        o.tenant_id = emulator.tenant_id().to_string();
+        o.authority_host = Some(emulator.authority().to_string());
+        o.tls = tls(&emulator);
+        o.open_url = Some(Arc::new(|_: &str| false));
+        o
     })
     .unwrap();
     let error = credential
@@ -318,13 +321,14 @@ async fn end_to_end_in_headless_chromium() {
             Err(_) => false,
         }
     });
-    let credential = interactive_browser(InteractiveBrowserOptions {
-        tenant_id: emulator.tenant_id().to_string(),
-        authority_host: Some(emulator.authority().to_string()),
-        tls: tls(&emulator),
-        open_url: Some(open),
-        timeout: Duration::from_secs(60),
-        ..Default::default()
+    let credential = interactive_browser({
+        let mut o = InteractiveBrowserOptions::default();
+        o.tenant_id = emulator.tenant_id().to_string();
+        o.authority_host = Some(emulator.authority().to_string());
+        o.tls = tls(&emulator);
+        o.open_url = Some(open);
+        o.timeout = Duration::from_secs(60);
+        o
     })
     .unwrap();
     let result = credential.get_token(&[SCOPE], None).await;

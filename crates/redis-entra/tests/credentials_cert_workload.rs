@@ -24,14 +24,13 @@ use common::*;
 const SCOPE: &str = "https://redis.azure.com/.default";
 
 fn cert_options(emulator: &Emulator, certificate: CertificateSource) -> ClientCertificateOptions {
-    ClientCertificateOptions {
-        tenant_id: emulator.tenant_id().to_string(),
-        client_id: emulator.certificate_app().client_id.clone(),
+    ClientCertificateOptions::new(
+        emulator.tenant_id().to_string(),
+        emulator.certificate_app().client_id.clone(),
         certificate,
-        authority_host: Some(emulator.authority().to_string()),
-        tls: tls(emulator),
-        ..Default::default()
-    }
+    )
+    .with_authority_host(emulator.authority().to_string())
+    .with_tls(tls(emulator))
 }
 
 fn pem_path(emulator: &Emulator) -> std::path::PathBuf {
@@ -164,13 +163,13 @@ fn workload_options(
     emulator: &Emulator,
     token_file: std::path::PathBuf,
 ) -> WorkloadIdentityOptions {
-    WorkloadIdentityOptions {
-        tenant_id: emulator.tenant_id().to_string(),
-        client_id: emulator.workload_app().client_id.clone(),
+    WorkloadIdentityOptions::new(
+        emulator.tenant_id().to_string(),
+        emulator.workload_app().client_id.clone(),
         token_file,
-        authority_host: Some(emulator.authority().to_string()),
-        tls: tls(emulator),
-    }
+    )
+    .with_authority_host(emulator.authority().to_string())
+    .with_tls(tls(emulator))
 }
 
 #[tokio::test]

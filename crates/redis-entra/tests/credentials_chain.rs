@@ -42,14 +42,15 @@ fn device_code_options(
     emulator: &Emulator,
     prompts: Arc<Mutex<Vec<DeviceCodePrompt>>>,
 ) -> DeviceCodeOptions {
-    DeviceCodeOptions {
-        tenant_id: emulator.tenant_id().to_string(),
-        authority_host: Some(emulator.authority().to_string()),
-        tls: tls(emulator),
-        prompt: Some(Arc::new(move |p: &DeviceCodePrompt| {
+    {
+        let mut o = DeviceCodeOptions::default();
+        o.tenant_id = emulator.tenant_id().to_string();
+        o.authority_host = Some(emulator.authority().to_string());
+        o.tls = tls(emulator);
+        o.prompt = Some(Arc::new(move |p: &DeviceCodePrompt| {
             prompts.lock().unwrap().push(p.clone())
-        })),
-        ..Default::default()
+        }));
+        o
     }
 }
 
@@ -201,13 +202,14 @@ async fn a_device_code_nobody_answers_times_out_with_a_clear_error() {
 }
 
 fn password_options(emulator: &Emulator, password: &str) -> UsernamePasswordOptions {
-    UsernamePasswordOptions {
-        tenant_id: emulator.tenant_id().to_string(),
-        username: emulator.user().username,
-        password: password.to_string(),
-        authority_host: Some(emulator.authority().to_string()),
-        tls: tls(emulator),
-        ..Default::default()
+    {
+        let mut o = UsernamePasswordOptions::default();
+        o.tenant_id = emulator.tenant_id().to_string();
+        o.username = emulator.user().username;
+        o.password = password.to_string();
+        o.authority_host = Some(emulator.authority().to_string());
+        o.tls = tls(emulator);
+        o
     }
 }
 
@@ -289,10 +291,11 @@ async fn azure_cli_token_is_accepted_by_the_gateway() {
         .to_string(),
     )
     .unwrap();
-    let credential = azure_cli(AzureCliOptions {
-        tenant_id: Some(emulator.tenant_id().to_string()),
-        program: Some(program),
-        ..Default::default()
+    let credential = azure_cli({
+        let mut o = AzureCliOptions::default();
+        o.tenant_id = Some(emulator.tenant_id().to_string());
+        o.program = Some(program);
+        o
     })
     .unwrap();
     let got = credential.get_token(&[SCOPE], None).await.unwrap();
@@ -325,9 +328,10 @@ async fn azure_cli_without_expires_on_uses_the_token_exp() {
         serde_json::json!({"accessToken": token, "expiresOn": "2030-01-02 03:04:05.000000", "tokenType": "Bearer"}).to_string(),
     )
     .unwrap();
-    let credential = azure_cli(AzureCliOptions {
-        program: Some(program),
-        ..Default::default()
+    let credential = azure_cli({
+        let mut o = AzureCliOptions::default();
+        o.program = Some(program);
+        o
     })
     .unwrap();
     let got = credential.get_token(&[SCOPE], None).await.unwrap();
@@ -337,9 +341,10 @@ async fn azure_cli_without_expires_on_uses_the_token_exp() {
 
 #[tokio::test]
 async fn azure_cli_missing_or_signed_out_names_the_fix() {
-    let missing = azure_cli(AzureCliOptions {
-        program: Some("/nonexistent/bin/az".into()),
-        ..Default::default()
+    let missing = azure_cli({
+        let mut o = AzureCliOptions::default();
+        o.program = Some("/nonexistent/bin/az".into());
+        o
     })
     .unwrap()
     .get_token(&[SCOPE], None)
@@ -359,9 +364,10 @@ async fn azure_cli_missing_or_signed_out_names_the_fix() {
         "ERROR: Please run 'az login' to setup account.\n",
     )
     .unwrap();
-    let signed_out = azure_cli(AzureCliOptions {
-        program: Some(program.clone()),
-        ..Default::default()
+    let signed_out = azure_cli({
+        let mut o = AzureCliOptions::default();
+        o.program = Some(program.clone());
+        o
     })
     .unwrap()
     .get_token(&[SCOPE], None)
@@ -373,9 +379,10 @@ async fn azure_cli_missing_or_signed_out_names_the_fix() {
     );
 
     std::fs::write(dir.path().join("fail"), "ERROR: something else broke\n").unwrap();
-    let other = azure_cli(AzureCliOptions {
-        program: Some(program),
-        ..Default::default()
+    let other = azure_cli({
+        let mut o = AzureCliOptions::default();
+        o.program = Some(program);
+        o
     })
     .unwrap()
     .get_token(&[SCOPE], None)
@@ -395,10 +402,11 @@ async fn azure_cli_that_hangs_times_out() {
     std::fs::write(&path, "#!/bin/bash\nsleep 30\n").unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let error = azure_cli(AzureCliOptions {
-        program: Some(path),
-        timeout: Duration::from_millis(500),
-        ..Default::default()
+    let error = azure_cli({
+        let mut o = AzureCliOptions::default();
+        o.program = Some(path);
+        o.timeout = Duration::from_millis(500);
+        o
     })
     .unwrap()
     .get_token(&[SCOPE], None)
@@ -421,10 +429,11 @@ async fn azure_developer_cli_token_is_accepted_by_the_gateway() {
         serde_json::json!({"token": token, "expiresOn": expires}).to_string(),
     )
     .unwrap();
-    let credential = azure_developer_cli(AzureDeveloperCliOptions {
-        tenant_id: Some(emulator.tenant_id().to_string()),
-        program: Some(program.clone()),
-        ..Default::default()
+    let credential = azure_developer_cli({
+        let mut o = AzureDeveloperCliOptions::default();
+        o.tenant_id = Some(emulator.tenant_id().to_string());
+        o.program = Some(program.clone());
+        o
     })
     .unwrap();
     let got = credential.get_token(&[SCOPE], None).await.unwrap();
@@ -451,9 +460,10 @@ async fn azure_developer_cli_token_is_accepted_by_the_gateway() {
         "{\"type\":\"consoleMessage\",\"timestamp\":\"2026-01-01T00:00:00Z\",\"data\":{\"message\":\"ERROR: not logged in, run `azd auth login` to login\"}}\n",
     )
     .unwrap();
-    let signed_out = azure_developer_cli(AzureDeveloperCliOptions {
-        program: Some(program),
-        ..Default::default()
+    let signed_out = azure_developer_cli({
+        let mut o = AzureDeveloperCliOptions::default();
+        o.program = Some(program);
+        o
     })
     .unwrap()
     .get_token(&[SCOPE], None)
@@ -463,9 +473,10 @@ async fn azure_developer_cli_token_is_accepted_by_the_gateway() {
         signed_out.to_string().contains("run `azd auth login`"),
         "{signed_out}"
     );
-    let missing = azure_developer_cli(AzureDeveloperCliOptions {
-        program: Some("/nonexistent/azd".into()),
-        ..Default::default()
+    let missing = azure_developer_cli({
+        let mut o = AzureDeveloperCliOptions::default();
+        o.program = Some("/nonexistent/azd".into());
+        o
     })
     .unwrap()
     .get_token(&[SCOPE], None)
@@ -493,15 +504,16 @@ fn vars(pairs: &[(&str, &str)]) -> EnvLookup {
 async fn environment_credential_reads_a_username_and_password() {
     let emulator = emulator(Duration::from_secs(3600)).await;
     let user = emulator.user();
-    let credential = environment(EnvironmentOptions {
-        tls: tls(&emulator),
-        env: Some(vars(&[
+    let credential = environment({
+        let mut o = EnvironmentOptions::default();
+        o.tls = tls(&emulator);
+        o.env = Some(vars(&[
             ("AZURE_TENANT_ID", emulator.tenant_id()),
             ("AZURE_USERNAME", &user.username),
             ("AZURE_PASSWORD", &user.password),
             ("AZURE_AUTHORITY_HOST", emulator.authority()),
-        ])),
-        ..Default::default()
+        ]));
+        o
     });
     assert_eq!(credential.describe(), "username and password");
     let username = set_get(&emulator, credential, "env-user:key").await;
@@ -511,9 +523,10 @@ async fn environment_credential_reads_a_username_and_password() {
 
 #[tokio::test]
 async fn environment_credential_names_missing_variables() {
-    let credential = environment(EnvironmentOptions {
-        env: Some(vars(&[("AZURE_CLIENT_SECRET", "s3cret-value")])),
-        ..Default::default()
+    let credential = environment({
+        let mut o = EnvironmentOptions::default();
+        o.env = Some(vars(&[("AZURE_CLIENT_SECRET", "s3cret-value")]));
+        o
     });
     let error = credential.get_token(&[SCOPE], None).await.unwrap_err();
     assert!(redis_entra::credential::chain::is_unavailable(&error));
@@ -529,15 +542,16 @@ async fn environment_credential_names_missing_variables() {
 async fn default_chain_uses_injected_environment_and_remembers_the_winner() {
     let emulator = emulator(Duration::from_secs(3600)).await;
     let sp = emulator.service_principal();
-    let chain = default_azure_credential(DefaultAzureCredentialOptions {
-        tls: tls(&emulator),
-        env: Some(vars(&[
+    let chain = default_azure_credential({
+        let mut o = DefaultAzureCredentialOptions::default();
+        o.tls = tls(&emulator);
+        o.env = Some(vars(&[
             ("AZURE_TENANT_ID", emulator.tenant_id()),
             ("AZURE_CLIENT_ID", &sp.client_id),
             ("AZURE_CLIENT_SECRET", sp.secret.as_deref().unwrap()),
             ("AZURE_AUTHORITY_HOST", emulator.authority()),
-        ])),
-        ..Default::default()
+        ]));
+        o
     })
     .unwrap();
     assert_eq!(chain.selected_name(), None);
@@ -551,15 +565,16 @@ async fn default_chain_uses_injected_environment_and_remembers_the_winner() {
 async fn a_configured_link_that_fails_stops_the_chain() {
     let emulator = emulator(Duration::from_secs(3600)).await;
     let sp = emulator.service_principal();
-    let chain = default_azure_credential(DefaultAzureCredentialOptions {
-        tls: tls(&emulator),
-        env: Some(vars(&[
+    let chain = default_azure_credential({
+        let mut o = DefaultAzureCredentialOptions::default();
+        o.tls = tls(&emulator);
+        o.env = Some(vars(&[
             ("AZURE_TENANT_ID", emulator.tenant_id()),
             ("AZURE_CLIENT_ID", &sp.client_id),
             ("AZURE_CLIENT_SECRET", "not-the-secret"),
             ("AZURE_AUTHORITY_HOST", emulator.authority()),
-        ])),
-        ..Default::default()
+        ]));
+        o
     })
     .unwrap();
     let error = chain

@@ -86,10 +86,11 @@ fn only_system_path(first: Option<&Path>) -> String {
 }
 
 fn options(emulator: &Emulator) -> DefaultAzureCredentialOptions {
-    DefaultAzureCredentialOptions {
-        tls: tls(emulator),
-        managed_identity_probe_timeout: Duration::from_millis(500),
-        ..Default::default()
+    {
+        let mut o = DefaultAzureCredentialOptions::default();
+        o.tls = tls(emulator);
+        o.managed_identity_probe_timeout = Duration::from_millis(500);
+        o
     }
 }
 

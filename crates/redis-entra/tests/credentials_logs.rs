@@ -30,14 +30,15 @@ async fn trace_logs_of_every_flow_hold_no_secret() {
     // Device code.
     let prompts = Arc::new(Mutex::new(Vec::<DeviceCodePrompt>::new()));
     let p = prompts.clone();
-    let dc = device_code(DeviceCodeOptions {
-        tenant_id: emulator.tenant_id().to_string(),
-        authority_host: Some(emulator.authority().to_string()),
-        tls: tls(&emulator),
-        prompt: Some(Arc::new(move |x: &DeviceCodePrompt| {
+    let dc = device_code({
+        let mut o = DeviceCodeOptions::default();
+        o.tenant_id = emulator.tenant_id().to_string();
+        o.authority_host = Some(emulator.authority().to_string());
+        o.tls = tls(&emulator);
+        o.prompt = Some(Arc::new(move |x: &DeviceCodePrompt| {
             p.lock().unwrap().push(x.clone())
-        })),
-        ..Default::default()
+        }));
+        o
     })
     .unwrap();
     tokens.push(
@@ -61,13 +62,14 @@ async fn trace_logs_of_every_flow_hold_no_secret() {
     );
 
     // Username/password, right and wrong.
-    let options = UsernamePasswordOptions {
-        tenant_id: emulator.tenant_id().to_string(),
-        username: user.username.clone(),
-        password: user.password.clone(),
-        authority_host: Some(emulator.authority().to_string()),
-        tls: tls(&emulator),
-        ..Default::default()
+    let options = {
+        let mut o = UsernamePasswordOptions::default();
+        o.tenant_id = emulator.tenant_id().to_string();
+        o.username = user.username.clone();
+        o.password = user.password.clone();
+        o.authority_host = Some(emulator.authority().to_string());
+        o.tls = tls(&emulator);
+        o
     };
     let up = username_password(options.clone()).unwrap();
     tokens.push(
@@ -78,9 +80,10 @@ async fn trace_logs_of_every_flow_hold_no_secret() {
             .secret()
             .to_string(),
     );
-    let wrong = username_password(UsernamePasswordOptions {
-        password: "a-wrong-password-123".into(),
-        ..options
+    let wrong = username_password({
+        let mut o = options;
+        o.password = "a-wrong-password-123".into();
+        o
     })
     .unwrap();
     assert!(wrong.get_token(&[SCOPE], None).await.is_err());
@@ -99,9 +102,10 @@ async fn trace_logs_of_every_flow_hold_no_secret() {
     std::fs::write(&az, "#!/bin/bash\ncat \"$(dirname \"$0\")/out.json\"\n").unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&az, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let cli = azure_cli(AzureCliOptions {
-        program: Some(az),
-        ..Default::default()
+    let cli = azure_cli({
+        let mut o = AzureCliOptions::default();
+        o.program = Some(az);
+        o
     })
     .unwrap();
     tokens.push(
@@ -124,10 +128,11 @@ async fn trace_logs_of_every_flow_hold_no_secret() {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    let options = DefaultAzureCredentialOptions {
-        tls: tls(&emulator),
-        env: Some(Arc::new(move |n: &str| vars.get(n).cloned())),
-        ..Default::default()
+    let options = {
+        let mut o = DefaultAzureCredentialOptions::default();
+        o.tls = tls(&emulator);
+        o.env = Some(Arc::new(move |n: &str| vars.get(n).cloned()));
+        o
     };
     let debug_options = format!("{options:?}");
     let chain = default_azure_credential(options).unwrap();

@@ -25,8 +25,10 @@ async fn hello_world_with_a_managed_identity_from_the_environment() {
         redis_entra::config::Auth::entra_from_env().unwrap(),
         redis_entra::config::Auth::ManagedIdentity { client_id: None }
     );
-    let credential = from_env(&FromEnvOptions {
-        tls: tls(&emulator),
+    let credential = from_env(&{
+        let mut o = FromEnvOptions::default();
+        o.tls = tls(&emulator);
+        o
     })
     .unwrap();
     let manager = TokenManager::new(credential, quick_options());

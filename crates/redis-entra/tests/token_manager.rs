@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use azure_core::credentials::{AccessToken, Secret, TokenCredential, TokenRequestOptions};
 use base64::Engine;
-use redis_entra::{RetryPolicy, TokenEvent, TokenManager, TokenManagerOptions};
+use redis_entra::{TokenEvent, TokenManager, TokenManagerOptions};
 
 /// Issues unsigned JWTs with an `oid`, living `lifetime`; fails while `down` is set.
 #[derive(Debug)]
@@ -72,16 +72,12 @@ impl TokenCredential for MockIdentity {
 }
 
 fn fast_retry() -> TokenManagerOptions {
-    TokenManagerOptions {
-        retry: RetryPolicy {
-            initial_delay: Duration::from_millis(50),
-            max_delay: Duration::from_millis(200),
-            max_delay_without_token: Duration::from_millis(200),
-            min_delay: Duration::from_millis(20),
-            ..RetryPolicy::default()
-        },
-        ..TokenManagerOptions::default()
-    }
+    let mut o = TokenManagerOptions::default();
+    o.retry.initial_delay = Duration::from_millis(50);
+    o.retry.max_delay = Duration::from_millis(200);
+    o.retry.max_delay_without_token = Duration::from_millis(200);
+    o.retry.min_delay = Duration::from_millis(20);
+    o
 }
 
 #[tokio::test]

@@ -158,6 +158,7 @@ impl Auth {
 
 /// Where the cache is and how to sign in to it.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct RedisConfig {
     /// Host name.
     pub host: String,

@@ -35,15 +35,10 @@
 //! let credential = redis_entra::credential::from_env(&Default::default())?;
 //! let manager = TokenManager::new(credential, TokenManagerOptions::default());
 //! let options = ConnectOptions::new("mycache.redis.cache.windows.net", 6380);
-//! let client = builder(&options, &manager)?
-//!     .build()
-//!     .map_err(|e| redis_entra::Error::Config(e.to_string()))?;
-//! client.init().await.map_err(|e| redis_entra::Error::Config(e.to_string()))?;
+//! let client = builder(&options, &manager)?.build()?;
+//! client.init().await?;
 //! let _reauth = keep_authenticated(&client, manager)?;
-//! let _: () = client
-//!     .set("Az:key1", "value1", None, None, false)
-//!     .await
-//!     .map_err(|e| redis_entra::Error::Config(e.to_string()))?;
+//! let _: () = client.set("Az:key1", "value1", None, None, false).await?;
 //! # Ok(()) }
 //! ```
 

@@ -38,12 +38,20 @@ pub(crate) fn next_connection_id() -> u64 {
     NEXT_ID.fetch_add(1, Ordering::Relaxed)
 }
 
-/// Turns a library error into a redis error, for the `ConnectionLike` paths.
+/// Turns a library error into a redis error, for the `ConnectionLike` paths: no token (the
+/// credential failed, timed out, panicked, or its token could not be read) is an authentication
+/// failure to redis-rs, as a refused password would be; the rest is an I/O or client error.
 pub(crate) fn to_redis_error(context: &'static str, e: Error) -> redis::RedisError {
-    match e {
-        Error::Redis(re) => (*re).clone(),
-        other => redis::RedisError::from((redis::ErrorKind::Io, context, other.to_string())),
-    }
+    let kind = match &e {
+        Error::Redis(re) => return (**re).clone(),
+        Error::Credential(_)
+        | Error::CredentialTimeout(_)
+        | Error::CredentialPanicked
+        | Error::Claims(_) => redis::ErrorKind::AuthenticationFailed,
+        Error::Config(_) | Error::Tls(_) => redis::ErrorKind::Client,
+        _ => redis::ErrorKind::Io,
+    };
+    redis::RedisError::from((kind, context, e.to_string()))
 }
 
 /// Whether a reply is `PING`'s `PONG` (and not, say, `QUEUED` inside a `MULTI`).
@@ -52,5 +60,25 @@ pub(crate) fn is_pong(reply: &redis::Value) -> bool {
         redis::Value::SimpleString(s) => s == "PONG",
         redis::Value::BulkString(b) => b == b"PONG",
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_token_is_an_authentication_failure_to_redis_rs() {
+        let e = to_redis_error(
+            "connect",
+            Error::CredentialTimeout(std::time::Duration::ZERO),
+        );
+        assert_eq!(e.kind(), redis::ErrorKind::AuthenticationFailed);
+        let e = to_redis_error("connect", Error::CredentialPanicked);
+        assert_eq!(e.kind(), redis::ErrorKind::AuthenticationFailed);
+        let e = to_redis_error("connect", Error::Config("no host".into()));
+        assert_eq!(e.kind(), redis::ErrorKind::Client);
+        let e = to_redis_error("connect", Error::Stopped);
+        assert_eq!(e.kind(), redis::ErrorKind::Io);
     }
 }

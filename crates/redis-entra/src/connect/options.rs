@@ -25,6 +25,7 @@ pub enum Protocol {
 
 /// Where a Redis connection goes. TLS is always on: Azure accepts Entra tokens over TLS only.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ConnectOptions {
     /// The host name, e.g. `mycache.redis.cache.windows.net`.
     pub host: String,

@@ -13,10 +13,9 @@ use azure_core::time::OffsetDateTime;
 /// use std::sync::Arc;
 /// use redis_entra::credential::AccessKeyCredential;
 /// use redis_entra::{TokenManager, TokenManagerOptions, Username};
-/// let manager = TokenManager::new(
-///     Arc::new(AccessKeyCredential::new("k3y")),
-///     TokenManagerOptions { username: Username::Fixed("default".into()), ..Default::default() },
-/// );
+/// let mut options = TokenManagerOptions::default();
+/// options.username = Username::Fixed("default".into());
+/// let manager = TokenManager::new(Arc::new(AccessKeyCredential::new("k3y")), options);
 /// assert!(!format!("{:?}", AccessKeyCredential::new("k3y")).contains("k3y"));
 /// ```
 pub struct AccessKeyCredential {

@@ -23,6 +23,7 @@ pub(crate) const DEFAULT_CLI_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Options for [`azure_cli`].
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct AzureCliOptions {
     /// Ask for a token of this tenant (`--tenant`); `None` uses the CLI's current one.
     pub tenant_id: Option<String>,

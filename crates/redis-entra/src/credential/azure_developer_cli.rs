@@ -21,6 +21,7 @@ use crate::error::Result;
 
 /// Options for [`azure_developer_cli`].
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct AzureDeveloperCliOptions {
     /// Ask for a token of this tenant (`--tenant-id`); `None` uses azd's current one.
     pub tenant_id: Option<String>,

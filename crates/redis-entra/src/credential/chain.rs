@@ -47,6 +47,7 @@ pub fn is_unavailable(error: &azure_core::Error) -> bool {
 
 /// How a [`ChainedCredential`] behaves.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ChainOptions {
     /// A name for the chain in its error message (e.g. `DefaultAzureCredential`).
     pub name: String,

@@ -21,12 +21,11 @@
 //! ```no_run
 //! # fn f() -> redis_entra::Result<()> {
 //! use redis_entra::credential::{client_certificate, ClientCertificateOptions, CertificateSource};
-//! let credential = client_certificate(ClientCertificateOptions {
-//!     tenant_id: "00000000-0000-0000-0000-000000000000".into(),
-//!     client_id: "11111111-1111-1111-1111-111111111111".into(),
-//!     certificate: CertificateSource::Path("/etc/app/cert.pem".into()),
-//!     ..Default::default()
-//! })?;
+//! let credential = client_certificate(ClientCertificateOptions::new(
+//!     "00000000-0000-0000-0000-000000000000",
+//!     "11111111-1111-1111-1111-111111111111",
+//!     CertificateSource::Path("/etc/app/cert.pem".into()),
+//! ))?;
 //! # Ok(()) }
 //! ```
 
@@ -101,6 +100,7 @@ impl std::fmt::Debug for CertificateSource {
 
 /// What a client certificate credential needs.
 #[derive(Clone, Default)]
+#[non_exhaustive]
 pub struct ClientCertificateOptions {
     /// The tenant (directory) id.
     pub tenant_id: String,
@@ -122,6 +122,24 @@ pub struct ClientCertificateOptions {
     /// Whom to trust for the token endpoint.
     pub tls: TlsOptions,
 }
+
+impl ClientCertificateOptions {
+    /// A service principal's certificate, in tenant `tenant_id`.
+    pub fn new(
+        tenant_id: impl Into<String>,
+        client_id: impl Into<String>,
+        certificate: CertificateSource,
+    ) -> Self {
+        Self {
+            tenant_id: tenant_id.into(),
+            client_id: client_id.into(),
+            certificate,
+            ..Self::default()
+        }
+    }
+}
+
+authority_and_tls!(ClientCertificateOptions);
 
 impl std::fmt::Debug for ClientCertificateOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -13,6 +13,7 @@ use crate::tls::TlsOptions;
 
 /// What a client secret credential needs.
 #[derive(Clone, Default)]
+#[non_exhaustive]
 pub struct ClientSecretOptions {
     /// The tenant (directory) id.
     pub tenant_id: String,
@@ -26,6 +27,24 @@ pub struct ClientSecretOptions {
     /// Whom to trust for the token endpoint.
     pub tls: TlsOptions,
 }
+
+impl ClientSecretOptions {
+    /// A service principal's client secret, in tenant `tenant_id`.
+    pub fn new(
+        tenant_id: impl Into<String>,
+        client_id: impl Into<String>,
+        secret: impl Into<String>,
+    ) -> Self {
+        Self {
+            tenant_id: tenant_id.into(),
+            client_id: client_id.into(),
+            secret: secret.into(),
+            ..Self::default()
+        }
+    }
+}
+
+authority_and_tls!(ClientSecretOptions);
 
 impl std::fmt::Debug for ClientSecretOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -42,6 +42,7 @@ pub const LINK_NAMES: [&str; 5] = [
 
 /// Options for [`default_azure_credential`].
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct DefaultAzureCredentialOptions {
     /// Whom to trust for token requests.
     pub tls: TlsOptions,
@@ -62,6 +63,8 @@ pub struct DefaultAzureCredentialOptions {
     /// link's endpoint variables are always read from the process environment.)
     pub env: Option<EnvLookup>,
 }
+
+authority_and_tls!(DefaultAzureCredentialOptions);
 
 impl Default for DefaultAzureCredentialOptions {
     fn default() -> Self {

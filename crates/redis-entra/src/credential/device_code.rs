@@ -40,6 +40,7 @@ pub type DeviceCodeCallback = Arc<dyn Fn(&DeviceCodePrompt) + Send + Sync>;
 
 /// Options for [`device_code`].
 #[derive(Clone, Default)]
+#[non_exhaustive]
 pub struct DeviceCodeOptions {
     /// The tenant id or domain (`organizations` for any work account).
     pub tenant_id: String,
@@ -55,6 +56,19 @@ pub struct DeviceCodeOptions {
     /// expires.
     pub timeout: Option<Duration>,
 }
+
+impl DeviceCodeOptions {
+    /// Device code sign-in through app `client_id` in tenant `tenant_id`.
+    pub fn new(tenant_id: impl Into<String>, client_id: impl Into<String>) -> Self {
+        Self {
+            tenant_id: tenant_id.into(),
+            client_id: client_id.into(),
+            ..Self::default()
+        }
+    }
+}
+
+authority_and_tls!(DeviceCodeOptions);
 
 impl std::fmt::Debug for DeviceCodeOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

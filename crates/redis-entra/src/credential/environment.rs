@@ -34,6 +34,7 @@ pub fn process_env() -> EnvLookup {
 
 /// Options for [`environment`].
 #[derive(Clone, Default)]
+#[non_exhaustive]
 pub struct EnvironmentOptions {
     /// The authority host; `None` reads `AZURE_AUTHORITY_HOST`, then uses the public cloud.
     pub authority_host: Option<String>,
@@ -42,6 +43,8 @@ pub struct EnvironmentOptions {
     /// Where variables come from; `None` is the process environment.
     pub env: Option<EnvLookup>,
 }
+
+authority_and_tls!(EnvironmentOptions);
 
 impl std::fmt::Debug for EnvironmentOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

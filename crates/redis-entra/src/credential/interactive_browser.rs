@@ -32,6 +32,7 @@ pub type OpenUrl = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// Options for [`interactive_browser`].
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct InteractiveBrowserOptions {
     /// The tenant id or domain (`organizations` for any work account).
     pub tenant_id: String,
@@ -50,6 +51,19 @@ pub struct InteractiveBrowserOptions {
     /// How long to wait for the browser to come back (default 5 minutes).
     pub timeout: Duration,
 }
+
+impl InteractiveBrowserOptions {
+    /// Browser sign-in through app `client_id` in tenant `tenant_id`.
+    pub fn new(tenant_id: impl Into<String>, client_id: impl Into<String>) -> Self {
+        Self {
+            tenant_id: tenant_id.into(),
+            client_id: client_id.into(),
+            ..Self::default()
+        }
+    }
+}
+
+authority_and_tls!(InteractiveBrowserOptions);
 
 impl Default for InteractiveBrowserOptions {
     fn default() -> Self {

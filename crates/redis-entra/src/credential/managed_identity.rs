@@ -14,11 +14,28 @@ use crate::tls::TlsOptions;
 
 /// What a managed identity credential needs.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct ManagedIdentityOptions {
     /// A user-assigned identity; `None` for the system-assigned one.
     pub user_assigned_id: Option<UserAssignedId>,
     /// Whom to trust (the App Service endpoint is plain HTTP; IMDS too).
     pub tls: TlsOptions,
+}
+
+impl ManagedIdentityOptions {
+    /// A user-assigned identity (by client id, object id or resource id).
+    pub fn user_assigned(id: UserAssignedId) -> Self {
+        Self {
+            user_assigned_id: Some(id),
+            ..Self::default()
+        }
+    }
+
+    /// Sets whom the token requests' TLS trusts.
+    pub fn with_tls(mut self, tls: crate::tls::TlsOptions) -> Self {
+        self.tls = tls;
+        self
+    }
 }
 
 /// A managed identity credential.

@@ -2,6 +2,26 @@
 //! compose with every Azure SDK crate, and [`from_env`] to choose one from the environment the
 //! way Service Connector sets it up.
 
+/// `with_authority_host` and `with_tls` for a credential's options (which have both fields).
+macro_rules! authority_and_tls {
+    ($options:ty) => {
+        impl $options {
+            /// Sets the Entra ID authority host (default: `AZURE_AUTHORITY_HOST`, else
+            /// `https://login.microsoftonline.com`).
+            pub fn with_authority_host(mut self, host: impl Into<String>) -> Self {
+                self.authority_host = Some(host.into());
+                self
+            }
+
+            /// Sets whom the token requests' TLS trusts.
+            pub fn with_tls(mut self, tls: $crate::tls::TlsOptions) -> Self {
+                self.tls = tls;
+                self
+            }
+        }
+    };
+}
+
 mod access_key;
 mod azure_cli;
 mod azure_developer_cli;
@@ -60,6 +80,7 @@ use crate::tls::TlsOptions;
 
 /// Options for [`from_env`].
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct FromEnvOptions {
     /// Whom to trust for token requests.
     pub tls: TlsOptions,

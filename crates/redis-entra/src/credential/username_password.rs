@@ -17,6 +17,7 @@ use crate::tls::TlsOptions;
 
 /// Options for [`username_password`].
 #[derive(Clone, Default)]
+#[non_exhaustive]
 pub struct UsernamePasswordOptions {
     /// The tenant (directory) id or domain.
     pub tenant_id: String,
@@ -31,6 +32,26 @@ pub struct UsernamePasswordOptions {
     /// Whom to trust for the token endpoint.
     pub tls: TlsOptions,
 }
+
+impl UsernamePasswordOptions {
+    /// A user's name and password, signing in through app `client_id` in tenant `tenant_id`.
+    pub fn new(
+        tenant_id: impl Into<String>,
+        client_id: impl Into<String>,
+        username: impl Into<String>,
+        password: impl Into<String>,
+    ) -> Self {
+        Self {
+            tenant_id: tenant_id.into(),
+            client_id: client_id.into(),
+            username: username.into(),
+            password: password.into(),
+            ..Self::default()
+        }
+    }
+}
+
+authority_and_tls!(UsernamePasswordOptions);
 
 impl std::fmt::Debug for UsernamePasswordOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

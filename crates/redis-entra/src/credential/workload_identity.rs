@@ -25,6 +25,7 @@ const MAX_AGE: Duration = Duration::from_secs(300);
 
 /// What a workload identity credential needs.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct WorkloadIdentityOptions {
     /// The tenant (`AZURE_TENANT_ID`).
     pub tenant_id: String,
@@ -37,6 +38,24 @@ pub struct WorkloadIdentityOptions {
     /// Whom to trust for the token endpoint.
     pub tls: TlsOptions,
 }
+
+impl WorkloadIdentityOptions {
+    /// Workload identity federation: app `client_id` in tenant `tenant_id`, with the federated token in `token_file`.
+    pub fn new(
+        tenant_id: impl Into<String>,
+        client_id: impl Into<String>,
+        token_file: impl Into<PathBuf>,
+    ) -> Self {
+        Self {
+            tenant_id: tenant_id.into(),
+            client_id: client_id.into(),
+            token_file: token_file.into(),
+            ..Self::default()
+        }
+    }
+}
+
+authority_and_tls!(WorkloadIdentityOptions);
 
 /// The file as last read. `Debug` never shows the token.
 struct Snapshot {

@@ -36,6 +36,7 @@ pub enum Username {
 
 /// How a [`TokenManager`] behaves.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct TokenManagerOptions {
     /// The scopes to ask for (default: [`REDIS_SCOPE`]).
     pub scopes: Vec<String>,

@@ -21,6 +21,7 @@ use std::time::Duration;
 /// assert_eq!(p.refresh_after(Duration::from_secs(20), 0.0), Duration::from_secs(10));
 /// ```
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct RefreshPolicy {
     /// Share of the lifetime after which to refresh (default 0.75).
     pub ratio: f64,
@@ -74,6 +75,7 @@ fn share(x: f64, default: f64) -> f64 {
 /// How failed token requests are retried. There is no limit on attempts: the token manager
 /// keeps trying for as long as it lives, serving the current token while it is valid.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct RetryPolicy {
     /// The first delay (default 500 ms).
     pub initial_delay: Duration,
@@ -126,7 +128,8 @@ impl RetryPolicy {
     /// ```
     /// use std::time::Duration;
     /// use redis_entra::RetryPolicy;
-    /// let p = RetryPolicy { jitter: 0.0, ..RetryPolicy::default() };
+    /// let mut p = RetryPolicy::default();
+    /// p.jitter = 0.0;
     /// let hour = Some(Duration::from_secs(3600));
     /// assert_eq!(p.delay(1, hour, None, 0.5), Duration::from_millis(500));
     /// assert_eq!(p.delay(3, hour, None, 0.5), Duration::from_secs(2));

@@ -25,7 +25,8 @@ use crate::{ConnectOptions, TokenManager};
 /// let credential = redis_entra::credential::from_env(&Default::default())?;
 /// let manager = TokenManager::new(credential, TokenManagerOptions::default());
 /// let options = ConnectOptions::new("mycache.redis.cache.windows.net", 6380);
-/// let pool = deadpool::managed::Pool::builder(EntraDeadpoolManager::new(options, manager))
+/// let pool: deadpool::managed::Pool<EntraDeadpoolManager> =
+///     deadpool::managed::Pool::builder(EntraDeadpoolManager::new(options, manager))
 ///     .max_size(8)
 ///     .build()?;
 /// let mut conn = pool.get().await?;
