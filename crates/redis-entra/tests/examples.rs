@@ -169,3 +169,32 @@ async fn keep_your_types_runs_across_rotations() {
     assert!(out.contains(", 0 failed"), "{out}");
     emulator.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_adoption_path_runs_against_the_emulator() {
+    let emulator = emulator(Duration::from_secs(3600)).await;
+    let env = emulator.env_for(IdentityKind::ServicePrincipal);
+    for (name, expected) in [
+        (
+            "pools",
+            vec![
+                "r2d2: GET Az:pool -> r2d2",
+                "bb8: GET Az:pool -> bb8",
+                "deadpool: GET Az:pool -> deadpool",
+            ],
+        ),
+        (
+            "pubsub",
+            vec!["published to 1 subscriber(s)", "Az:news -> hello"],
+        ),
+        ("sync", vec!["GET Az:sync -> value1"]),
+        ("fred", vec!["GET Az:fred -> value1"]),
+    ] {
+        let (ok, out) = run(name, &env, &[]);
+        assert!(ok, "{name}: {out}");
+        for line in expected {
+            assert!(out.contains(line), "{name}: expected {line:?} in {out}");
+        }
+    }
+    emulator.shutdown().await;
+}
