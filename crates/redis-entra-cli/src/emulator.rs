@@ -69,6 +69,15 @@ pub struct EmulatorArgs {
     /// How long a client has to authenticate after its TLS handshake (or a RESET).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub auth_timeout: Duration,
+    /// The server to run behind the gateway: any redis-server or valkey-server binary (a path,
+    /// or a name looked up in PATH).
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "redis-server",
+        env = "REDIS_ENTRA_EMULATOR_REDIS_SERVER"
+    )]
+    pub redis_server: PathBuf,
 }
 
 async fn terminated() {
@@ -111,6 +120,7 @@ pub async fn run(args: EmulatorArgs) -> Outcome {
             auth_timeout: args.auth_timeout,
             ..Default::default()
         },
+        redis_server: redis_entra_emulator::ServerProgram::new(args.redis_server),
     })
     .await
     .context("starting the emulator")?;

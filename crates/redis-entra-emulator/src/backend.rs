@@ -47,6 +47,7 @@ use tokio::process::{Child, Command};
 use uuid::Uuid;
 
 use crate::directory::AccessPolicy;
+use crate::server_program::ServerProgram;
 use crate::Error;
 
 /// Where the backend listens.
@@ -176,9 +177,19 @@ struct IdentityUser {
 #[derive(Debug, Default)]
 pub struct CommandArities {
     commands: HashMap<String, (i64, HashMap<String, i64>)>,
+    /// Whether the server answers an unauthenticated client's unknown command or wrong
+    /// argument count with that error (Redis 7.0) rather than `NOAUTH` (Valkey 8 and later):
+    /// read from the server itself.
+    checks_commands_before_auth: bool,
 }
 
 impl CommandArities {
+    /// Whether the server rejects an unknown command or a wrong argument count before it
+    /// checks authentication (else it answers `NOAUTH` to everything first).
+    pub fn checks_commands_before_auth(&self) -> bool {
+        self.checks_commands_before_auth
+    }
+
     /// The arity of `name` (any case), and its subcommands' (empty unless a container).
     pub fn get(&self, name: &[u8]) -> Option<(i64, &HashMap<String, i64>)> {
         let name = std::str::from_utf8(name).ok()?.to_ascii_lowercase();
@@ -188,7 +199,10 @@ impl CommandArities {
     fn from_reply(reply: &Value) -> Self {
         let mut commands = HashMap::new();
         let Value::Array(entries) = reply else {
-            return Self { commands };
+            return Self {
+                commands,
+                checks_commands_before_auth: true,
+            };
         };
         let entry = |v: &Value| -> Option<(String, i64)> {
             let Value::Array(fields) = v else { return None };
@@ -216,7 +230,10 @@ impl CommandArities {
             }
             commands.insert(name, (arity, subs));
         }
-        Self { commands }
+        Self {
+            commands,
+            checks_commands_before_auth: true,
+        }
     }
 }
 
@@ -323,22 +340,6 @@ pub(crate) fn base_acl(admin_password: &str) -> String {
     format!("user default off\nuser {ADMIN_USER} on >{admin_password} ~* &* +@all\n")
 }
 
-/// Runs `redis-server <config>` from `PATH`, killed if dropped.
-pub(crate) fn spawn_redis_server(config: &Path) -> Result<Child, Error> {
-    Command::new("redis-server")
-        .arg(config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| {
-            Error::Backend(format!(
-                "could not run `redis-server` ({e}): install it (Debian: apt-get install redis-server) or pass --backend redis://HOST:PORT"
-            ))
-        })
-}
-
 /// Opens a new unauthenticated stream to `addr`.
 async fn connect_to(addr: &BackendAddr) -> io::Result<BackendStream> {
     match addr {
@@ -360,6 +361,8 @@ pub struct Backend {
     spawned: bool,
     /// The configuration file of a spawned standalone server (to start it again).
     config: Option<PathBuf>,
+    /// The binary of a spawned server.
+    program: ServerProgram,
     _dir: Option<tempfile::TempDir>,
 }
 
@@ -381,6 +384,11 @@ impl Backend {
     /// Spawns `redis-server` (from `PATH`) listening only on a unix socket in a private
     /// temporary directory, with the default user disabled.
     pub async fn spawn() -> Result<Self, Error> {
+        Self::spawn_with(&ServerProgram::default()).await
+    }
+
+    /// As [`spawn`](Self::spawn), running `program` (a `redis-server` or `valkey-server`).
+    pub async fn spawn_with(program: &ServerProgram) -> Result<Self, Error> {
         let dir = tempfile::Builder::new()
             .prefix("redis-entra-backend-")
             .tempdir()
@@ -401,7 +409,7 @@ impl Backend {
         let config_path = dir.path().join("redis.conf");
         std::fs::write(&config_path, config)
             .map_err(|e| Error::io("writing the backend's configuration", e))?;
-        let child = spawn_redis_server(&config_path)?;
+        let child = program.spawn(&config_path)?;
         let addr = BackendAddr::Unix(socket);
         let backend = Self {
             users: Arc::new(Users::new(
@@ -413,6 +421,7 @@ impl Backend {
             child: tokio::sync::Mutex::new(Some(child)),
             spawned: true,
             config: Some(config_path),
+            program: program.clone(),
             _dir: Some(dir),
         };
         backend.wait_ready().await?;
@@ -451,6 +460,7 @@ impl Backend {
             child: tokio::sync::Mutex::new(None),
             spawned: false,
             config: None,
+            program: ServerProgram::default(),
             _dir: None,
         };
         backend.wait_ready().await?;
@@ -495,6 +505,7 @@ impl Backend {
                 child: tokio::sync::Mutex::new(None),
                 spawned: false,
                 config: None,
+                program: ServerProgram::default(),
                 _dir: None,
             })
             .collect()
@@ -793,14 +804,24 @@ impl Backend {
 
     /// The server's commands and arities (`COMMAND`, read at the first call), with which the
     /// gateway answers an unauthenticated client's unknown command or wrong argument count as
-    /// Redis does, before `NOAUTH`.
+    /// the server does: before `NOAUTH` (Redis 7.0), or not at all (Valkey 8 and later answer
+    /// `NOAUTH` first), as a probe of the server shows.
     pub async fn command_arities(&self) -> Result<Arc<CommandArities>, Error> {
         self.users
             .commands
             .get_or_try_init(|| async {
                 let mut s = self.admin_connection().await?;
                 let reply = request(&mut s, &["COMMAND"]).await?;
-                Ok::<_, Error>(Arc::new(CommandArities::from_reply(&reply)))
+                let mut table = CommandArities::from_reply(&reply);
+                // What does the server tell a client that has not authenticated about a command
+                // it does not have? Its own words decide the gateway's.
+                let mut anonymous = connect_to(&self.addr)
+                    .await
+                    .map_err(|e| Error::io("connecting to the backend", e))?;
+                let probe = request(&mut anonymous, &["REDIS-ENTRA-NO-SUCH-COMMAND"]).await?;
+                table.checks_commands_before_auth =
+                    !matches!(&probe, Value::Error(text) if text.starts_with("NOAUTH"));
+                Ok::<_, Error>(Arc::new(table))
             })
             .await
             .cloned()
@@ -876,7 +897,7 @@ impl Backend {
         if !down_for.is_zero() {
             tokio::time::sleep(down_for).await;
         }
-        *slot = Some(spawn_redis_server(config)?);
+        *slot = Some(self.program.spawn(config)?);
         drop(slot);
         self.wait_ready().await?;
         self.reinstall_missing_users().await?;

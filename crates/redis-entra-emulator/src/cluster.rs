@@ -49,9 +49,8 @@ use tokio::process::Child;
 use tokio::time::Instant;
 use tracing::debug;
 
-use crate::backend::{
-    base_acl, request, spawn_redis_server, Backend, BackendAddr, BackendStream, Value, ADMIN_USER,
-};
+use crate::backend::{base_acl, request, Backend, BackendAddr, BackendStream, Value, ADMIN_USER};
+use crate::server_program::ServerProgram;
 use crate::Error;
 
 /// The number of hash slots.
@@ -134,6 +133,8 @@ pub struct Cluster {
     hostnames: bool,
     /// The administrator's password, for `MIGRATE … AUTH2` (a secret: never logged).
     admin_password: String,
+    /// The nodes' binary.
+    program: ServerProgram,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -168,17 +169,26 @@ impl Cluster {
     /// bound, which the node announces), creates the users on every node, splits the slots
     /// evenly, introduces the nodes and waits until the cluster is healthy.
     pub async fn start(gateway_ports: &[u16]) -> Result<Cluster, Error> {
+        Self::start_with(gateway_ports, &ServerProgram::default()).await
+    }
+
+    /// As [`start`](Self::start), running `program` (a `redis-server` or `valkey-server`).
+    pub async fn start_with(
+        gateway_ports: &[u16],
+        program: &ServerProgram,
+    ) -> Result<Cluster, Error> {
         let n = gateway_ports.len();
         if n == 0 || n > usize::from(SLOTS) {
             return Err(Error::Config(format!(
                 "a cluster needs between 1 and {SLOTS} nodes, not {n}"
             )));
         }
-        let hostnames = redis_major_version().await.is_none_or(|major| major >= 7);
+        let hostnames = program.major_version().await.is_none_or(|major| major >= 7);
         let admin_password = random_password();
         let mut spawned = Vec::with_capacity(n);
         for (index, &gateway_port) in gateway_ports.iter().enumerate() {
-            spawned.push(spawn_node(index, gateway_port, &admin_password, hostnames).await?);
+            spawned
+                .push(spawn_node(program, index, gateway_port, &admin_password, hostnames).await?);
         }
         let addrs: Vec<BackendAddr> = spawned
             .iter()
@@ -212,6 +222,7 @@ impl Cluster {
             nodes,
             hostnames,
             admin_password,
+            program: program.clone(),
         };
         if let Some(first) = cluster.nodes.first() {
             first.backend.install_users().await?;
@@ -397,7 +408,7 @@ impl Cluster {
         let deadline = Instant::now() + NODE_READY;
         let data_port = self.info[index].backend.port();
         loop {
-            let mut child = spawn_redis_server(&node.config)?;
+            let mut child = self.program.spawn(&node.config)?;
             match wait_node_ready(&mut child, data_port, &self.admin_password, &node.log).await {
                 Ok(()) => {
                     *slot = Some(child);
@@ -667,18 +678,6 @@ fn random_password() -> String {
     )
 }
 
-/// `redis-server --version`'s major version, if it can be read.
-async fn redis_major_version() -> Option<u32> {
-    let out = tokio::process::Command::new("redis-server")
-        .arg("--version")
-        .output()
-        .await
-        .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let version = text.split_whitespace().find_map(|w| w.strip_prefix("v="))?;
-    version.split('.').next()?.parse().ok()
-}
-
 /// Two distinct free ports on 127.0.0.1: data and bus. Before Redis 7 the bus port is always
 /// the data port + 10000.
 fn free_ports(bus_follows_data: bool) -> Result<(u16, u16), Error> {
@@ -729,6 +728,7 @@ fn node_config(dir: &Path, data: u16, bus: u16, gateway: u16, hostnames: bool) -
 /// Creates node `index`'s directory, configuration and ACL file and starts it, on fresh ports
 /// until it comes up.
 async fn spawn_node(
+    program: &ServerProgram,
     index: usize,
     gateway_port: u16,
     admin_password: &str,
@@ -750,7 +750,7 @@ async fn spawn_node(
             node_config(dir.path(), data_port, bus_port, gateway_port, hostnames),
         )
         .map_err(|e| Error::io("writing a cluster node's configuration", e))?;
-        let mut child = spawn_redis_server(&config)?;
+        let mut child = program.spawn(&config)?;
         match wait_node_ready(&mut child, data_port, admin_password, &log).await {
             Ok(()) => {
                 return Ok(Spawned {

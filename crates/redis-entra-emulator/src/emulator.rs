@@ -33,6 +33,7 @@ use crate::faults::Faults;
 use crate::gateway::validate::{TokenValidator, DEFAULT_MAX_LIFETIME};
 use crate::gateway::{Gateway, GatewayState};
 use crate::identity::{self, IdentityState};
+use crate::server_program::ServerProgram;
 use crate::signing::TokenIssuer;
 use crate::stats::Stats;
 use crate::tls::Pki;
@@ -125,6 +126,9 @@ pub struct EmulatorConfig {
     /// The gateway's limits (connections, time to authenticate) and the Azure product whose
     /// unsupported commands it refuses.
     pub gateway: crate::gateway::GatewayConfig,
+    /// The server binary the emulator spawns behind its gateway (`--redis-server PATH`): any
+    /// `redis-server` or `valkey-server`; Debian's `redis-server` from `PATH` by default.
+    pub redis_server: ServerProgram,
 }
 
 impl Default for EmulatorConfig {
@@ -141,6 +145,7 @@ impl Default for EmulatorConfig {
             cluster: None,
             federated_token_lifetime: Duration::from_secs(3600),
             gateway: crate::gateway::GatewayConfig::default(),
+            redis_server: ServerProgram::default(),
         }
     }
 }
@@ -848,7 +853,7 @@ impl PendingBackend {
         let Some(n) = config.cluster else {
             let backend = Arc::new(match &config.backend {
                 Some(url) => Backend::external(url).await?,
-                None => Backend::spawn().await?,
+                None => Backend::spawn_with(&config.redis_server).await?,
             });
             let listener = bind(config.gateway_port, "Redis gateway").await?;
             return Ok(Self {
@@ -877,7 +882,7 @@ impl PendingBackend {
             ports.push(local(&listener)?.port());
             listeners.push(listener);
         }
-        let cluster = Arc::new(Cluster::start(&ports).await?);
+        let cluster = Arc::new(Cluster::start_with(&ports, &config.redis_server).await?);
         let backends = (0..n)
             .map(|i| {
                 cluster

@@ -46,6 +46,7 @@ mod error;
 pub mod faults;
 pub mod gateway;
 pub mod identity;
+pub mod server_program;
 pub mod signing;
 pub mod stats;
 pub mod tls;
@@ -96,3 +97,4 @@ pub mod fuzzing {
 pub use access_keys::KeyType;
 pub use emulator::{Emulator, EmulatorConfig, IdentityKind};
 pub use error::Error;
+pub use server_program::ServerProgram;

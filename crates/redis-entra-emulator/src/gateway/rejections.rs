@@ -1,6 +1,7 @@
 //! Redis' own answers to a request it rejects before looking at who sent it: an unknown command
-//! or subcommand, or a wrong number of arguments. Redis 7 checks these before authentication,
-//! so an unauthenticated client gets them rather than `NOAUTH`; the gateway answers phase 1's
+//! or subcommand, or a wrong number of arguments. Redis 7.0 checks these before authentication,
+//! so an unauthenticated client gets them rather than `NOAUTH` (Valkey 8 and later answer
+//! `NOAUTH` first: the backend's own answer to a probe decides); the gateway answers phase 1's
 //! requests itself and words them the same way, from the backend's own `COMMAND` table.
 
 use std::borrow::Cow;
@@ -27,6 +28,9 @@ fn error(text: &[u8]) -> Vec<u8> {
 
 /// The error Redis gives `args` (command name first) before checking authentication, if any.
 pub(super) fn rejection(table: &CommandArities, args: &[Cow<'_, [u8]>]) -> Option<Vec<u8>> {
+    if !table.checks_commands_before_auth() {
+        return None;
+    }
     let name = args.first()?;
     let argc = args.len() as i64;
     let arity_ok = |arity: i64| !((arity > 0 && arity != argc) || argc < -arity);
