@@ -31,9 +31,8 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
-use std::process::Stdio;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -43,7 +42,7 @@ use tokio::io::{
     ReadBuf,
 };
 use tokio::net::{TcpStream, UnixStream};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use uuid::Uuid;
 
 use crate::directory::AccessPolicy;
