@@ -149,7 +149,10 @@ pub async fn run(args: EmulatorArgs) -> Outcome {
     println!("ready");
     let _ = std::io::stdout().flush();
     terminated().await;
-    eprintln!("redis-entra emulator: stopping");
+    eprintln!(
+        "redis-entra emulator: stopping: {}",
+        emulator.stats().summary()
+    );
     emulator.shutdown().await;
     Ok(ExitCode::SUCCESS)
 }

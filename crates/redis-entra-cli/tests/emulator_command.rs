@@ -336,6 +336,17 @@ fn stops_cleanly(sig: &str, with_subscriber: bool) {
         "the emulator panicked while stopping:\n{}",
         emulator.stderr()
     );
+    // It says what it did: the PING above was one connection and one accepted AUTH.
+    assert!(
+        emulator
+            .stderr()
+            .lines()
+            .any(|l| l.starts_with("redis-entra emulator: stopping: ")
+                && l.contains(" AUTHs accepted")
+                && !l.contains(" 0 connections")),
+        "no summary at shutdown:\n{}",
+        emulator.stderr()
+    );
     drop(subscriber);
 }
 

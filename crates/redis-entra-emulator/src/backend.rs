@@ -826,6 +826,12 @@ impl Backend {
             .cloned()
     }
 
+    /// Whether the backend answers the administrator's `PING`.
+    pub async fn ping(&self) -> Result<(), Error> {
+        let mut s = self.admin_connection().await?;
+        simple_command(&mut s, &["PING"]).await.map(drop)
+    }
+
     /// Opens a stream authenticated as the emulator's administrator.
     pub async fn admin_connection(&self) -> Result<BackendStream, Error> {
         self.users.admin_connection(&self.addr).await

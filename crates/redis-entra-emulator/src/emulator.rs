@@ -241,11 +241,16 @@ impl Emulator {
         let authority_addr = local(&authority_listener)?;
         let authority = format!("https://localhost:{}", authority_addr.port());
         let msi_listener = bind(0, "managed identity endpoint").await?;
+        let mut listeners: Vec<(&'static str, SocketAddr)> = vec![
+            ("fake Entra ID", authority_addr),
+            ("managed identity endpoint", local(&msi_listener)?),
+        ];
         let msi_endpoint = format!(
             "http://127.0.0.1:{}/msi/token",
             local(&msi_listener)?.port()
         );
         let imds_listener = bind(config.imds_port, "instance metadata service (IMDS)").await?;
+        listeners.push(("instance metadata service (IMDS)", local(&imds_listener)?));
         let imds_endpoint = format!(
             "http://127.0.0.1:{}/metadata/identity/oauth2/token",
             local(&imds_listener)?.port()
@@ -301,6 +306,9 @@ impl Emulator {
 
         let pending = PendingBackend::start(&config).await?;
         let backend = pending.first_backend()?;
+        for listener in &pending.listeners {
+            listeners.push(("Redis gateway", local(listener)?));
+        }
 
         let admin_listener = bind(0, "admin interface").await?;
         let admin_url = format!("http://127.0.0.1:{}", local(&admin_listener)?.port());
@@ -317,6 +325,7 @@ impl Emulator {
                 stats: stats.clone(),
                 admin_key: admin_key.clone(),
                 max_token_lifetime: config.max_token_lifetime,
+                listeners,
             }),
             until_stopped(stop_rx.clone()),
         ));

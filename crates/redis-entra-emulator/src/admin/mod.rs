@@ -5,7 +5,7 @@
 //! fake Entra ID's HTTPS listener, so that the authority host serves exactly Entra's paths and
 //! so that `curl` needs no CA. Its URL is [`Emulator::admin_url`](crate::Emulator::admin_url)
 //! (`REDIS_ENTRA_EMULATOR_ADMIN` in the env file). Every request needs
-//! `Authorization: Bearer <key>`, the key being generated at start
+//! `Authorization: Bearer <key>` (but `/health` and `/metrics`, which hold no secret), the key being generated at start
 //! ([`Emulator::admin_key`](crate::Emulator::admin_key), `REDIS_ENTRA_EMULATOR_ADMIN_KEY`);
 //! without it the answer is 401, so nothing else on the machine drives the emulator by
 //! accident.
@@ -15,6 +15,9 @@
 //!
 //! | method | path | body | answer |
 //! |---|---|---|---|
+//! | `GET` | `/health` (no key) | | 200 `{"status": "ready", "listeners"}` when every listener accepts a connection and the backend answers `PING`; else 503 `{"status": "unavailable", "failing": [what], "listeners"}` |
+//! | `GET` | `/metrics` (no key) | | the counters in Prometheus' text format, `redis_entra_emulator_<name>_total` (by `grant` and by `reason` for the two labelled ones) |
+//! | `GET` | `/admin/stats` | | the counters as JSON: `token_requests`, `tokens_issued`, `connections_accepted`, `auth_succeeded`, `auth_failed`, `closed_at_expiry`, `closed_keys_disabled`, `closed_key_revoked`, `closed_by_fault`, `closed_by_backend`, `backend_restarts`, `token_requests_by_grant` {grant: n}, `auth_refused_by_reason` {reason: n} |
 //! | `GET` | `/admin/identities` | | `[identity]` (no secrets) |
 //! | `POST` | `/admin/identities` | `{"kind": "service-principal" \| "system-assigned-identity" \| "user-assigned-identity", "display_name"?, "attached"?}` (a managed identity is attached to the emulated compute resource unless `"attached": false`) | 201 `identity`, with `secret` for a service principal (only here) |
 //! | `GET` | `/admin/identities/{object_id}` | | `identity` |
@@ -65,6 +68,7 @@ mod assignments;
 mod cluster;
 mod faults;
 mod identities;
+mod observe;
 mod policies;
 mod tokens;
 
@@ -103,6 +107,8 @@ pub struct AdminState {
     /// The longest token lifetime the gateway accepts: `PUT /admin/token-lifetime` refuses a
     /// longer one (its tokens would all get `WRONGPASS`).
     pub max_token_lifetime: Duration,
+    /// The emulator's listeners, by name, which `GET /health` checks.
+    pub listeners: Vec<(&'static str, std::net::SocketAddr)>,
 }
 
 impl std::fmt::Debug for AdminState {
@@ -122,9 +128,16 @@ pub fn generate_admin_key() -> String {
     crate::signing::base64_url_nopad(&bytes)
 }
 
-/// The admin routes (see the module documentation), behind the bearer check.
+/// The admin routes (see the module documentation), behind the bearer check, and the open
+/// `/health` and `/metrics`.
 pub fn router(state: AdminState) -> Router {
+    let open = Router::new()
+        .route("/health", get(observe::health))
+        .route("/metrics", get(observe::metrics))
+        .layer(axum::middleware::from_fn(api::log_request))
+        .with_state(state.clone());
     Router::new()
+        .route("/admin/stats", get(observe::stats))
         .route(
             "/admin/identities",
             get(identities::list).post(identities::create),
@@ -185,4 +198,5 @@ pub fn router(state: AdminState) -> Router {
         ))
         .layer(axum::middleware::from_fn(api::log_request))
         .with_state(state)
+        .merge(open)
 }

@@ -528,7 +528,7 @@ impl Tracker {
                 user = %switch.user,
                 "Redis refused the substituted AUTH: the session stays as it was"
             );
-            Stats::bump(&stats.auth_failed);
+            stats.refused("backend_refused");
             return;
         }
         Stats::bump(&stats.auth_succeeded);

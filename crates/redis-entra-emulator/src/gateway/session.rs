@@ -384,13 +384,13 @@ impl Ctx<'_> {
                         policy = valid.policy.name(),
                         "AUTH refused: the backend user of the identity could not be created"
                     );
-                    Stats::bump(&self.state.stats.auth_failed);
+                    self.state.stats.refused("backend_user");
                     Err(Refused::Invalid)
                 }
                 None => Err(Refused::NeedsUser(valid.oid, valid.policy)),
             },
             Err(rejection) => {
-                self.refused(&rejection);
+                self.refused(&rejection, "token");
                 Err(Refused::Invalid)
             }
         }
@@ -432,7 +432,7 @@ impl Ctx<'_> {
                 user: self.state.backend.access_key_user(),
             }),
             Err(rejection) => {
-                self.refused(&rejection);
+                self.refused(&rejection, "access_key");
                 Err(Refused::Invalid)
             }
         }
@@ -448,14 +448,14 @@ impl Ctx<'_> {
                 conn = self.id,
                 "re-AUTH refused: the refuse-reauth fault is on"
             );
-            Stats::bump(&self.state.stats.auth_failed);
+            self.state.stats.refused("fault_refuse_reauth");
         }
         refused
     }
 
-    fn refused(&self, rejection: &Rejection) {
+    fn refused(&self, rejection: &Rejection, what: &'static str) {
         debug!(conn = self.id, reason = %rejection, "AUTH refused");
-        Stats::bump(&self.state.stats.auth_failed);
+        self.state.stats.refused(what);
         self.failures.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -468,7 +468,7 @@ impl Ctx<'_> {
                 conn = self.id,
                 "AUTH refused unchecked: too many refused AUTHs on this connection"
             );
-            Stats::bump(&self.state.stats.auth_failed);
+            self.state.stats.refused("too_many_failures");
         }
         failed
     }
@@ -786,7 +786,7 @@ async fn first_auth(ctx: &Ctx<'_>, auth: Authenticated) -> Result<(Vec<u8>, Opti
             user = %auth.granted.user.name,
             "Redis refused the substituted credentials: the client stays unauthenticated"
         );
-        Stats::bump(&ctx.state.stats.auth_failed);
+        ctx.state.stats.refused("backend_refused");
         return Ok((bytes, None));
     }
     auth.granted.log(ctx.id, "authenticated");

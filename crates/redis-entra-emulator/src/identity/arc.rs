@@ -82,6 +82,11 @@ async fn arc_token(
     headers: HeaderMap,
 ) -> Response {
     Stats::bump(&state.identity.stats.token_requests);
+    state
+        .identity
+        .stats
+        .token_requests_by_grant
+        .bump("azure_arc");
     let correlation = Uuid::new_v4().to_string();
     if let Some(reply) = fault_injection::apply(&state.identity, Flavor::Imds, &correlation).await {
         log("injected fault", reply.status());

@@ -31,6 +31,7 @@ pub(crate) async fn imds_token(
     headers: HeaderMap,
 ) -> Response {
     Stats::bump(&state.stats.token_requests);
+    state.stats.token_requests_by_grant.bump("imds");
     let correlation = Uuid::new_v4().to_string();
     if let Some(reply) = fault_injection::apply(&state, Flavor::Imds, &correlation).await {
         log(None, "injected fault", reply.status());

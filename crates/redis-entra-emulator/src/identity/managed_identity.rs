@@ -114,6 +114,10 @@ pub(crate) async fn app_service_token(
     headers: HeaderMap,
 ) -> Response {
     Stats::bump(&state.stats.token_requests);
+    state
+        .stats
+        .token_requests_by_grant
+        .bump("app_service_managed_identity");
     let correlation = Uuid::new_v4().to_string();
     if let Some(reply) = fault_injection::apply(&state, Flavor::AppService, &correlation).await {
         log(None, "injected fault", reply.status());

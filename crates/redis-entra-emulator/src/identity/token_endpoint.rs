@@ -105,6 +105,10 @@ async fn client_credentials(
         let grant_type = form
             .get("grant_type")
             .ok_or_else(|| EntraError::missing_parameter("grant_type"))?;
+        state
+            .stats
+            .token_requests_by_grant
+            .bump(grant_label(grant_type));
         if super::user_grants::handles(grant_type) {
             client_id = form.get("client_id").map(str::to_string);
             return super::user_grants::token(state, grant_type, &form).await;
@@ -158,4 +162,16 @@ async fn client_credentials(
     }
     .await;
     Outcome { client_id, result }
+}
+
+/// A grant type as the counters name it (a fixed set: a client cannot add labels).
+fn grant_label(grant_type: &str) -> &'static str {
+    match grant_type {
+        "client_credentials" => "client_credentials",
+        "authorization_code" => "authorization_code",
+        "refresh_token" => "refresh_token",
+        "urn:ietf:params:oauth:grant-type:device_code" | "device_code" => "device_code",
+        "password" => "password",
+        _ => "other",
+    }
 }
