@@ -24,13 +24,31 @@ pub fn reply(value: &Value, output: Output) -> String {
     let mut out = String::new();
     match output {
         Output::Typed => write_typed(&mut out, value, 0),
-        Output::Raw => write_raw(&mut out, value),
+        Output::Raw => {
+            write_raw(&mut out, value);
+            out.push('\n');
+        }
         Output::Json => {
             write_json(&mut out, value);
             out.push('\n');
         }
+        Output::Csv => {
+            crate::csv::write(&mut out, value);
+            out.push('\n');
+        }
     }
     out
+}
+
+/// A double as redis-cli shows it: `inf`, `-inf`, `nan`, or its shortest decimal form.
+pub fn double(d: f64) -> String {
+    if d.is_nan() {
+        "nan".into()
+    } else if d.is_infinite() {
+        if d > 0.0 { "inf" } else { "-inf" }.into()
+    } else {
+        d.to_string()
+    }
 }
 
 /// Formats an error reply (`CODE detail`) as redis-cli does: `(error) CODE detail` on a
@@ -39,6 +57,7 @@ pub fn reply(value: &Value, output: Output) -> String {
 pub fn error(text: &str, output: Output) -> String {
     match output {
         Output::Raw => format!("{text}\n\n"),
+        Output::Csv => format!("{}\n", crate::csv::error(text)),
         Output::Typed | Output::Json => format!("(error) {text}\n"),
     }
 }
@@ -107,45 +126,47 @@ fn server_error_text(e: &redis::ServerError) -> String {
     }
 }
 
+/// redis-cli's raw form of a reply (`cliFormatReplyRaw`), without the newline that ends it:
+/// the elements of an array, set or push joined by newlines, a map's pairs as `key value`
+/// lines, nil as nothing, booleans `(true)`/`(false)`, an error with its own newline.
 fn write_raw(out: &mut String, value: &Value) {
     match value {
-        Value::Nil => out.push('\n'),
+        Value::Nil => {}
         Value::Int(i) => {
-            let _ = writeln!(out, "{i}");
+            let _ = write!(out, "{i}");
         }
-        Value::BulkString(b) => {
-            out.push_str(&String::from_utf8_lossy(b));
+        Value::BulkString(b) => out.push_str(&String::from_utf8_lossy(b)),
+        Value::SimpleString(s) => out.push_str(s),
+        Value::Okay => out.push_str("OK"),
+        Value::Double(d) => out.push_str(&double(*d)),
+        Value::Boolean(b) => out.push_str(if *b { "(true)" } else { "(false)" }),
+        Value::Array(items) | Value::Set(items) | Value::Push { data: items, .. } => {
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push('\n');
+                }
+                write_raw(out, item);
+            }
+        }
+        Value::Map(pairs) => {
+            for (i, (k, v)) in pairs.iter().enumerate() {
+                if i > 0 {
+                    out.push('\n');
+                }
+                write_raw(out, k);
+                out.push(' ');
+                write_raw(out, v);
+            }
+        }
+        Value::Attribute { data, .. } => write_raw(out, data),
+        Value::VerbatimString { text, .. } => out.push_str(text),
+        Value::BigNumber(n) => out.push_str(&String::from_utf8_lossy(n)),
+        Value::ServerError(e) => {
+            out.push_str(&server_error_text(e));
             out.push('\n');
         }
-        Value::SimpleString(s) => {
-            let _ = writeln!(out, "{s}");
-        }
-        Value::Okay => out.push_str("OK\n"),
-        Value::Double(d) => {
-            let _ = writeln!(out, "{d}");
-        }
-        Value::Boolean(b) => {
-            let _ = writeln!(out, "{}", if *b { 1 } else { 0 });
-        }
-        Value::Array(items) | Value::Set(items) => items.iter().for_each(|v| write_raw(out, v)),
-        Value::Push { data, .. } => data.iter().for_each(|v| write_raw(out, v)),
-        Value::Map(pairs) => pairs.iter().for_each(|(k, v)| {
-            write_raw(out, k);
-            write_raw(out, v);
-        }),
-        Value::Attribute { data, .. } => write_raw(out, data),
-        Value::VerbatimString { text, .. } => {
-            let _ = writeln!(out, "{text}");
-        }
-        Value::BigNumber(n) => {
-            let _ = writeln!(out, "{}", String::from_utf8_lossy(n));
-        }
-        // As redis-cli: the error's own newline, then the reply's.
-        Value::ServerError(e) => {
-            let _ = write!(out, "{}\n\n", server_error_text(e));
-        }
         _ => {
-            let _ = writeln!(out, "{value:?}");
+            let _ = write!(out, "{value:?}");
         }
     }
 }

@@ -33,7 +33,15 @@ pub async fn run(connection: &ConnectionArgs, args: TokenArgs) -> Outcome {
         || ["AZURE_REDIS_HOST", "AZURE_REDIS_CONNECTIONSTRING"]
             .iter()
             .any(|name| crate::settings::env(name).is_some());
-    let credential = if cache_configured {
+    let credential = if let Some(kind) = connection.credential {
+        let authority = crate::settings::env("AZURE_AUTHORITY_HOST").unwrap_or_else(|| {
+            redis_entra::config::AzureCloud::Public
+                .authority_host()
+                .into()
+        });
+        crate::identity::chosen(kind, &connection.choice(), authority, connection.tls()?)?
+            .credential
+    } else if cache_configured {
         crate::settings::entra_credential(&connection.config()?)?
     } else {
         from_env(&FromEnvOptions {
