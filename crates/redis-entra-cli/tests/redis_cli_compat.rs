@@ -309,6 +309,19 @@ fn refused_flags_say_why_and_help_lists_them() {
     assert_eq!(bad.code(), Some(2), "{}", bad.all());
     let ok = s.entra(&["-t", "2.5", "PING"]).ok("-t 2.5");
     assert_eq!(ok.stdout, "PONG\n");
+    // -t bounds the connection: a server that accepts TCP but never answers TLS (a listener
+    // nobody accepts on) fails after -t, not after the default 10 s.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let port = silent.local_addr().expect("an address").port().to_string();
+    let started = std::time::Instant::now();
+    let run = s.entra(&["-h", "127.0.0.1", "-p", &port, "-t", "0.3", "PING"]);
+    assert_eq!(run.code(), Some(4), "{}", run.all());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(silent);
 }
 
 #[test]
