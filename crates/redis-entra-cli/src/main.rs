@@ -4,7 +4,7 @@
 //! One file per subcommand: [`command`] (one command, and the subscriptions in [`subscribe`]),
 //! [`prompt`] (no command: the interactive prompt), [`token`], [`doctor`], [`demo`],
 //! [`emulator`]. What they share: [`settings`] (redis-cli's flags and the AZURE_* variables),
-//! [`session`] (signing in, routing and printing a command), [`format`] (redis-cli's output
+//! [`session`] (signing in, routing and printing a command), [`format`](mod@format) (redis-cli's output
 //! formats), [`split`] (redis-cli's argument quoting) and [`exit`] (the exit codes).
 
 mod command;

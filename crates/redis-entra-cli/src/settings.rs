@@ -87,9 +87,9 @@ pub struct ConnectionArgs {
     /// between --scan and --stat cycles, and every 100 keys of --bigkeys and --memkeys.
     #[arg(short = 'i', id = "repeat_interval", value_name = "SECS")]
     pub interval: Option<f64>,
-    /// The server as a URI: rediss://[[user]:key@]host[:port][/db], as Service Connector's
-    /// AZURE_REDIS_CONNECTIONSTRING; a key in it is an access key (never printed). -h, -p and
-    /// -n, when given, win over its parts.
+    /// The server as a URI, rediss://:KEY@HOST:PORT/DB (key, port and database optional), as
+    /// Service Connector's AZURE_REDIS_CONNECTIONSTRING; a key in it is an access key (never
+    /// printed). -h, -p and -n, when given, win over its parts.
     #[arg(short = 'u', value_name = "URI", global = true)]
     pub uri: Option<crate::uri::UriArg>,
     /// Don't warn when -u carries an access key.
