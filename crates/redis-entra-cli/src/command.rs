@@ -42,7 +42,8 @@ pub async fn run(args: &ConnectionArgs, modes: &ModeArgs, words: Vec<String>) ->
             }
         }
     }
-    if args.stdin_last_arg && !words.is_empty() {
+    // As redis-cli, -x applies to a command, not to --eval's arguments.
+    if args.stdin_last_arg && modes.eval.is_none() && !words.is_empty() {
         words.push(read_stdin_arg().await?);
     }
     if words.is_empty() {

@@ -28,12 +28,15 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read as _, Write as _};
 use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use azure_core::credentials::{AccessToken, Secret, TokenCredential, TokenRequestOptions};
-use azure_core::time::OffsetDateTime;
 use redis_entra::RefreshPolicy;
+
+mod credential;
+mod key;
+
+pub use credential::{forget_refused, wrap};
+pub use key::CacheKey;
 
 /// The variable that turns the cache off (`1`, `true` or `yes`).
 pub const DISABLE_VAR: &str = "REDIS_ENTRA_NO_TOKEN_CACHE";
@@ -41,8 +44,8 @@ pub const DISABLE_VAR: &str = "REDIS_ENTRA_NO_TOKEN_CACHE";
 const MAX_FILE: u64 = 64 * 1024;
 /// A token claiming to live longer than this is not believed (Entra's live at most a day).
 const MAX_LIFETIME_SECS: i64 = 48 * 3600;
-/// The format's version, part of every key: a new format never reads an old file.
-const VERSION: &str = "redis-entra token cache v1";
+/// How many entries of the folder are looked at for stale temporary files.
+const MAX_ENTRIES_SCANNED: usize = 1000;
 
 /// Whether `REDIS_ENTRA_NO_TOKEN_CACHE` asks for no cache.
 pub fn disabled_by_env() -> bool {
@@ -66,71 +69,6 @@ pub fn default_dir() -> Option<PathBuf> {
         .or_else(|| absolute("XDG_CACHE_HOME"))
         .or_else(|| absolute("HOME").map(|h| h.join(".cache")))
         .map(|base| base.join("redis-entra"))
-}
-
-/// What a cached token belongs to: a credential kind and the non-secret facts that name the
-/// identity (authority, tenant, client id, endpoint, ...) and the scope. Never holds a secret.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CacheKey {
-    parts: Vec<(String, String)>,
-}
-
-impl CacheKey {
-    /// A key for credential `kind` (e.g. `client-secret`).
-    pub fn new(kind: &str) -> Self {
-        Self {
-            parts: vec![("credential".into(), kind.into())],
-        }
-    }
-
-    /// Adds a fact (`name=value`); `None` is recorded as absent, so that a tenant given and a
-    /// tenant left out make two keys.
-    pub fn with(mut self, name: &str, value: Option<&str>) -> Self {
-        self.parts
-            .push((name.into(), value.unwrap_or("(none)").to_string()));
-        self
-    }
-
-    /// Adds a fingerprint of a secret (the first 128 bits of a SHA-256 of it, never the secret):
-    /// a changed secret is another key, so a wrong new secret fails at once instead of being
-    /// hidden by a token the old one got.
-    pub fn with_secret(self, name: &str, secret: &str) -> Self {
-        let mut input = b"redis-entra secret fingerprint\0".to_vec();
-        input.extend_from_slice(secret.as_bytes());
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &input);
-        let hex: String = digest.as_ref()[..16]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        self.with(&format!("{name}_fingerprint"), Some(&hex))
-    }
-
-    /// The key's text, one `name=value` a line (newlines in values escaped).
-    pub fn text(&self, scopes: &[&str]) -> String {
-        let mut text = String::from(VERSION);
-        let line = |text: &mut String, name: &str, value: &str| {
-            text.push('\n');
-            text.push_str(name);
-            text.push('=');
-            text.push_str(&value.replace('\\', "\\\\").replace('\n', "\\n"));
-        };
-        for (name, value) in &self.parts {
-            line(&mut text, name, value);
-        }
-        line(&mut text, "scope", &scopes.join(" "));
-        text
-    }
-
-    /// The file name for this key and `scopes`: `token-<first 128 bits of SHA-256, hex>.json`.
-    pub fn file_name(&self, scopes: &[&str]) -> String {
-        let digest =
-            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, self.text(scopes).as_bytes());
-        let hex: String = digest.as_ref()[..16]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        format!("token-{hex}.json")
-    }
 }
 
 /// A token read from the cache. `Debug` never shows it.
@@ -294,7 +232,33 @@ impl TokenCache {
             );
             return None;
         }
-        Some(Self { dir })
+        let cache = Self { dir };
+        cache.remove_stale_temporaries();
+        Some(cache)
+    }
+
+    /// Removes temporary files that a process which died while writing left behind (older than
+    /// a minute; a look at the first [`MAX_ENTRIES_SCANNED`] entries), so the folder stays
+    /// bounded.
+    fn remove_stale_temporaries(&self) {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        let minute_ago = SystemTime::now() - std::time::Duration::from_secs(60);
+        for entry in entries.take(MAX_ENTRIES_SCANNED).flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if !(name.starts_with('.') && name.ends_with(".tmp")) {
+                continue;
+            }
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t < minute_ago);
+            if old {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
     }
 
     /// The folder.
@@ -390,156 +354,6 @@ impl TokenCache {
     }
 }
 
-/// A credential that serves tokens from a [`TokenCache`] while they have their refresh margin
-/// left, and otherwise asks the credential it wraps and stores what it gets. `Debug` shows no
-/// token.
-pub struct CachedCredential {
-    inner: Arc<dyn TokenCredential>,
-    cache: TokenCache,
-    key: CacheKey,
-    policy: RefreshPolicy,
-    /// The expiry of the last token this process handed out, and whether it came from the file:
-    /// the file is used again only for a token that expires later (another process refreshed
-    /// it), so a refresh in a long-running prompt asks the credential.
-    served: Mutex<Option<(i64, bool)>>,
-    /// The scopes of the last request, to forget a refused token.
-    last_scopes: Mutex<Vec<String>>,
-}
-
-impl std::fmt::Debug for CachedCredential {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CachedCredential")
-            .field("dir", &self.cache.dir())
-            .field("key", &self.key)
-            .finish_non_exhaustive()
-    }
-}
-
-impl CachedCredential {
-    /// Wraps `inner`, caching its tokens in `cache` under `key`; `policy` decides how long a
-    /// cached token is used.
-    pub fn new(
-        inner: Arc<dyn TokenCredential>,
-        cache: TokenCache,
-        key: CacheKey,
-        policy: RefreshPolicy,
-    ) -> Self {
-        Self {
-            inner,
-            cache,
-            key,
-            policy,
-            served: Mutex::new(None),
-            last_scopes: Mutex::new(Vec::new()),
-        }
-    }
-
-    /// Removes the cached token if the last one served came from the file (the server refused
-    /// it: revoked, or signed with a key the server no longer trusts), so that the next run
-    /// asks for a new one.
-    pub fn forget_if_served_from_cache(&self) {
-        let from_file = self
-            .served
-            .lock()
-            .map(|s| s.is_some_and(|(_, from_file)| from_file))
-            .unwrap_or(false);
-        if from_file {
-            let scopes = self
-                .last_scopes
-                .lock()
-                .map(|s| s.clone())
-                .unwrap_or_default();
-            let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
-            self.cache.remove(&self.key, &scopes);
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl TokenCredential for CachedCredential {
-    async fn get_token(
-        &self,
-        scopes: &[&str],
-        options: Option<TokenRequestOptions<'_>>,
-    ) -> azure_core::Result<AccessToken> {
-        if let Ok(mut last) = self.last_scopes.lock() {
-            *last = scopes.iter().map(|s| s.to_string()).collect();
-        }
-        let served = self.served.lock().ok().and_then(|s| *s);
-        let now = now_unix();
-        if let Some(entry) = self.cache.load(&self.key, scopes) {
-            let fresher = served.is_none_or(|(expires_on, _)| entry.expires_on > expires_on);
-            if fresher && entry.usable(now, &self.policy) {
-                if let Ok(expires_on) = OffsetDateTime::from_unix_timestamp(entry.expires_on) {
-                    tracing::debug!(
-                        file = %self.cache.path(&self.key, scopes).display(),
-                        expires_in_s = entry.expires_on - now,
-                        "token from the cache"
-                    );
-                    if let Ok(mut s) = self.served.lock() {
-                        *s = Some((entry.expires_on, true));
-                    }
-                    return Ok(AccessToken::new(Secret::new(entry.token), expires_on));
-                }
-            }
-        }
-        let token = self.inner.get_token(scopes, options).await?;
-        let entry = Entry {
-            token: token.token.secret().to_string(),
-            expires_on: token.expires_on.unix_timestamp(),
-            received_at: now_unix(),
-        };
-        if let Ok(mut s) = self.served.lock() {
-            *s = Some((entry.expires_on, false));
-        }
-        match self.cache.store(&self.key, scopes, &entry) {
-            Ok(()) => tracing::debug!(
-                file = %self.cache.path(&self.key, scopes).display(),
-                "token stored in the cache"
-            ),
-            Err(e) => eprintln!(
-                "warning: token cache: cannot write to {}: {e}; the token is not cached",
-                self.cache.dir().display()
-            ),
-        }
-        Ok(token)
-    }
-}
-
-/// The cached credential of this process, if any (for [`forget_refused`]).
-static ACTIVE: std::sync::OnceLock<Arc<CachedCredential>> = std::sync::OnceLock::new();
-
-/// The credential of `identity`, behind the cache unless `disabled` or the identity has no
-/// key, or no private folder can be had (a warning says why).
-pub fn wrap(
-    identity: crate::identity::Identity,
-    disabled: bool,
-    policy: &RefreshPolicy,
-) -> Arc<dyn TokenCredential> {
-    let Some(key) = identity.cache_key.filter(|_| !disabled) else {
-        return identity.credential;
-    };
-    let Some(cache) = default_dir().and_then(TokenCache::open) else {
-        return identity.credential;
-    };
-    let cached = Arc::new(CachedCredential::new(
-        identity.credential,
-        cache,
-        key,
-        policy.clone(),
-    ));
-    let _ = ACTIVE.set(cached.clone());
-    cached
-}
-
-/// After the server refused the token: removes it from the cache if it came from there, so the
-/// next run asks for a new one instead of failing the same way until it expires.
-pub fn forget_refused() {
-    if let Some(cached) = ACTIVE.get() {
-        cached.forget_if_served_from_cache();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -574,31 +388,6 @@ mod tests {
         assert!(!entry(1000, 0).usable(1000, &p));
         assert!(!entry(1000, -5).usable(1000, &p));
         assert!(!entry(1000, 30 * 24 * 3600).usable(1001, &p));
-    }
-
-    #[test]
-    fn keys_differ_by_every_part_and_scope() {
-        let a = CacheKey::new("client-secret")
-            .with("tenant", Some("t"))
-            .with("client_id", Some("c"));
-        let b = CacheKey::new("client-secret")
-            .with("tenant", Some("t"))
-            .with("client_id", Some("d"));
-        let s = ["https://redis.azure.com/.default"];
-        assert_ne!(a.file_name(&s), b.file_name(&s));
-        assert_ne!(a.file_name(&s), a.file_name(&["other"]));
-        assert_eq!(a.file_name(&s), a.clone().file_name(&s));
-        assert_ne!(
-            CacheKey::new("x").with("a", Some("b\nc=d")).text(&s),
-            CacheKey::new("x")
-                .with("a", Some("b"))
-                .with("c", Some("d"))
-                .text(&s)
-        );
-        assert!(a.file_name(&s).starts_with("token-") && a.file_name(&s).ends_with(".json"));
-        let one = CacheKey::new("x").with_secret("secret", "hunter2");
-        assert_ne!(one, CacheKey::new("x").with_secret("secret", "hunter3"));
-        assert!(!one.text(&s).contains("hunter2"));
     }
 
     #[test]
@@ -642,8 +431,22 @@ mod tests {
         let meta = fs::metadata(cache.path(&key, &s)).unwrap();
         assert_eq!(meta.mode() & 0o777, 0o600);
         assert_eq!(cache.load(&key, &s), Some(e));
-        // No temporary file left behind.
+        // No temporary file left behind; a stale one (a writer died) is removed at the next open.
         assert_eq!(fs::read_dir(cache.dir()).unwrap().count(), 1);
+        let stale = cache.dir().join(".token-x.json.1.0.tmp");
+        let fresh = cache.dir().join(".token-y.json.1.0.tmp");
+        fs::write(&stale, b"{").unwrap();
+        fs::write(&fresh, b"{").unwrap();
+        let long_ago = SystemTime::now() - std::time::Duration::from_secs(3600);
+        File::options()
+            .write(true)
+            .open(&stale)
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
+        let cache = TokenCache::open(cache.dir().to_path_buf()).unwrap();
+        assert!(!stale.exists() && fresh.exists());
+        fs::remove_file(&fresh).unwrap();
         cache.remove(&key, &s);
         assert_eq!(cache.load(&key, &s), None);
     }
