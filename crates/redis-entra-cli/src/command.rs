@@ -42,9 +42,17 @@ pub async fn run(args: &ConnectionArgs, modes: &ModeArgs, words: Vec<String>) ->
             }
         }
     }
-    // As redis-cli, -x applies to a command, not to --eval's arguments.
+    // As redis-cli, -x and -X apply to a command, not to --eval's arguments.
     if args.stdin_last_arg && modes.eval.is_none() && !words.is_empty() {
         words.push(read_stdin_arg().await?);
+    } else if let (Some(tag), None) = (&args.stdin_tag, &modes.eval) {
+        match words.iter().position(|w| w == tag.as_bytes()) {
+            Some(i) => words[i] = read_stdin_arg().await?,
+            None => {
+                eprintln!("Using -X option but stdin tag not match.");
+                return Ok(ExitCode::from(exit::ERROR_REPLY));
+            }
+        }
     }
     if words.is_empty() {
         return Err(session::refusal("no command given".into()).into());

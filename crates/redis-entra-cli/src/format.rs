@@ -26,7 +26,7 @@ pub fn reply(value: &Value, output: Output) -> String {
         Output::Typed => write_typed(&mut out, value, 0),
         Output::Raw => {
             write_raw(&mut out, value);
-            out.push('\n');
+            out.push_str(reply_delimiter());
         }
         Output::Json => {
             write_json(&mut out, value);
@@ -37,6 +37,34 @@ pub fn reply(value: &Value, output: Output) -> String {
             out.push('\n');
         }
     }
+    out
+}
+
+/// `-d` and `-D`: what separates the elements of a raw reply, and what ends a raw reply
+/// (both a newline unless given).
+static DELIMITERS: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+
+/// Sets `-d` (between the elements of a raw reply) and `-D` (after each raw reply), once.
+pub fn set_delimiters(element: Option<String>, reply: Option<String>) {
+    let _ = DELIMITERS.set((
+        element.unwrap_or_else(|| "\n".into()),
+        reply.unwrap_or_else(|| "\n".into()),
+    ));
+}
+
+fn element_delimiter() -> &'static str {
+    DELIMITERS.get().map_or("\n", |(e, _)| e.as_str())
+}
+
+fn reply_delimiter() -> &'static str {
+    DELIMITERS.get().map_or("\n", |(_, r)| r.as_str())
+}
+
+/// A reply printed as it is, as redis-cli prints the text replies of `INFO`, `CLIENT LIST`, …
+/// ([`forces_raw`]) whatever the output format: raw, with nothing after it.
+pub fn verbatim(value: &Value) -> String {
+    let mut out = String::new();
+    write_raw(&mut out, value);
     out
 }
 
@@ -143,7 +171,7 @@ fn write_raw(out: &mut String, value: &Value) {
         Value::Array(items) | Value::Set(items) | Value::Push { data: items, .. } => {
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push('\n');
+                    out.push_str(element_delimiter());
                 }
                 write_raw(out, item);
             }
@@ -151,7 +179,7 @@ fn write_raw(out: &mut String, value: &Value) {
         Value::Map(pairs) => {
             for (i, (k, v)) in pairs.iter().enumerate() {
                 if i > 0 {
-                    out.push('\n');
+                    out.push_str(element_delimiter());
                 }
                 write_raw(out, k);
                 out.push(' ');

@@ -125,6 +125,10 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     init_logging(&cli.log);
+    format::set_delimiters(
+        cli.connection.element_delimiter.clone(),
+        cli.connection.reply_delimiter.clone(),
+    );
     if let Err(e) = cli.connection.check_supported() {
         eprintln!("error: {e}");
         return ExitCode::from(exit::USAGE);

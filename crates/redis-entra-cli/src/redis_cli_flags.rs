@@ -18,7 +18,11 @@ pub const SUPPORTED: &[(&str, &str)] = &[
     ),
     ("-c", "follow -MOVED/-ASK (cluster)"),
     ("-2 -3", "RESP2 or RESP3"),
-    ("-x", "last argument from standard input"),
+    (
+        "-x -X <tag>",
+        "last (or the tag's) argument from standard input",
+    ),
+    ("-d -D", "delimiters of raw replies"),
     (
         "-r <n> -i <secs>",
         "repeat the command, pausing between runs",
@@ -83,9 +87,6 @@ pub const REFUSED: &[(&str, &str)] = &[
     ("--show-pushes", NOT_YET),
     ("--verbose", NOT_YET),
     ("--mono", NOT_YET),
-    ("-X", NOT_YET),
-    ("-d", NOT_YET),
-    ("-D", NOT_YET),
 ];
 
 /// The reason `flag` (as typed, e.g. `--rdb` or `--rdb=x`) is refused, if it is a refused

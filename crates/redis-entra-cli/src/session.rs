@@ -185,12 +185,12 @@ pub fn print_result(
     output: Output,
     exit_on_error: bool,
 ) -> anyhow::Result<u8> {
-    let output = if matches!(output, Output::Typed | Output::Csv) && format::forces_raw(words) {
-        Output::Raw
-    } else {
-        output
-    };
     match result {
+        // As redis-cli: the text replies of INFO, CLIENT LIST, … as they are, in any format.
+        Ok(value) if format::forces_raw(words) => {
+            print_stdout(&format::verbatim(&value));
+            Ok(exit::SUCCESS)
+        }
         Ok(value) => {
             print_stdout(&format::reply(&value, output));
             Ok(exit::SUCCESS)

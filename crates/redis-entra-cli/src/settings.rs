@@ -80,6 +80,15 @@ pub struct ConnectionArgs {
     /// Read the last argument from standard input (all of it, as it is).
     #[arg(short = 'x')]
     pub stdin_last_arg: bool,
+    /// Read the argument equal to TAG from standard input (all of it, as it is).
+    #[arg(short = 'X', value_name = "TAG", conflicts_with = "stdin_last_arg")]
+    pub stdin_tag: Option<String>,
+    /// Between the elements of a raw reply (default: a newline).
+    #[arg(short = 'd', value_name = "DELIMITER", allow_hyphen_values = true)]
+    pub element_delimiter: Option<String>,
+    /// After each raw reply (default: a newline).
+    #[arg(short = 'D', value_name = "DELIMITER", allow_hyphen_values = true)]
+    pub reply_delimiter: Option<String>,
     /// Run the command N times (-1: until interrupted).
     #[arg(short = 'r', value_name = "N", allow_negative_numbers = true)]
     pub repeat: Option<i64>,

@@ -344,3 +344,28 @@ fn raw_replies_join_elements_as_redis_cli() {
         }
     }
 }
+
+#[test]
+fn tagged_stdin_delimiters_and_text_replies() {
+    let s = SideBySide::start();
+    s.entra(&["RPUSH", "l", "a", "b", "c"]).ok("RPUSH");
+    s.entra(&["SET", "k", "v"]).ok("SET");
+    for proto in ["-2", "-3"] {
+        s.same_stdin(
+            &[proto, "-X", "TAG", "SET", "tagged", "TAG"],
+            b"from stdin\n",
+        );
+        s.same(&[proto, "GET", "tagged"]);
+        s.same_stdin(&[proto, "-X", "NOPE", "SET", "tagged", "x"], b"ignored");
+        s.same(&[proto, "-d", ",", "LRANGE", "l", "0", "-1"]);
+        s.same(&[proto, "-D", "", "--raw", "GET", "k"]);
+        s.same(&[proto, "-d", "|", "-D", "#", "LRANGE", "l", "0", "-1"]);
+        // INFO's text as it is, in every format.
+        for format in [None, Some("--no-raw"), Some("--csv"), Some("--json")] {
+            let mut args = vec![proto];
+            args.extend(format);
+            args.extend(["INFO", "keyspace"]);
+            s.same(&args);
+        }
+    }
+}
