@@ -10,10 +10,17 @@ use crate::settings::ConnectionArgs;
 use crate::{exit, subscribe, Outcome};
 
 /// Runs one command, or the mode `modes` asks for.
-pub async fn run(args: &ConnectionArgs, modes: &ModeArgs, words: Vec<String>) -> Outcome {
+pub async fn run(
+    args: &ConnectionArgs,
+    modes: &ModeArgs,
+    words: Vec<std::ffi::OsString>,
+) -> Outcome {
     let config = args.config()?;
     let options = args.connect_options_for(&config);
-    let mut words: Vec<Vec<u8>> = words.into_iter().map(String::into_bytes).collect();
+    let mut words: Vec<Vec<u8>> = words
+        .into_iter()
+        .map(std::os::unix::ffi::OsStringExt::into_vec)
+        .collect();
     if modes.eval.is_none() && modes.any() {
         // As redis-cli, these modes run instead of a command given with them, in its order.
         let manager = session::manager(args, &config)?;

@@ -19,25 +19,40 @@ use redis::Value;
 
 use crate::settings::Output;
 
-/// Formats a reply in `output`'s format, ending with a newline.
+/// Formats a reply in `output`'s format, ending with a newline (raw replies: with `-D`), as
+/// text: bytes that are not UTF-8 become U+FFFD (see [`reply_bytes`] for the exact bytes).
 pub fn reply(value: &Value, output: Output) -> String {
-    let mut out = String::new();
+    String::from_utf8_lossy(&reply_bytes(value, output)).into_owned()
+}
+
+/// [`reply`] as bytes: raw replies keep a value's bytes as they are (`--raw GET` of binary
+/// data, `-D "" --raw DUMP`), as redis-cli writes them.
+pub fn reply_bytes(value: &Value, output: Output) -> Vec<u8> {
     match output {
-        Output::Typed => write_typed(&mut out, value, 0),
         Output::Raw => {
+            let mut out = Vec::new();
             write_raw(&mut out, value);
-            out.push_str(reply_delimiter());
+            out.extend_from_slice(reply_delimiter().as_bytes());
+            out
+        }
+        Output::Typed => {
+            let mut out = String::new();
+            write_typed(&mut out, value, 0);
+            out.into_bytes()
         }
         Output::Json => {
+            let mut out = String::new();
             write_json(&mut out, value);
             out.push('\n');
+            out.into_bytes()
         }
         Output::Csv => {
+            let mut out = String::new();
             crate::csv::write(&mut out, value);
             out.push('\n');
+            out.into_bytes()
         }
     }
-    out
 }
 
 /// `-d` and `-D`: what separates the elements of a raw reply, and what ends a raw reply
@@ -62,8 +77,8 @@ fn reply_delimiter() -> &'static str {
 
 /// A reply printed as it is, as redis-cli prints the text replies of `INFO`, `CLIENT LIST`, …
 /// ([`forces_raw`]) whatever the output format: raw, with nothing after it.
-pub fn verbatim(value: &Value) -> String {
-    let mut out = String::new();
+pub fn verbatim(value: &Value) -> Vec<u8> {
+    let mut out = Vec::new();
     write_raw(&mut out, value);
     out
 }
@@ -157,21 +172,19 @@ fn server_error_text(e: &redis::ServerError) -> String {
 /// redis-cli's raw form of a reply (`cliFormatReplyRaw`), without the newline that ends it:
 /// the elements of an array, set or push joined by newlines, a map's pairs as `key value`
 /// lines, nil as nothing, booleans `(true)`/`(false)`, an error with its own newline.
-fn write_raw(out: &mut String, value: &Value) {
+fn write_raw(out: &mut Vec<u8>, value: &Value) {
     match value {
         Value::Nil => {}
-        Value::Int(i) => {
-            let _ = write!(out, "{i}");
-        }
-        Value::BulkString(b) => out.push_str(&String::from_utf8_lossy(b)),
-        Value::SimpleString(s) => out.push_str(s),
-        Value::Okay => out.push_str("OK"),
-        Value::Double(d) => out.push_str(&double(*d)),
-        Value::Boolean(b) => out.push_str(if *b { "(true)" } else { "(false)" }),
+        Value::Int(i) => out.extend_from_slice(i.to_string().as_bytes()),
+        Value::BulkString(b) => out.extend_from_slice(b),
+        Value::SimpleString(s) => out.extend_from_slice(s.as_bytes()),
+        Value::Okay => out.extend_from_slice(b"OK"),
+        Value::Double(d) => out.extend_from_slice(double(*d).as_bytes()),
+        Value::Boolean(b) => out.extend_from_slice(if *b { b"(true)" } else { b"(false)" }),
         Value::Array(items) | Value::Set(items) | Value::Push { data: items, .. } => {
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push_str(element_delimiter());
+                    out.extend_from_slice(element_delimiter().as_bytes());
                 }
                 write_raw(out, item);
             }
@@ -179,23 +192,21 @@ fn write_raw(out: &mut String, value: &Value) {
         Value::Map(pairs) => {
             for (i, (k, v)) in pairs.iter().enumerate() {
                 if i > 0 {
-                    out.push_str(element_delimiter());
+                    out.extend_from_slice(element_delimiter().as_bytes());
                 }
                 write_raw(out, k);
-                out.push(' ');
+                out.push(b' ');
                 write_raw(out, v);
             }
         }
         Value::Attribute { data, .. } => write_raw(out, data),
-        Value::VerbatimString { text, .. } => out.push_str(text),
-        Value::BigNumber(n) => out.push_str(&String::from_utf8_lossy(n)),
+        Value::VerbatimString { text, .. } => out.extend_from_slice(text.as_bytes()),
+        Value::BigNumber(n) => out.extend_from_slice(n),
         Value::ServerError(e) => {
-            out.push_str(&server_error_text(e));
-            out.push('\n');
+            out.extend_from_slice(server_error_text(e).as_bytes());
+            out.push(b'\n');
         }
-        _ => {
-            let _ = write!(out, "{value:?}");
-        }
+        _ => out.extend_from_slice(format!("{value:?}").as_bytes()),
     }
 }
 

@@ -26,6 +26,7 @@ mod token;
 mod token_cache;
 mod uri;
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 
 use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
@@ -76,7 +77,8 @@ pub enum Command {
     Emulator(emulator::EmulatorArgs),
     /// A Redis command and its arguments, e.g. `redis-entra SET key value`.
     #[command(external_subcommand)]
-    Redis(Vec<String>),
+    /// (Arguments are bytes, as redis-cli takes them: they need not be UTF-8.)
+    Redis(Vec<OsString>),
 }
 
 fn init_logging(level: &str) {

@@ -188,11 +188,11 @@ pub fn print_result(
     match result {
         // As redis-cli: the text replies of INFO, CLIENT LIST, … as they are, in any format.
         Ok(value) if format::forces_raw(words) => {
-            print_stdout(&format::verbatim(&value));
+            print_stdout_bytes(&format::verbatim(&value));
             Ok(exit::SUCCESS)
         }
         Ok(value) => {
-            print_stdout(&format::reply(&value, output));
+            print_stdout_bytes(&format::reply_bytes(&value, output));
             Ok(exit::SUCCESS)
         }
         Err(e) if e.code().is_some() && !exit::is_auth_refusal(&e) => {

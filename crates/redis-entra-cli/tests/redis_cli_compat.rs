@@ -369,3 +369,40 @@ fn tagged_stdin_delimiters_and_text_replies() {
         }
     }
 }
+
+#[test]
+fn raw_output_keeps_binary_values_byte_for_byte() {
+    let s = SideBySide::start();
+    s.entra_stdin(&["-x", "SET", "bin"], b"a\x00b\xff\xfe\r\nz")
+        .ok("SET binary");
+    // redis-cli's own example: DUMP with -D "" --raw, RESTORE with -X.
+    let mut cmd = common::clean_command(common::bin(), &s.vars);
+    cmd.args(["-D", "", "--raw", "DUMP", "bin"]);
+    let dumped = cmd.output().expect("DUMP runs");
+    assert!(dumped.status.success());
+    let mut cli = common::clean_command("redis-cli", &[]);
+    cli.args(["--tls", "--cacert"])
+        .arg(s.cache.emulator().ca_file())
+        .args(["-h", "localhost", "-p", &s.port().to_string()])
+        .args(s.cli_auth())
+        .args(["-D", "", "--raw", "DUMP", "bin"]);
+    let theirs = cli.output().expect("redis-cli DUMP runs");
+    assert_eq!(
+        dumped.stdout, theirs.stdout,
+        "DUMP's bytes, as redis-cli writes them"
+    );
+    s.entra_stdin(&["-X", "T", "RESTORE", "bin2", "0", "T"], &dumped.stdout)
+        .ok("RESTORE from the dump");
+    let a = s.entra(&["--no-raw", "GET", "bin"]);
+    let b = s.entra(&["--no-raw", "GET", "bin2"]);
+    assert_eq!(a.stdout, b.stdout);
+    assert_eq!(a.stdout, "\"a\\x00b\\xff\\xfe\\r\\nz\"\n");
+    // Arguments need not be UTF-8 either.
+    use std::os::unix::ffi::OsStrExt as _;
+    let mut cmd = common::clean_command(common::bin(), &s.vars);
+    cmd.args(["SET", "latin1"])
+        .arg(std::ffi::OsStr::from_bytes(b"caf\xe9"));
+    assert!(cmd.output().expect("SET runs").status.success());
+    let run = s.entra(&["--no-raw", "GET", "latin1"]);
+    assert_eq!(run.stdout, "\"caf\\xe9\"\n");
+}
