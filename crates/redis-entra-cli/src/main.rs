@@ -35,8 +35,8 @@ use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 ///
 /// `redis-entra GET key` runs one command against the cache that the flags, or Service
 /// Connector's AZURE_REDIS_* variables, name; without a command it opens an interactive prompt.
-/// The password is an Entra ID access token from the credential the AZURE_* variables describe,
-/// renewed automatically; the username is its oid claim.
+/// The password is an Entra ID access token from --credential or the AZURE_* variables, kept
+/// between runs and renewed automatically; the username is its oid claim.
 #[derive(Debug, Parser)]
 #[command(name = "redis-entra", version, disable_help_flag = true)]
 #[command(

@@ -93,7 +93,7 @@ pub struct ConnectionArgs {
     #[arg(short = 'r', value_name = "N", allow_negative_numbers = true)]
     pub repeat: Option<i64>,
     /// With -r, wait SECS seconds (decimals allowed, e.g. 0.1) after each run; also the pause
-    /// between --scan and --stat cycles, and every 100 keys of --bigkeys and --memkeys.
+    /// between --scan and --stat cycles, and every 100 SCAN calls of --bigkeys and --memkeys.
     #[arg(short = 'i', id = "repeat_interval", value_name = "SECS")]
     pub interval: Option<f64>,
     /// The server as a URI, rediss://:KEY@HOST:PORT/DB (key, port and database optional), as
