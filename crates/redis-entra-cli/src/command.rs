@@ -21,6 +21,24 @@ pub async fn run(
         .into_iter()
         .map(std::os::unix::ffi::OsStringExt::into_vec)
         .collect();
+    if modes.pattern().is_err() {
+        eprintln!("Invalid quoted string specified for --quoted-pattern.");
+        return Ok(ExitCode::from(exit::ERROR_REPLY));
+    }
+    if args.quoted_input {
+        let unquoted: Option<Vec<Vec<u8>>> = words
+            .iter()
+            .map(|w| crate::modes::unquote(&String::from_utf8_lossy(w)))
+            .collect();
+        match unquoted {
+            Some(u) => words = u,
+            None => {
+                // redis-cli says so on stdout.
+                session::print_stdout("Invalid quoted string\n");
+                return Ok(ExitCode::from(exit::ERROR_REPLY));
+            }
+        }
+    }
     if modes.eval.is_none() && modes.any() {
         // As redis-cli, these modes run instead of a command given with them, in its order.
         let manager = session::manager(args, &config)?;

@@ -24,6 +24,10 @@ pub const SUPPORTED: &[(&str, &str)] = &[
     ),
     ("-d -D", "delimiters of raw replies"),
     (
+        "--quoted-input --quoted-pattern",
+        "arguments and patterns given quoted",
+    ),
+    (
         "-r <n> -i <secs>",
         "repeat the command, pausing between runs",
     ),
@@ -81,8 +85,6 @@ pub const REFUSED: &[(&str, &str)] = &[
     ("--latency-dist", NOT_YET),
     ("--ldb", NOT_YET),
     ("--ldb-sync-mode", NOT_YET),
-    ("--quoted-input", NOT_YET),
-    ("--quoted-pattern", NOT_YET),
     ("--quoted-json", NOT_YET),
     ("--show-pushes", NOT_YET),
     ("--verbose", NOT_YET),

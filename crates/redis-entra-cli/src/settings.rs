@@ -80,6 +80,10 @@ pub struct ConnectionArgs {
     /// Read the last argument from standard input (all of it, as it is).
     #[arg(short = 'x')]
     pub stdin_last_arg: bool,
+    /// Read each argument as a quoted string ("a\x00b"), for arguments that are not plain
+    /// text.
+    #[arg(long = "quoted-input")]
+    pub quoted_input: bool,
     /// Read the argument equal to TAG from standard input (all of it, as it is).
     #[arg(short = 'X', value_name = "TAG", conflicts_with = "stdin_last_arg")]
     pub stdin_tag: Option<String>,

@@ -406,3 +406,23 @@ fn raw_output_keeps_binary_values_byte_for_byte() {
     let run = s.entra(&["--no-raw", "GET", "latin1"]);
     assert_eq!(run.stdout, "\"caf\\xe9\"\n");
 }
+
+#[test]
+fn quoted_input_and_patterns() {
+    let s = SideBySide::start();
+    for proto in ["-2", "-3"] {
+        s.same(&[proto, "--quoted-input", "SET", "\"q\\x00k\"", "'it''s'"]);
+        s.same(&[proto, "--quoted-input", "SET", "\"q\\x00k\"", "\"a b\\n\""]);
+        s.same(&[proto, "--no-raw", "--quoted-input", "GET", "\"q\\x00k\""]);
+        s.same(&[proto, "--quoted-input", "GET", "\"unbalanced"]);
+        s.same(&[proto, "--quoted-input", "GET", "two words"]);
+        s.same(&[
+            proto,
+            "--no-raw",
+            "--scan",
+            "--quoted-pattern",
+            "\"q\\x00*\"",
+        ]);
+        s.same(&[proto, "--scan", "--quoted-pattern", "\"bad"]);
+    }
+}

@@ -22,6 +22,9 @@ pub struct ModeArgs {
     /// With --scan: only keys matching this glob pattern (SCAN's MATCH; default: all).
     #[arg(long, value_name = "PATTERN")]
     pub pattern: Option<String>,
+    /// As --pattern, given quoted ("a\x00*"), for a pattern that is not plain text.
+    #[arg(long = "quoted-pattern", value_name = "PATTERN")]
+    pub quoted_pattern: Option<String>,
     /// With --scan: SCAN's COUNT, the work asked of each call (redis-cli 7.2's --count).
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
@@ -61,7 +64,25 @@ pub struct ModeArgs {
     pub stat: bool,
 }
 
+/// A string given quoted (`"a b\x00"`), as redis-cli's `--quoted-input` and
+/// `--quoted-pattern` read it: exactly one quoted or plain word; `None` otherwise.
+pub fn unquote(text: &str) -> Option<Vec<u8>> {
+    match crate::split::split(text) {
+        Ok(mut words) if words.len() == 1 => words.pop(),
+        _ => None,
+    }
+}
+
 impl ModeArgs {
+    /// The SCAN pattern: `--quoted-pattern` unquoted, else `--pattern`; `Err` for a quoted
+    /// pattern that does not unquote.
+    pub fn pattern(&self) -> Result<Option<Vec<u8>>, ()> {
+        match (&self.quoted_pattern, &self.pattern) {
+            (Some(q), _) => unquote(q).map(Some).ok_or(()),
+            (None, p) => Ok(p.as_ref().map(|p| p.as_bytes().to_vec())),
+        }
+    }
+
     /// Whether a mode other than "run the command" was asked for.
     pub fn any(&self) -> bool {
         self.scan

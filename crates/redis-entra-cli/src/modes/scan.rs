@@ -16,8 +16,8 @@ use crate::Outcome;
 /// One SCAN call's command.
 pub fn scan_words(cursor: &[u8], modes: &ModeArgs) -> Vec<Vec<u8>> {
     let mut words = vec![b"SCAN".to_vec(), cursor.to_vec()];
-    if let Some(pattern) = &modes.pattern {
-        words.extend([b"MATCH".to_vec(), pattern.as_bytes().to_vec()]);
+    if let Ok(Some(pattern)) = modes.pattern() {
+        words.extend([b"MATCH".to_vec(), pattern]);
     }
     if let Some(count) = modes.count {
         words.extend([b"COUNT".to_vec(), count.to_string().into_bytes()]);
