@@ -253,3 +253,16 @@ fn identities_have_their_own_entries_and_no_secret_is_logged() {
         .ok("ACL WHOAMI as the service principal");
     assert_eq!(who.stdout.trim(), emulator.service_principal().object_id);
 }
+
+#[test]
+fn token_serves_the_cached_token_as_az_does() {
+    let s = Setup::start();
+    let before = s.token_requests();
+    let first = s.run(&["token", "--raw-token"]).ok("token");
+    let second = s.run(&["token", "--raw-token"]).ok("token again");
+    assert_eq!(first.stdout, second.stdout);
+    s.run(&["GET", "k"]).ok("GET with the same token");
+    assert_eq!(s.token_requests(), before + 1);
+    s.run(&["--no-token-cache", "token"]).ok("token, no cache");
+    assert_eq!(s.token_requests(), before + 2);
+}
