@@ -33,7 +33,7 @@ pub struct EmulatorArgs {
     /// Write `export NAME=VALUE` lines here once ready (atomically).
     #[arg(long)]
     pub env_file: Option<PathBuf>,
-    /// Front an existing Redis (redis://[user:pass@]host:port or unix:///path) instead of
+    /// Front an existing Redis (redis://USER:PASS@HOST:PORT or unix:///PATH) instead of
     /// spawning redis-server.
     #[arg(long)]
     pub backend: Option<String>,

@@ -34,9 +34,12 @@ Exit codes:
   3  authentication or token failure (the credential could not get a token; WRONGPASS)
   4  connection or TLS failure (DNS, TCP, certificate)
 
-Not supported: -a/--pass/--user/--askpass. The password is an Entra ID token and the username
-its oid claim; both come from the credential the AZURE_* variables describe, and are renewed
-automatically. Run `redis-entra doctor` to find out why signing in fails.";
+Run `redis-entra doctor` to find out why signing in fails.
+
+Tokens are kept between runs, owner-only, in $XDG_RUNTIME_DIR/redis-entra (else
+$XDG_CACHE_HOME or ~/.cache): a loop of commands asks Entra once per token lifetime. Whoever can
+read your files can use a kept token until it expires; --no-token-cache or
+REDIS_ENTRA_NO_TOKEN_CACHE=1 keeps none.";
 
 /// An error in what the user gave: a flag, an environment variable, a refused command.
 #[derive(Debug)]

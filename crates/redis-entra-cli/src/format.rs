@@ -19,18 +19,79 @@ use redis::Value;
 
 use crate::settings::Output;
 
-/// Formats a reply in `output`'s format, ending with a newline.
+/// Formats a reply in `output`'s format, ending with a newline (raw replies: with `-D`), as
+/// text: bytes that are not UTF-8 become U+FFFD (see [`reply_bytes`] for the exact bytes).
 pub fn reply(value: &Value, output: Output) -> String {
-    let mut out = String::new();
+    String::from_utf8_lossy(&reply_bytes(value, output)).into_owned()
+}
+
+/// [`reply`] as bytes: raw replies keep a value's bytes as they are (`--raw GET` of binary
+/// data, `-D "" --raw DUMP`), as redis-cli writes them.
+pub fn reply_bytes(value: &Value, output: Output) -> Vec<u8> {
     match output {
-        Output::Typed => write_typed(&mut out, value, 0),
-        Output::Raw => write_raw(&mut out, value),
+        Output::Raw => {
+            let mut out = Vec::new();
+            write_raw(&mut out, value);
+            out.extend_from_slice(reply_delimiter().as_bytes());
+            out
+        }
+        Output::Typed => {
+            let mut out = String::new();
+            write_typed(&mut out, value, 0);
+            out.into_bytes()
+        }
         Output::Json => {
+            let mut out = String::new();
             write_json(&mut out, value);
             out.push('\n');
+            out.into_bytes()
+        }
+        Output::Csv => {
+            let mut out = String::new();
+            crate::csv::write(&mut out, value);
+            out.push('\n');
+            out.into_bytes()
         }
     }
+}
+
+/// `-d` and `-D`: what separates the elements of a raw reply, and what ends a raw reply
+/// (both a newline unless given).
+static DELIMITERS: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+
+/// Sets `-d` (between the elements of a raw reply) and `-D` (after each raw reply), once.
+pub fn set_delimiters(element: Option<String>, reply: Option<String>) {
+    let _ = DELIMITERS.set((
+        element.unwrap_or_else(|| "\n".into()),
+        reply.unwrap_or_else(|| "\n".into()),
+    ));
+}
+
+fn element_delimiter() -> &'static str {
+    DELIMITERS.get().map_or("\n", |(e, _)| e.as_str())
+}
+
+fn reply_delimiter() -> &'static str {
+    DELIMITERS.get().map_or("\n", |(_, r)| r.as_str())
+}
+
+/// A reply printed as it is, as redis-cli prints the text replies of `INFO`, `CLIENT LIST`, …
+/// ([`forces_raw`]) whatever the output format: raw, with nothing after it.
+pub fn verbatim(value: &Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    write_raw(&mut out, value);
     out
+}
+
+/// A double as redis-cli shows it: `inf`, `-inf`, `nan`, or its shortest decimal form.
+pub fn double(d: f64) -> String {
+    if d.is_nan() {
+        "nan".into()
+    } else if d.is_infinite() {
+        if d > 0.0 { "inf" } else { "-inf" }.into()
+    } else {
+        d.to_string()
+    }
 }
 
 /// Formats an error reply (`CODE detail`) as redis-cli does: `(error) CODE detail` on a
@@ -39,6 +100,7 @@ pub fn reply(value: &Value, output: Output) -> String {
 pub fn error(text: &str, output: Output) -> String {
     match output {
         Output::Raw => format!("{text}\n\n"),
+        Output::Csv => format!("{}\n", crate::csv::error(text)),
         Output::Typed | Output::Json => format!("(error) {text}\n"),
     }
 }
@@ -107,46 +169,44 @@ fn server_error_text(e: &redis::ServerError) -> String {
     }
 }
 
-fn write_raw(out: &mut String, value: &Value) {
+/// redis-cli's raw form of a reply (`cliFormatReplyRaw`), without the newline that ends it:
+/// the elements of an array, set or push joined by newlines, a map's pairs as `key value`
+/// lines, nil as nothing, booleans `(true)`/`(false)`, an error with its own newline.
+fn write_raw(out: &mut Vec<u8>, value: &Value) {
     match value {
-        Value::Nil => out.push('\n'),
-        Value::Int(i) => {
-            let _ = writeln!(out, "{i}");
+        Value::Nil => {}
+        Value::Int(i) => out.extend_from_slice(i.to_string().as_bytes()),
+        Value::BulkString(b) => out.extend_from_slice(b),
+        Value::SimpleString(s) => out.extend_from_slice(s.as_bytes()),
+        Value::Okay => out.extend_from_slice(b"OK"),
+        Value::Double(d) => out.extend_from_slice(double(*d).as_bytes()),
+        Value::Boolean(b) => out.extend_from_slice(if *b { b"(true)" } else { b"(false)" }),
+        Value::Array(items) | Value::Set(items) | Value::Push { data: items, .. } => {
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.extend_from_slice(element_delimiter().as_bytes());
+                }
+                write_raw(out, item);
+            }
         }
-        Value::BulkString(b) => {
-            out.push_str(&String::from_utf8_lossy(b));
-            out.push('\n');
+        Value::Map(pairs) => {
+            for (i, (k, v)) in pairs.iter().enumerate() {
+                if i > 0 {
+                    out.extend_from_slice(element_delimiter().as_bytes());
+                }
+                write_raw(out, k);
+                out.push(b' ');
+                write_raw(out, v);
+            }
         }
-        Value::SimpleString(s) => {
-            let _ = writeln!(out, "{s}");
-        }
-        Value::Okay => out.push_str("OK\n"),
-        Value::Double(d) => {
-            let _ = writeln!(out, "{d}");
-        }
-        Value::Boolean(b) => {
-            let _ = writeln!(out, "{}", if *b { 1 } else { 0 });
-        }
-        Value::Array(items) | Value::Set(items) => items.iter().for_each(|v| write_raw(out, v)),
-        Value::Push { data, .. } => data.iter().for_each(|v| write_raw(out, v)),
-        Value::Map(pairs) => pairs.iter().for_each(|(k, v)| {
-            write_raw(out, k);
-            write_raw(out, v);
-        }),
         Value::Attribute { data, .. } => write_raw(out, data),
-        Value::VerbatimString { text, .. } => {
-            let _ = writeln!(out, "{text}");
-        }
-        Value::BigNumber(n) => {
-            let _ = writeln!(out, "{}", String::from_utf8_lossy(n));
-        }
-        // As redis-cli: the error's own newline, then the reply's.
+        Value::VerbatimString { text, .. } => out.extend_from_slice(text.as_bytes()),
+        Value::BigNumber(n) => out.extend_from_slice(n),
         Value::ServerError(e) => {
-            let _ = write!(out, "{}\n\n", server_error_text(e));
+            out.extend_from_slice(server_error_text(e).as_bytes());
+            out.push(b'\n');
         }
-        _ => {
-            let _ = writeln!(out, "{value:?}");
-        }
+        _ => out.extend_from_slice(format!("{value:?}").as_bytes()),
     }
 }
 

@@ -4,34 +4,41 @@
 //! One file per subcommand: [`command`] (one command, and the subscriptions in [`subscribe`]),
 //! [`prompt`] (no command: the interactive prompt), [`token`], [`doctor`], [`demo`],
 //! [`emulator`]. What they share: [`settings`] (redis-cli's flags and the AZURE_* variables),
-//! [`session`] (signing in, routing and printing a command), [`format`] (redis-cli's output
+//! [`session`] (signing in, routing and printing a command), [`format`](mod@format) (redis-cli's output
 //! formats), [`split`] (redis-cli's argument quoting) and [`exit`] (the exit codes).
 
 mod command;
+mod csv;
 mod demo;
 mod doctor;
 mod emulator;
 mod exit;
 mod format;
+mod identity;
+mod modes;
 mod prompt;
+mod redis_cli_flags;
 mod session;
 mod settings;
 mod split;
 mod subscribe;
 mod token;
+mod token_cache;
+mod uri;
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 /// A redis-cli that signs in with Microsoft Entra ID.
 ///
 /// `redis-entra GET key` runs one command against the cache that the flags, or Service
 /// Connector's AZURE_REDIS_* variables, name; without a command it opens an interactive prompt.
-/// The password is an Entra ID access token from the credential the AZURE_* variables describe,
-/// renewed automatically; the username is its oid claim.
+/// The password is an Entra ID access token from --credential or the AZURE_* variables, kept
+/// between runs and renewed automatically; the username is its oid claim.
 #[derive(Debug, Parser)]
-#[command(name = "redis-entra", version, disable_help_flag = true, after_help = exit::HELP)]
+#[command(name = "redis-entra", version, disable_help_flag = true)]
 #[command(
     args_conflicts_with_subcommands = false,
     subcommand_precedence_over_arg = true
@@ -47,6 +54,9 @@ pub struct Cli {
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
     #[arg(long, default_value = "warn", global = true)]
     pub log: String,
+
+    #[command(flatten)]
+    pub modes: modes::ModeArgs,
 
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -67,7 +77,8 @@ pub enum Command {
     Emulator(emulator::EmulatorArgs),
     /// A Redis command and its arguments, e.g. `redis-entra SET key value`.
     #[command(external_subcommand)]
-    Redis(Vec<String>),
+    /// (Arguments are bytes, as redis-cli takes them: they need not be UTF-8.)
+    Redis(Vec<OsString>),
 }
 
 fn init_logging(level: &str) {
@@ -79,9 +90,47 @@ fn init_logging(level: &str) {
         .try_init();
 }
 
+/// Parses the command line; a refused redis-cli flag gets its reason (exit 2).
+fn parse() -> Result<Cli, ExitCode> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let command = Cli::command().after_help(redis_cli_flags::help());
+    let matches = command
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m));
+    match matches {
+        Ok(cli) => Ok(cli),
+        Err(e) => {
+            if e.kind() == ErrorKind::UnknownArgument {
+                if let Some(ContextValue::String(flag)) = e.get(ContextKind::InvalidArg) {
+                    if let Some(reason) = redis_cli_flags::refusal(flag) {
+                        let name = flag.split('=').next().unwrap_or(flag);
+                        eprintln!(
+                            "error: redis-cli's {name} is not supported by redis-entra: {reason}"
+                        );
+                        return Err(ExitCode::from(exit::USAGE));
+                    }
+                }
+            }
+            let _ = e.print();
+            Err(ExitCode::from(if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::SUCCESS
+            }))
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     init_logging(&cli.log);
+    format::set_delimiters(
+        cli.connection.element_delimiter.clone(),
+        cli.connection.reply_delimiter.clone(),
+    );
     if let Err(e) = cli.connection.check_supported() {
         eprintln!("error: {e}");
         return ExitCode::from(exit::USAGE);
@@ -102,7 +151,8 @@ fn main() -> ExitCode {
             Some(Command::Doctor(args)) => doctor::run(&cli.connection, args).await,
             Some(Command::Demo(args)) => demo::run(args).await,
             Some(Command::Emulator(args)) => emulator::run(args).await,
-            Some(Command::Redis(words)) => command::run(&cli.connection, words).await,
+            Some(Command::Redis(words)) => command::run(&cli.connection, &cli.modes, words).await,
+            None if cli.modes.any() => command::run(&cli.connection, &cli.modes, Vec::new()).await,
             None => prompt::run(&cli.connection).await,
         }
     });
@@ -111,6 +161,9 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
+            if e.code == exit::AUTH {
+                token_cache::forget_refused();
+            }
             eprintln!("error: {:#}", e.error);
             match e.code {
                 exit::AUTH | exit::CONNECTION => eprintln!(

@@ -415,8 +415,8 @@ fn describe(e: &anyhow::Error) -> String {
 /// Runs the prompt until `quit`, Ctrl-D or the end of stdin.
 pub async fn run(args: &ConnectionArgs) -> Outcome {
     let config = args.config()?;
-    let options = config.connect_options();
-    let manager = session::manager(&config)?;
+    let options = args.connect_options_for(&config);
+    let manager = session::manager(args, &config)?;
     let conn = session::connect(&options, &manager, args.cluster).await?;
     let interactive = std::io::stdin().is_terminal();
     let mut input = if interactive {

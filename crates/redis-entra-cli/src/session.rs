@@ -15,21 +15,29 @@ use redis_entra::{
 
 use crate::exit::{self, UsageError};
 use crate::format;
-use crate::settings::{self, Output};
+use crate::settings::{ConnectionArgs, Output};
+use crate::{identity, token_cache};
 
 /// A token manager over the Entra credential the configuration describes.
 ///
 /// An access key goes through the same machinery: a credential that hands out the key, and the
 /// fixed username `default` (`AUTH default <key>`).
-pub fn manager(config: &RedisConfig) -> anyhow::Result<TokenManager> {
-    if let Auth::AccessKey { .. } = &config.auth {
+///
+/// Entra tokens are kept between runs in the [token cache](crate::token_cache) unless
+/// `--no-token-cache` or `REDIS_ENTRA_NO_TOKEN_CACHE` says otherwise.
+pub fn manager(args: &ConnectionArgs, config: &RedisConfig) -> anyhow::Result<TokenManager> {
+    let choice = args.choice();
+    if let (Auth::AccessKey { .. }, None) = (&config.auth, choice.kind) {
         return Ok(config.token_manager()?);
     }
-    let credential = settings::entra_credential(config)?;
-    Ok(TokenManager::new(
-        credential,
-        TokenManagerOptions::default(),
-    ))
+    let identity = identity::resolve(&choice, config)?;
+    let options = TokenManagerOptions::default();
+    let credential = token_cache::wrap(
+        identity,
+        args.no_token_cache || token_cache::disabled_by_env(),
+        &options.refresh,
+    );
+    Ok(TokenManager::new(credential, options))
 }
 
 /// A connection to one node, or (`-c`) to a cluster, following its redirections.
@@ -177,14 +185,14 @@ pub fn print_result(
     output: Output,
     exit_on_error: bool,
 ) -> anyhow::Result<u8> {
-    let output = if output == Output::Typed && format::forces_raw(words) {
-        Output::Raw
-    } else {
-        output
-    };
     match result {
+        // As redis-cli: the text replies of INFO, CLIENT LIST, … as they are, in any format.
+        Ok(value) if format::forces_raw(words) => {
+            print_stdout_bytes(&format::verbatim(&value));
+            Ok(exit::SUCCESS)
+        }
         Ok(value) => {
-            print_stdout(&format::reply(&value, output));
+            print_stdout_bytes(&format::reply_bytes(&value, output));
             Ok(exit::SUCCESS)
         }
         Err(e) if e.code().is_some() && !exit::is_auth_refusal(&e) => {
@@ -206,8 +214,13 @@ pub fn print_result(
 
 /// Writes to stdout and flushes; a closed stdout (`| head`) is not an error worth a panic.
 pub fn print_stdout(text: &str) {
+    print_stdout_bytes(text.as_bytes());
+}
+
+/// [`print_stdout`] for bytes that need not be UTF-8.
+pub fn print_stdout_bytes(bytes: &[u8]) {
     let mut out = std::io::stdout().lock();
-    let _ = out.write_all(text.as_bytes());
+    let _ = out.write_all(bytes);
     let _ = out.flush();
 }
 

@@ -15,6 +15,7 @@ use redis_entra::config::RedisConfig;
 use redis_entra::{ConnectOptions, Protocol, TlsOptions};
 
 use crate::exit::UsageError;
+use crate::identity::{Choice, CredentialKind};
 
 /// A flag whose value is never kept (a password given with `-a`), only the fact it was given.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -73,6 +74,66 @@ pub struct ConnectionArgs {
     /// error reply is printed and exits 0, as redis-cli does).
     #[arg(short = 'e', global = true)]
     pub exit_on_error: bool,
+    /// Print each reply as a CSV row, as redis-cli does.
+    #[arg(long, global = true)]
+    pub csv: bool,
+    /// Read the last argument from standard input (all of it, as it is).
+    #[arg(short = 'x')]
+    pub stdin_last_arg: bool,
+    /// Read each argument as a quoted string ("a\x00b"), for arguments that are not plain
+    /// text.
+    #[arg(long = "quoted-input")]
+    pub quoted_input: bool,
+    /// Read the argument equal to TAG from standard input (all of it, as it is).
+    #[arg(short = 'X', value_name = "TAG", conflicts_with = "stdin_last_arg")]
+    pub stdin_tag: Option<String>,
+    /// Between the elements of a raw reply (default: a newline).
+    #[arg(short = 'd', value_name = "DELIMITER", allow_hyphen_values = true)]
+    pub element_delimiter: Option<String>,
+    /// After each raw reply (default: a newline).
+    #[arg(short = 'D', value_name = "DELIMITER", allow_hyphen_values = true)]
+    pub reply_delimiter: Option<String>,
+    /// Run the command N times (-1: until interrupted).
+    #[arg(short = 'r', value_name = "N", allow_negative_numbers = true)]
+    pub repeat: Option<i64>,
+    /// With -r, wait SECS seconds (decimals allowed, e.g. 0.1) after each run; also the pause
+    /// between --scan and --stat cycles, and every 100 SCAN calls of --bigkeys and --memkeys.
+    #[arg(short = 'i', id = "repeat_interval", value_name = "SECS")]
+    pub interval: Option<f64>,
+    /// The server as a URI, rediss://:KEY@HOST:PORT/DB (key, port and database optional), as
+    /// Service Connector's AZURE_REDIS_CONNECTIONSTRING; a key in it is an access key (never
+    /// printed). -h, -p and -n, when given, win over its parts.
+    #[arg(short = 'u', value_name = "URI", global = true)]
+    pub uri: Option<crate::uri::UriArg>,
+    /// Don't warn when -u carries an access key.
+    #[arg(long = "no-auth-warning", global = true)]
+    pub no_auth_warning: bool,
+    /// How long connecting may take, in seconds (decimals allowed), as redis-cli 7.2's -t;
+    /// the default waits as long as the system does.
+    #[arg(short = 't', value_name = "SECS", value_parser = crate::uri::parse_timeout, global = true)]
+    pub connect_timeout: Option<std::time::Duration>,
+    /// How to sign in: default, azure-cli, azure-developer-cli, managed-identity,
+    /// workload-identity, service-principal, device-code, browser. Without it the AZURE_*
+    /// variables decide (Service Connector's first, then the Azure SDK's; the
+    /// DefaultAzureCredential chain when they name no identity), as AZURE_TOKEN_CREDENTIALS
+    /// narrows the chain.
+    #[arg(long, global = true, value_name = "KIND", value_enum)]
+    pub credential: Option<CredentialKind>,
+    /// The application's or user-assigned managed identity's client id; overrides
+    /// AZURE_REDIS_CLIENTID and AZURE_CLIENT_ID.
+    #[arg(long = "client-id", global = true, value_name = "ID")]
+    pub client_id: Option<String>,
+    /// The tenant (directory) id or domain; overrides AZURE_REDIS_TENANTID and
+    /// AZURE_TENANT_ID.
+    #[arg(long = "tenant", global = true, value_name = "TENANT")]
+    pub tenant: Option<String>,
+    /// Don't keep tokens between runs (REDIS_ENTRA_NO_TOKEN_CACHE=1 does the same). By default
+    /// a token is kept, owner-only (0600 in a 0700 folder), in $XDG_RUNTIME_DIR/redis-entra
+    /// (else $XDG_CACHE_HOME or ~/.cache), and used by the next runs while it has its refresh
+    /// margin left; anyone able to read that file as you (or root) can use the cache until the
+    /// token expires.
+    #[arg(long = "no-token-cache", global = true)]
+    pub no_token_cache: bool,
     /// Not supported: the password is an Entra ID token.
     #[arg(short = 'a', long = "pass", global = true, hide = true, value_name = "PASSWORD", value_parser = refuse)]
     pub password: Option<Refused>,
@@ -84,6 +145,24 @@ pub struct ConnectionArgs {
     pub askpass: bool,
 }
 
+/// The variables that describe an identity (hidden from the configuration when --credential
+/// names one).
+macro_rules! identity_vars {
+    () => {
+        "AZURE_REDIS_CLIENTID"
+            | "AZURE_REDIS_CLIENTSECRET"
+            | "AZURE_REDIS_TENANTID"
+            | "AZURE_REDIS_PASSWORD"
+            | "AZURE_CLIENT_ID"
+            | "AZURE_CLIENT_SECRET"
+            | "AZURE_TENANT_ID"
+            | "AZURE_FEDERATED_TOKEN_FILE"
+            | "AZURE_CLIENT_CERTIFICATE_PATH"
+            | "AZURE_USERNAME"
+            | "AZURE_PASSWORD"
+    };
+}
+
 /// How replies are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Output {
@@ -93,6 +172,8 @@ pub enum Output {
     Raw,
     /// One JSON document per reply.
     Json,
+    /// One CSV row per reply (`--csv`).
+    Csv,
 }
 
 /// A variable of the environment, if set and not blank.
@@ -116,6 +197,18 @@ impl ConnectionArgs {
         .filter(|(set, _)| *set)
         .map(|(_, name)| *name)
         .collect();
+        if let Some(Ok(uri)) = self.uri.as_ref().map(|u| u.parse()) {
+            if uri.key().is_some() {
+                if let Some(kind) = self.credential {
+                    return Err(usage(format!(
+                        "-u carries an access key and --credential {kind:?} names an Entra identity: keep one (drop the key from the URI to sign in with Entra ID)"
+                    )));
+                }
+                if !self.no_auth_warning {
+                    eprintln!("Warning: Using a password with '-a' or '-u' option on the command line interface may not be safe.");
+                }
+            }
+        }
         if !given.is_empty() {
             return Err(usage(format!(
                 "{} not supported: redis-entra signs in with Microsoft Entra ID, so the password is an access token and the username its oid claim, both from the credential the AZURE_* variables describe (AZURE_REDIS_CLIENTID/AZURE_REDIS_CLIENTSECRET/AZURE_REDIS_TENANTID, a managed identity, ...) and renewed automatically; drop the flag, and run `redis-entra token` to see the identity in use",
@@ -130,6 +223,8 @@ impl ConnectionArgs {
     pub fn output(&self) -> Output {
         if self.json {
             Output::Json
+        } else if self.csv {
+            Output::Csv
         } else if self.raw {
             Output::Raw
         } else if self.no_raw || std::io::stdout().is_terminal() {
@@ -173,10 +268,40 @@ impl ConnectionArgs {
         let host = self.host.clone();
         let port = self.port.map(|p| p.to_string());
         let db = self.db.map(|n| n.to_string());
+        let client_id = self.client_id.clone();
+        let tenant = self.tenant.clone();
+        // With --credential, the identity variables are that credential's business (see
+        // crate::identity), not the configuration's: hidden here, so that they don't pick a
+        // credential or contradict each other.
+        let chosen = self.credential.is_some();
+        let uri = match &self.uri {
+            Some(arg) => Some(arg.parse().map_err(usage)?),
+            None => None,
+        };
+        let uri_host = uri.as_ref().and_then(|u| u.host.clone());
+        let uri_port = uri.as_ref().and_then(|u| u.port.map(|p| p.to_string()));
+        let uri_db = uri.as_ref().and_then(|u| u.db.map(|n| n.to_string()));
+        // A key in -u is an access key: the identity variables are not this connection's.
+        let uri_key = uri.as_ref().and_then(|u| u.key().map(str::to_string));
+        let keyed = uri_key.is_some();
+        let has_uri = uri.is_some();
+        if uri.as_ref().is_some_and(|u| !u.tls) {
+            return Err(usage(
+                "-u: redis:// is a connection without TLS, which Azure refuses for Entra ID (and by default for keys): use rediss://".into(),
+            ));
+        }
         let mut config = RedisConfig::from_vars(|name| match name {
             "AZURE_REDIS_HOST" if host.is_some() => host.clone(),
             "AZURE_REDIS_PORT" if port.is_some() => port.clone(),
             "AZURE_REDIS_DATABASE" if db.is_some() => db.clone(),
+            "AZURE_REDIS_HOST" if uri_host.is_some() => uri_host.clone(),
+            "AZURE_REDIS_PORT" if uri_port.is_some() => uri_port.clone(),
+            "AZURE_REDIS_DATABASE" if uri_db.is_some() => uri_db.clone(),
+            "AZURE_REDIS_PASSWORD" if keyed => uri_key.clone(),
+            "AZURE_REDIS_CONNECTIONSTRING" if has_uri => None,
+            identity_vars!() if chosen || keyed => None,
+            "AZURE_REDIS_CLIENTID" | "AZURE_CLIENT_ID" if client_id.is_some() => client_id.clone(),
+            "AZURE_REDIS_TENANTID" | "AZURE_TENANT_ID" if tenant.is_some() => tenant.clone(),
             _ => std::env::var(name).ok(),
         })
         .map_err(|e| {
@@ -198,9 +323,27 @@ impl ConnectionArgs {
         Ok(config)
     }
 
+    /// `--credential`, `--client-id` and `--tenant`.
+    pub fn choice(&self) -> Choice {
+        Choice {
+            kind: self.credential,
+            client_id: self.client_id.clone(),
+            tenant: self.tenant.clone(),
+        }
+    }
+
     /// Where to connect.
     pub fn connect_options(&self) -> anyhow::Result<ConnectOptions> {
-        Ok(self.config()?.connect_options())
+        Ok(self.connect_options_for(&self.config()?))
+    }
+
+    /// Where `config` says to connect, within `-t`'s timeout.
+    pub fn connect_options_for(&self, config: &RedisConfig) -> ConnectOptions {
+        let mut options = config.connect_options();
+        if let Some(timeout) = self.connect_timeout {
+            options.connect_timeout = timeout;
+        }
+        options
     }
 }
 

@@ -33,8 +33,28 @@ pub async fn run(connection: &ConnectionArgs, args: TokenArgs) -> Outcome {
         || ["AZURE_REDIS_HOST", "AZURE_REDIS_CONNECTIONSTRING"]
             .iter()
             .any(|name| crate::settings::env(name).is_some());
-    let credential = if cache_configured {
-        crate::settings::entra_credential(&connection.config()?)?
+    // As `az account get-access-token`, a token is served from the token cache while it has
+    // its refresh margin left (not with --no-token-cache).
+    let options = TokenManagerOptions::default();
+    let disabled = connection.no_token_cache || crate::token_cache::disabled_by_env();
+    let credential = if let Some(kind) = connection.credential {
+        let authority = crate::settings::env("AZURE_AUTHORITY_HOST").unwrap_or_else(|| {
+            redis_entra::config::AzureCloud::Public
+                .authority_host()
+                .into()
+        });
+        let identity =
+            crate::identity::chosen(kind, &connection.choice(), authority, connection.tls()?)?;
+        crate::token_cache::wrap(identity, disabled, &options.refresh)
+    } else if cache_configured {
+        let config = connection.config()?;
+        if let redis_entra::config::Auth::AccessKey { .. } = config.auth {
+            // Refused with the reason.
+            crate::settings::entra_credential(&config)?
+        } else {
+            let identity = crate::identity::resolve(&connection.choice(), &config)?;
+            crate::token_cache::wrap(identity, disabled, &options.refresh)
+        }
     } else {
         from_env(&{
             let mut o = FromEnvOptions::default();
@@ -42,7 +62,7 @@ pub async fn run(connection: &ConnectionArgs, args: TokenArgs) -> Outcome {
             o
         })?
     };
-    let manager = TokenManager::new(credential, TokenManagerOptions::default());
+    let manager = TokenManager::new(credential, options);
     let creds = manager.credentials().await?;
     if args.raw_token || connection.raw {
         println!("{}", creds.token());

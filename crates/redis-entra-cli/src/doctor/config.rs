@@ -2,7 +2,7 @@
 //! where the command will connect, which credential the variables select, and combinations that
 //! cannot be right.
 //!
-//! The verdict on the variables is the library's ([`RedisConfig::from_vars`], the one reader
+//! The verdict on the variables is the library's ([`RedisConfig::from_vars`](redis_entra::config::RedisConfig::from_vars), the one reader
 //! of Service Connector's and the Azure SDK's names); this adds what is worth knowing even when
 //! it is not an error (variables that disagree or are ignored, a secret that looks like an ID).
 

@@ -60,6 +60,30 @@ impl SideBySide {
         cmd
     }
 
+    /// Runs redis-cli with TLS and the emulator's CA only (no host, port or credentials):
+    /// for `-u` URIs that carry everything else.
+    pub fn cli_plain(&self, args: &[&str]) -> Run {
+        let mut cmd = clean_command("redis-cli", &[]);
+        cmd.args(["--tls", "--cacert", &self.ca]).args(args);
+        run_with_timeout(cmd, COMMAND_TIMEOUT)
+    }
+
+    /// redis-cli's sign-in flags: `--user <oid> --pass <token> --no-auth-warning`.
+    pub fn cli_auth(&self) -> Vec<String> {
+        vec![
+            "--user".into(),
+            self.oid.clone(),
+            "--pass".into(),
+            self.token.clone(),
+            "--no-auth-warning".into(),
+        ]
+    }
+
+    /// The gateway's port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// Runs redis-cli with `args` (stdin closed).
     pub fn cli(&self, args: &[&str]) -> Run {
         run_with_timeout(self.cli_command(args), COMMAND_TIMEOUT)
@@ -98,6 +122,16 @@ impl SideBySide {
         let cli = self.cli(args);
         self.entra(reset).ok("the reset command");
         let entra = self.entra(args);
+        assert_same(args, &cli, &entra);
+        entra
+    }
+
+    /// As [`SideBySide::same_after`], with `input` on stdin.
+    pub fn same_stdin_after(&self, reset: &[&str], args: &[&str], input: &[u8]) -> Run {
+        self.entra(reset).ok("the reset command");
+        let cli = self.cli_stdin(args, input);
+        self.entra(reset).ok("the reset command");
+        let entra = self.entra_stdin(args, input);
         assert_same(args, &cli, &entra);
         entra
     }
