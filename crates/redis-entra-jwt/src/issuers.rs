@@ -20,7 +20,7 @@ pub fn check_issuer(claims: &Claims, v1: &[String], v2: &[String]) -> Result<(),
         Some("2.0") => v2,
         _ => return Err(Rejection::Issuer),
     };
-    if accepted.iter().any(|issuer| *issuer == claims.iss) {
+    if accepted.contains(&claims.iss) {
         Ok(())
     } else {
         Err(Rejection::Issuer)

@@ -63,7 +63,7 @@ fn seconds(name: &str, value: &str) -> Result<Duration, ConfigError> {
 impl Config {
     /// Parses name/value pairs (names case-insensitive).
     pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<Self, ConfigError> {
-        if args.len() % 2 != 0 {
+        if !args.len().is_multiple_of(2) {
             return Err(ConfigError(
                 "arguments come in name/value pairs: authority <url> tenant <id> …".into(),
             ));

@@ -27,7 +27,7 @@
 pub mod auth;
 pub mod config;
 pub mod fetch;
-pub mod ffi;
+mod ffi;
 pub mod keys;
 pub mod sessions;
 pub mod stats;
