@@ -8,30 +8,30 @@
 //! ```
 //!
 //! - **Who**: `AUTH <user> <token>` and `HELLO … AUTH <user> <token>` where the password is a
-//!   JWT ([`auth`]). The token is checked with the checks the emulator's gateway uses
+//!   JWT (`auth.rs`). The token is checked with the checks the emulator's gateway uses
 //!   (`redis-entra-jwt`): RS256 with a key of a configured tenant, `aud`, `iss` for the
 //!   token's `ver` as the tenant's metadata names it, `tid`, `exp`/`nbf` with the skew, the
 //!   maximum lifetime, and the username equal to `oid`. The client becomes the ACL user named
 //!   by the `oid`, which the operator creates; none (or disabled): `WRONGPASS`. A password
 //!   that is not a JWT goes to the server's own check.
-//! - **Keys** ([`fetch`]): the tenants' OIDC metadata and JWKS are fetched over HTTPS on the
+//! - **Keys** (`fetch.rs`): the tenants' OIDC metadata and JWKS are fetched over HTTPS on the
 //!   module's own thread, at load, periodically, and on an unknown `kid` (rate-limited); an
 //!   `AUTH` that needs them waits (blocked module auth), the server never does.
-//! - **Expiry** ([`sessions`]): a connection is closed when its token expires (plus the skew)
+//! - **Expiry** (`sessions.rs`): a connection is closed when its token expires (plus the skew)
 //!   unless it sent a newer token with `AUTH`; a timer on the main thread closes it.
 //! - **Counters**: `INFO entra`. **Logs**: the server's log; never a token.
 //!
 //! The module refuses to load on servers without module authentication callbacks (Redis 7.0
 //! and older), saying so in the server's log.
 
-pub mod auth;
+mod auth;
 pub mod config;
-pub mod fetch;
+mod fetch;
 mod ffi;
-pub mod keys;
-pub mod sessions;
-pub mod stats;
-pub mod tls;
+mod keys;
+mod sessions;
+mod stats;
+mod tls;
 pub mod verify;
 
 use std::ffi::{c_int, c_void};
