@@ -331,3 +331,60 @@ pub async fn tls_front(port: u16) -> Result<(u16, String)> {
     });
     Ok((front, pki.ca_pem().to_string()))
 }
+
+/// How a [`Gate`] treats new connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GateMode {
+    /// Closes them at once (the authority is down).
+    Refuse,
+    /// Holds them until the mode changes (a stuck authority).
+    Hold,
+    /// Pipes them to the target.
+    Pass,
+}
+
+/// A TCP pipe in front of the authority (TLS passes through it end to end) that can refuse,
+/// hold or pass connections.
+pub struct Gate {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    mode: tokio::sync::watch::Sender<GateMode>,
+}
+
+impl Gate {
+    /// A gate in front of `target`, starting in `mode`.
+    pub async fn start(target: std::net::SocketAddr, mode: GateMode) -> Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let (tx, rx) = tokio::sync::watch::channel(mode);
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                let mut rx = rx.clone();
+                tokio::spawn(async move {
+                    loop {
+                        let mode = *rx.borrow_and_update();
+                        match mode {
+                            GateMode::Refuse => return,
+                            GateMode::Pass => break,
+                            GateMode::Hold => {
+                                if rx.changed().await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                    let Ok(mut upstream) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut tcp, &mut upstream).await;
+                });
+            }
+        });
+        Ok(Self { port, mode: tx })
+    }
+
+    /// Changes how new (and held) connections are treated.
+    pub fn set(&self, mode: GateMode) {
+        self.mode.send_replace(mode);
+    }
+}
