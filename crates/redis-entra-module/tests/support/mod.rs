@@ -113,26 +113,49 @@ impl Server {
     /// Starts `binary` with the module and `module_args`, trusting the emulator's CA through
     /// `SSL_CERT_FILE`, and waits until it answers `PING`.
     pub fn start(binary: &Path, ca_file: &Path, module_args: &[&str]) -> Result<Self> {
-        let mut server = Self::spawn(binary, ca_file, module_args)?;
+        Self::spawn(binary, ca_file, module_args)?.ready()
+    }
+
+    /// Starts `binary` with the module at `module` (a release build, say).
+    pub fn start_with_module(
+        binary: &Path,
+        module: &Path,
+        ca_file: &Path,
+        module_args: &[&str],
+    ) -> Result<Self> {
+        Self::spawn_with(binary, Some((module, ca_file, module_args)))?.ready()
+    }
+
+    /// Starts `binary` without the module.
+    pub fn start_plain(binary: &Path) -> Result<Self> {
+        Self::spawn_with(binary, None)?.ready()
+    }
+
+    /// Waits until the spawned server answers `PING`.
+    fn ready(mut self) -> Result<Self> {
         let started = Instant::now();
         loop {
-            if let Ok(mut conn) = server.raw_connection() {
+            if let Ok(mut conn) = self.raw_connection() {
                 if redis::cmd("PING").query::<String>(&mut conn).is_ok() {
-                    return Ok(server);
+                    return Ok(self);
                 }
             }
-            if let Ok(Some(status)) = server.child.try_wait() {
-                bail!("the server exited ({status}): {}", server.log_text());
+            if let Ok(Some(status)) = self.child.try_wait() {
+                bail!("the server exited ({status}): {}", self.log_text());
             }
             if started.elapsed() > DEADLINE {
-                bail!("the server did not answer PING: {}", server.log_text());
+                bail!("the server did not answer PING: {}", self.log_text());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
-    /// Spawns the server without waiting for it.
+    /// Spawns the server with the module cargo built for the tests, without waiting for it.
     pub fn spawn(binary: &Path, ca_file: &Path, module_args: &[&str]) -> Result<Self> {
+        Self::spawn_with(binary, Some((&module_path(), ca_file, module_args)))
+    }
+
+    fn spawn_with(binary: &Path, module: Option<(&Path, &Path, &[&str])>) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let port = free_port();
         let log = dir.path().join("server.log");
@@ -143,13 +166,15 @@ impl Server {
             .arg(dir.path())
             .arg("--logfile")
             .arg(&log)
-            .arg("--loadmodule")
-            .arg(module_path())
-            .args(module_args)
-            .env("SSL_CERT_FILE", ca_file)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        if let Some((module, ca_file, module_args)) = module {
+            cmd.arg("--loadmodule")
+                .arg(module)
+                .args(module_args)
+                .env("SSL_CERT_FILE", ca_file);
+        }
         let child = cmd
             .spawn()
             .with_context(|| format!("spawning {}", binary.display()))?;
