@@ -35,7 +35,18 @@ fn decide(state: &State, username: &[u8], password: &[u8], may_wait: bool) -> De
     if !verify::looks_like_jwt(password) {
         return Decision::NotMine;
     }
-    match verify::check(&state.keys, &state.config.rules, username, password) {
+    // The epoch is read before verifying: keys replaced meanwhile make the entry stale.
+    let epoch = state.keys.epoch();
+    let rules = &state.config.rules;
+    let remembered = state.remembered().lookup(password, username, epoch, rules);
+    let checked = remembered.unwrap_or_else(|| {
+        let checked = verify::check(&state.keys, rules, username, password);
+        if let Ok(valid) = &checked {
+            state.remembered().remember(password, valid, epoch, rules);
+        }
+        checked
+    });
+    match checked {
         Ok(valid) => Decision::Accept(valid),
         Err(Rejection::UnknownKey) if may_wait && state.fetcher.would_help() => {
             Decision::WaitForKeys

@@ -2,6 +2,7 @@
 //! them: read on the server's main thread for every token, replaced whole by the fetch thread.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{PoisonError, RwLock};
 
 use redis_entra_jwt::DecodingKey;
@@ -36,6 +37,8 @@ pub struct Candidate {
 #[derive(Default)]
 pub struct KeyStore {
     tenants: RwLock<HashMap<String, TenantKeys>>,
+    /// Moves whenever a tenant's keys or issuers are replaced.
+    epoch: AtomicU64,
 }
 
 impl KeyStore {
@@ -45,6 +48,13 @@ impl KeyStore {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(tenant.to_string(), keys);
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A counter that moves whenever the keys change: what was verified under one value is
+    /// verified again under another.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
     }
 
     /// What is known of `tenant` now.

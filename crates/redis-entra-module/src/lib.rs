@@ -29,6 +29,7 @@ pub mod config;
 mod fetch;
 mod ffi;
 mod keys;
+mod remembered;
 mod sessions;
 mod stats;
 mod tls;
@@ -44,6 +45,7 @@ use config::Config;
 use fetch::Fetcher;
 use ffi::{Ctx, InfoCtx, RString, ERR, OK};
 use keys::KeyStore;
+use remembered::Remembered;
 use sessions::Sessions;
 use stats::Stats;
 
@@ -59,12 +61,19 @@ pub struct State {
     keys: Arc<KeyStore>,
     stats: Arc<Stats>,
     sessions: Mutex<Sessions>,
+    remembered: Mutex<Remembered>,
     fetcher: Fetcher,
 }
 
 impl State {
     fn sessions(&self) -> MutexGuard<'_, Sessions> {
         self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn remembered(&self) -> MutexGuard<'_, Remembered> {
+        self.remembered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -122,6 +131,7 @@ fn load(ctx: *mut Ctx, args: Vec<String>) -> Result<(), String> {
         keys,
         stats,
         sessions: Mutex::new(Sessions::default()),
+        remembered: Mutex::new(Remembered::default()),
         fetcher,
     });
     ffi::register_auth_callback(ctx, auth::on_auth)?;
