@@ -71,3 +71,53 @@ async fn an_auth_waits_for_the_keys_and_the_server_does_not() -> Result<()> {
     assert_eq!(server.stat("accepted")?, 1);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_of_unknown_kids_costs_no_fetch_within_the_interval() -> Result<()> {
+    let emulator = support::emulator(Duration::from_secs(3600)).await;
+    // The default unknown-kid-interval (10 s).
+    let server = Server::start(
+        &support::valkey_server(),
+        &emulator.ca_file(),
+        &[
+            "authority",
+            emulator.authority(),
+            "tenant",
+            emulator.tenant_id(),
+        ],
+    )?;
+    server.wait_for("the first fetch", || {
+        server.stat("key_refreshes").unwrap_or(0) >= 1
+    })?;
+    let sp = emulator.service_principal();
+    server.create_user(&sp.object_id)?;
+    let mut conn = server.connect()?;
+    for _ in 0..50 {
+        // A fresh key each time: a kid nobody publishes.
+        let forger = redis_entra_emulator::signing::TokenIssuer::new(
+            emulator.tenant_id(),
+            Duration::from_secs(3600),
+        )?;
+        let token = forger.sign(&emulator.issuer().claims_for(
+            sp,
+            redis_entra_emulator::directory::REDIS_RESOURCE,
+            3600,
+        ))?;
+        assert_eq!(
+            conn.auth(&sp.object_id, &token),
+            Err(support::WRONGPASS.into())
+        );
+    }
+    assert_eq!(server.stat("refused_unknown_key")?, 50);
+    assert_eq!(
+        server.stat("blocked_auths")?,
+        0,
+        "no AUTH waited: a fetch could not help"
+    );
+    assert_eq!(
+        server.stat("key_refreshes")?,
+        1,
+        "no fetch beyond the first"
+    );
+    Ok(())
+}

@@ -8,9 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use redis::AsyncCommands;
-use redis_entra::credential::{client_secret, ClientSecretOptions};
-use redis_entra::TokenManagerOptions;
-use redis_entra::{ConnectOptions, EntraConnection, TlsOptions, TokenEvent, TokenManager};
+use redis_entra::{EntraConnection, TokenEvent};
 use support::Server;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -30,25 +28,8 @@ async fn entra_connection_keeps_working_across_ten_rotations() -> Result<()> {
     server.create_user(&sp.object_id)?;
     let (front, ca) = support::tls_front(server.port).await?;
 
-    let credential = client_secret(ClientSecretOptions {
-        tenant_id: emulator.tenant_id().to_string(),
-        client_id: sp.client_id.clone(),
-        secret: sp.secret.clone().expect("a secret"),
-        authority_host: Some(emulator.authority().to_string()),
-        tls: TlsOptions {
-            extra_ca_pem: Some(emulator.ca_pem().to_string()),
-            danger_accept_invalid_certs: false,
-        },
-    })?;
-    let mut options = TokenManagerOptions::default();
-    options.retry.initial_delay = Duration::from_millis(100);
-    let manager = TokenManager::new(credential, options);
+    let (manager, connect) = support::library(&emulator, front, ca)?;
     let mut events = manager.events();
-    let mut connect = ConnectOptions::new("localhost", front);
-    connect.tls = TlsOptions {
-        extra_ca_pem: Some(ca),
-        danger_accept_invalid_certs: false,
-    };
     let mut conn = EntraConnection::connect(connect, manager.clone()).await?;
 
     let (mut reauths, mut ok, mut failed) = (0u32, 0u64, 0u64);

@@ -413,3 +413,33 @@ impl Gate {
         self.mode.send_replace(mode);
     }
 }
+
+/// The library's side: a token manager for the emulator's service principal (client secret,
+/// tokens from the emulator), and options to reach a TLS front on `front` trusting `ca`.
+pub fn library(
+    emulator: &Emulator,
+    front: u16,
+    ca: String,
+) -> Result<(redis_entra::TokenManager, redis_entra::ConnectOptions)> {
+    use redis_entra::credential::{client_secret, ClientSecretOptions};
+    use redis_entra::{ConnectOptions, TlsOptions, TokenManager, TokenManagerOptions};
+    let sp = emulator.service_principal();
+    let credential = client_secret(ClientSecretOptions {
+        tenant_id: emulator.tenant_id().to_string(),
+        client_id: sp.client_id.clone(),
+        secret: sp.secret.clone().context("a secret")?,
+        authority_host: Some(emulator.authority().to_string()),
+        tls: TlsOptions {
+            extra_ca_pem: Some(emulator.ca_pem().to_string()),
+            danger_accept_invalid_certs: false,
+        },
+    })?;
+    let mut options = TokenManagerOptions::default();
+    options.retry.initial_delay = Duration::from_millis(100);
+    let mut connect = ConnectOptions::new("localhost", front);
+    connect.tls = TlsOptions {
+        extra_ca_pem: Some(ca),
+        danger_accept_invalid_certs: false,
+    };
+    Ok((TokenManager::new(credential, options), connect))
+}
