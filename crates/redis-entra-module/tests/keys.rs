@@ -121,3 +121,25 @@ async fn a_stream_of_unknown_kids_costs_no_fetch_within_the_interval() -> Result
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_are_fetched_again_every_refresh_interval() -> Result<()> {
+    let emulator = support::emulator(Duration::from_secs(3600)).await;
+    let server = Server::start(
+        &support::valkey_server(),
+        &emulator.ca_file(),
+        &[
+            "authority",
+            emulator.authority(),
+            "tenant",
+            emulator.tenant_id(),
+            "refresh-interval",
+            "1",
+        ],
+    )?;
+    server.wait_for("three fetches", || {
+        server.stat("key_refreshes").unwrap_or(0) >= 3
+    })?;
+    assert_eq!(server.stat("key_refresh_failures")?, 0);
+    Ok(())
+}
