@@ -37,12 +37,12 @@ fn decide(state: &State, username: &[u8], password: &[u8], may_wait: bool) -> De
     }
     // The epoch is read before verifying: keys replaced meanwhile make the entry stale.
     let epoch = state.keys.epoch();
-    let rules = &state.config.rules;
-    let remembered = state.remembered().lookup(password, username, epoch, rules);
+    let rules = state.settings.rules();
+    let remembered = state.remembered().lookup(password, username, epoch, &rules);
     let checked = remembered.unwrap_or_else(|| {
-        let checked = verify::check(&state.keys, rules, username, password);
+        let checked = verify::check(&state.keys, &rules, username, password);
         if let Ok(valid) = &checked {
-            state.remembered().remember(password, valid, epoch, rules);
+            state.remembered().remember(password, valid, epoch, &rules);
         }
         checked
     });
@@ -76,7 +76,7 @@ fn accept(ctx: *mut Ctx, state: &State, valid: Valid) -> c_int {
     let deadline_ms = valid
         .exp
         .saturating_mul(1000)
-        .saturating_add(state.config.rules.skew.as_millis() as u64);
+        .saturating_add(state.settings.rules().skew.as_millis() as u64);
     if !state.sessions().insert(client, deadline_ms) {
         // Full: this connection would never be closed at expiry. Close it now.
         ffi::close_client(ctx, client);

@@ -16,6 +16,7 @@ use serde::Deserialize;
 use crate::config::Config;
 use crate::ffi::{self, Blocked};
 use crate::keys::{KeyStore, TenantKeys, MAX_KEYS_PER_TENANT};
+use crate::settings::Settings;
 use crate::stats::Stats;
 
 /// How many `AUTH`s may wait for a fetch at once; more are refused as busy.
@@ -37,7 +38,7 @@ pub struct Request {
 pub struct Fetcher {
     queue: SyncSender<Request>,
     shared: Arc<Shared>,
-    unknown_kid_interval: Duration,
+    settings: Arc<Settings>,
 }
 
 #[derive(Default)]
@@ -57,7 +58,12 @@ fn now_ms() -> u64 {
 
 impl Fetcher {
     /// Starts the fetch thread, which fetches every tenant's keys at once.
-    pub fn start(config: &Config, store: Arc<KeyStore>, stats: Arc<Stats>) -> Result<Self, String> {
+    pub fn start(
+        config: &Config,
+        settings: Arc<Settings>,
+        store: Arc<KeyStore>,
+        stats: Arc<Stats>,
+    ) -> Result<Self, String> {
         let (tls, roots) = crate::tls::client_config()?;
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
@@ -74,6 +80,7 @@ impl Fetcher {
         let shared = Arc::new(Shared::default());
         let worker = Worker {
             config: config.clone(),
+            settings: settings.clone(),
             store,
             stats,
             http,
@@ -96,7 +103,7 @@ impl Fetcher {
         Ok(Self {
             queue,
             shared,
-            unknown_kid_interval: config.unknown_kid_interval,
+            settings,
         })
     }
 
@@ -107,7 +114,9 @@ impl Fetcher {
             return true;
         }
         let last = self.shared.last_round_ms.load(Ordering::Acquire);
-        last == 0 || now_ms().saturating_sub(last) >= self.unknown_kid_interval.as_millis() as u64
+        last == 0
+            || now_ms().saturating_sub(last)
+                >= self.settings.unknown_kid_interval().as_millis() as u64
     }
 
     /// Queues a waiting client; gives it back when the queue is full.
@@ -120,6 +129,7 @@ impl Fetcher {
 
 struct Worker {
     config: Config,
+    settings: Arc<Settings>,
     store: Arc<KeyStore>,
     stats: Arc<Stats>,
     http: reqwest::Client,
@@ -132,7 +142,7 @@ impl Worker {
         loop {
             let wait = match last_round {
                 None => Duration::ZERO,
-                Some(t) => self.config.refresh_interval.saturating_sub(t.elapsed()),
+                Some(t) => self.settings.refresh_interval().saturating_sub(t.elapsed()),
             };
             // The queue is a std channel: waiting on it blocks this thread, which has nothing
             // else to do between rounds.
@@ -145,8 +155,8 @@ impl Worker {
             waiters.extend(requests.try_iter().map(|r| r.waiter));
             let due = last_round.is_none_or(|t| {
                 let since = t.elapsed();
-                since >= self.config.refresh_interval
-                    || (!waiters.is_empty() && since >= self.config.unknown_kid_interval)
+                since >= self.settings.refresh_interval()
+                    || (!waiters.is_empty() && since >= self.settings.unknown_kid_interval())
             });
             if due {
                 last_round = Some(Instant::now());

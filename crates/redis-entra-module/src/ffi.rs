@@ -230,3 +230,85 @@ pub fn block_on_auth(ctx: *mut Ctx, reply: AuthCallback) -> Option<Blocked> {
         (!bc.is_null()).then_some(Blocked(bc))
     }
 }
+
+/// A numeric config's getter, as the server calls it.
+pub type GetNumeric = unsafe extern "C" fn(*const c_char, *mut c_void) -> std::ffi::c_longlong;
+/// A numeric config's setter, as the server calls it.
+pub type SetNumeric = unsafe extern "C" fn(
+    *const c_char,
+    std::ffi::c_longlong,
+    *mut c_void,
+    *mut *mut RString,
+) -> c_int;
+
+/// Registers the numeric config `<module>.<name>` (`CONFIG GET/SET`), with `privdata` passed
+/// to the callbacks.
+#[allow(clippy::too_many_arguments)]
+pub fn register_numeric_config(
+    ctx: *mut Ctx,
+    name: &str,
+    default: i64,
+    min: i64,
+    max: i64,
+    get: GetNumeric,
+    set: SetNumeric,
+    privdata: *mut c_void,
+) -> Result<(), String> {
+    let cname = CString::new(name).map_err(|_| format!("bad config name {name:?}"))?;
+    // SAFETY: a function pointer the server set; load context; the name is copied by the
+    // server.
+    let status = unsafe {
+        let register =
+            raw::RedisModule_RegisterNumericConfig.ok_or("this server has no module configs")?;
+        register(
+            ctx,
+            cname.as_ptr(),
+            default,
+            0, // REDISMODULE_CONFIG_DEFAULT
+            min,
+            max,
+            Some(get),
+            Some(set),
+            None,
+            privdata,
+        )
+    };
+    if status == OK {
+        Ok(())
+    } else {
+        Err(format!("registering the config {name} failed"))
+    }
+}
+
+/// Applies the `<module>.<name>` lines of the server's configuration file to the registered
+/// configs.
+pub fn load_configs(ctx: *mut Ctx) -> Result<(), String> {
+    // SAFETY: a function pointer the server set; load context.
+    let status = unsafe {
+        let load = raw::RedisModule_LoadConfigs.ok_or("this server has no module configs")?;
+        load(ctx)
+    };
+    if status == OK {
+        Ok(())
+    } else {
+        Err("loading the module's configs failed (see the lines above)".into())
+    }
+}
+
+/// Makes an error string for a config setter's `err`.
+pub fn set_error(err: *mut *mut RString, message: &str) {
+    if err.is_null() {
+        return;
+    }
+    // SAFETY: a function pointer the server set; `err` is the setter's out-parameter; the
+    // server frees the string.
+    unsafe {
+        if let Some(create) = raw::RedisModule_CreateString {
+            *err = create(
+                ptr::null_mut(),
+                message.as_ptr().cast::<c_char>(),
+                message.len(),
+            );
+        }
+    }
+}

@@ -26,11 +26,13 @@
 
 mod auth;
 pub mod config;
+mod configs;
 mod fetch;
 mod ffi;
 mod keys;
 mod remembered;
 mod sessions;
+pub mod settings;
 mod stats;
 mod tls;
 pub mod verify;
@@ -47,6 +49,7 @@ use ffi::{Ctx, InfoCtx, RString, ERR, OK};
 use keys::KeyStore;
 use remembered::Remembered;
 use sessions::Sessions;
+use settings::Settings;
 use stats::Stats;
 
 /// The module's name: its `INFO` section is `entra_stats`, its log lines start with `entra:`.
@@ -57,7 +60,7 @@ pub const EXPIRY_CHECK_MS: i64 = 100;
 
 /// Everything the callbacks share.
 pub struct State {
-    config: Config,
+    settings: Arc<Settings>,
     keys: Arc<KeyStore>,
     stats: Arc<Stats>,
     sessions: Mutex<Sessions>,
@@ -116,7 +119,9 @@ fn load(ctx: *mut Ctx, args: Vec<String>) -> Result<(), String> {
     }
     let keys = Arc::new(KeyStore::default());
     let stats = Arc::new(Stats::default());
-    let fetcher = Fetcher::start(&config, keys.clone(), stats.clone())?;
+    let settings = Arc::new(Settings::new(&config));
+    configs::register(ctx, &settings)?;
+    let fetcher = Fetcher::start(&config, settings.clone(), keys.clone(), stats.clone())?;
     let summary = format!(
         "entra: accepting tokens of tenant(s) {} from {} (audiences {}; skew {}s; max lifetime \
          {}s)",
@@ -127,7 +132,7 @@ fn load(ctx: *mut Ctx, args: Vec<String>) -> Result<(), String> {
         config.rules.max_lifetime.as_secs()
     );
     let _ = STATE.set(State {
-        config,
+        settings,
         keys,
         stats,
         sessions: Mutex::new(Sessions::default()),

@@ -354,3 +354,35 @@ async fn wrong_arguments_stop_the_load_with_a_reason() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn config_set_changes_the_maximum_lifetime_at_run_time() -> Result<()> {
+    let env = Env::start().await?;
+    let mut admin = env.connect()?;
+    let get = |admin: &mut Conn, name: &str| admin.cmd(&["CONFIG", "GET", name]);
+    assert_eq!(
+        get(&mut admin, "entra.max-lifetime").unwrap(),
+        redis::Value::Array(vec![
+            redis::Value::BulkString(b"entra.max-lifetime".to_vec()),
+            redis::Value::BulkString(b"86400".to_vec()),
+        ])
+    );
+    let hour_long = env.token(|_| {});
+    // Down to ten minutes: an hour-long token lives too long.
+    admin
+        .cmd(&["CONFIG", "SET", "entra.max-lifetime", "600"])
+        .unwrap();
+    let mut conn = env.connect()?;
+    assert_eq!(conn.auth(&env.oid, &hour_long), Err(WRONGPASS.into()));
+    assert_eq!(env.server.stat("refused_lifetime")?, 1);
+    admin
+        .cmd(&["CONFIG", "SET", "entra.max-lifetime", "86400"])
+        .unwrap();
+    conn.auth(&env.oid, &hour_long).unwrap();
+    // Out of range: refused with the range.
+    let e = admin
+        .cmd(&["CONFIG", "SET", "entra.refresh-interval", "0"])
+        .unwrap_err();
+    assert!(e.contains("entra.refresh-interval"), "{e}");
+    Ok(())
+}

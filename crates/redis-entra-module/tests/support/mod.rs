@@ -19,14 +19,13 @@ pub const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is
 /// How long any state is waited for.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
-/// The module, as cargo built it beside the test binary (`target/<profile>/`).
+/// The module, as cargo built it for this test run: `cargo test` leaves the cdylib beside the
+/// test binary in `target/<profile>/deps/` (only `cargo build` copies it up to
+/// `target/<profile>/`, where an older build may linger).
 pub fn module_path() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps/<test>");
-    let path = profile_dir.join("libredis_entra_module.so");
+    let deps = exe.parent().expect("target/<profile>/deps");
+    let path = deps.join("libredis_entra_module.so");
     assert!(path.exists(), "{} was not built", path.display());
     path
 }
