@@ -19,6 +19,8 @@
 //!   `AUTH` that needs them waits (blocked module auth), the server never does.
 //! - **Expiry** (`sessions.rs`): a connection is closed when its token expires (plus the skew)
 //!   unless it sent a newer token with `AUTH`; a timer on the main thread closes it.
+//! - **Settings**: module arguments at load; `skew`, `max-lifetime`, `refresh-interval` and
+//!   `unknown-kid-interval` also as `CONFIG SET entra.<name>` ([`settings`]).
 //! - **Counters**: `INFO entra`. **Logs**: the server's log; never a token.
 //!
 //! The module refuses to load on servers without module authentication callbacks (Redis 7.0
