@@ -84,3 +84,33 @@ async fn a_connection_is_closed_at_expiry_unless_a_fresher_token_came() -> Resul
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_closed_connection_is_forgotten_at_once() -> Result<()> {
+    let emulator = support::emulator(Duration::from_secs(3600)).await;
+    let server = Server::start(
+        &support::valkey_server(),
+        &emulator.ca_file(),
+        &[
+            "authority",
+            emulator.authority(),
+            "tenant",
+            emulator.tenant_id(),
+        ],
+    )?;
+    let sp = emulator.service_principal();
+    server.create_user(&sp.object_id)?;
+    let token = Minter {
+        emulator: &emulator,
+    }
+    .token(sp, 3600, |_| {});
+    // Many short connections with day-long tokens must not pile up until their deadlines.
+    for _ in 0..20 {
+        let mut conn = server.connect()?;
+        conn.auth(&sp.object_id, &token).unwrap();
+    }
+    server.wait_for("every closed connection to be forgotten", || {
+        server.stat("sessions").unwrap_or(u64::MAX) == 0
+    })?;
+    Ok(())
+}
