@@ -122,12 +122,12 @@ impl Server {
         ca_file: &Path,
         module_args: &[&str],
     ) -> Result<Self> {
-        Self::spawn_with(binary, Some((module, ca_file, module_args)))?.ready()
+        Self::spawn_with(binary, Some((module, ca_file, module_args)), 0, &[])?.ready()
     }
 
     /// Starts `binary` without the module.
     pub fn start_plain(binary: &Path) -> Result<Self> {
-        Self::spawn_with(binary, None)?.ready()
+        Self::spawn_with(binary, None, 0, &[])?.ready()
     }
 
     /// Waits until the spawned server answers `PING`.
@@ -151,12 +151,35 @@ impl Server {
 
     /// Spawns the server with the module cargo built for the tests, without waiting for it.
     pub fn spawn(binary: &Path, ca_file: &Path, module_args: &[&str]) -> Result<Self> {
-        Self::spawn_with(binary, Some((&module_path(), ca_file, module_args)))
+        Self::spawn_with(binary, Some((&module_path(), ca_file, module_args)), 0, &[])
     }
 
-    fn spawn_with(binary: &Path, module: Option<(&Path, &Path, &[&str])>) -> Result<Self> {
+    /// Starts `binary` on `port` (0: a free one) with the module and `server_args` (before
+    /// `--loadmodule`), and waits until it answers `PING`.
+    pub fn start_on(
+        binary: &Path,
+        port: u16,
+        server_args: &[&str],
+        ca_file: &Path,
+        module_args: &[&str],
+    ) -> Result<Self> {
+        Self::spawn_with(
+            binary,
+            Some((&module_path(), ca_file, module_args)),
+            port,
+            server_args,
+        )?
+        .ready()
+    }
+
+    fn spawn_with(
+        binary: &Path,
+        module: Option<(&Path, &Path, &[&str])>,
+        port: u16,
+        server_args: &[&str],
+    ) -> Result<Self> {
         let dir = tempfile::tempdir()?;
-        let port = free_port();
+        let port = if port == 0 { free_port() } else { port };
         let log = dir.path().join("server.log");
         let mut cmd = Command::new(binary);
         cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
@@ -167,7 +190,8 @@ impl Server {
             .arg(&log)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(Stdio::null())
+            .args(server_args);
         if let Some((module, ca_file, module_args)) = module {
             cmd.arg("--loadmodule")
                 .arg(module)
@@ -335,6 +359,12 @@ impl Minter<'_> {
 /// closed when the server closes that one. Returns its port and the CA to trust.
 pub async fn tls_front(port: u16) -> Result<(u16, String)> {
     let pki = redis_entra_emulator::tls::Pki::generate()?;
+    let front = tls_front_with(&pki, port).await?;
+    Ok((front, pki.ca_pem().to_string()))
+}
+
+/// A TLS front for `port` with `pki`'s server certificate; returns its port.
+pub async fn tls_front_with(pki: &redis_entra_emulator::tls::Pki, port: u16) -> Result<u16> {
     let acceptor = tokio_rustls::TlsAcceptor::from(pki.server_config());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let front = listener.local_addr()?.port();
@@ -353,7 +383,7 @@ pub async fn tls_front(port: u16) -> Result<(u16, String)> {
             });
         }
     });
-    Ok((front, pki.ca_pem().to_string()))
+    Ok(front)
 }
 
 /// How a [`Gate`] treats new connections.
