@@ -2,8 +2,8 @@
 //! first. A password that is not a JWT is not the module's ([`AUTH_NOT_HANDLED`]: the
 //! server's own password check runs). A token is checked; when valid, the client becomes the
 //! ACL user named by its `oid` and its deadline is recorded; otherwise it is refused
-//! ([`AUTH_HANDLED`] without authenticating: the server replies with its own `WRONGPASS` text
-//! and logs the attempt in `ACL LOG`). A token whose `kid` no tenant has blocks the client
+//! ([`AUTH_HANDLED`] without authenticating: the server replies with its own `WRONGPASS`
+//! text). A token whose `kid` no tenant has blocks the client
 //! while the keys are fetched (when a fetch may help), then is checked again.
 
 use std::ffi::{c_int, c_void};
