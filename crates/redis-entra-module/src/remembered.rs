@@ -3,9 +3,12 @@
 //! while the keys it was verified with are unchanged (any fetch that changes a tenant's keys
 //! forgets everything), and its window and username are checked on every hit. At most
 //! [`CAPACITY`] entries; a full memory drops the expired ones, then everything. Keys are the
-//! token bytes: nothing here prints them.
+//! tokens' SHA-256 digests (32 bytes, whatever the token's size): nothing here holds or prints
+//! a token.
 
 use std::collections::HashMap;
+
+use aws_lc_rs::digest::{digest, SHA256};
 
 use redis_entra_jwt::{now_f64, Rejection, Rules};
 
@@ -23,7 +26,7 @@ struct Entry {
 /// Verified tokens, by their bytes.
 #[derive(Default)]
 pub struct Remembered {
-    entries: HashMap<Box<[u8]>, Entry>,
+    entries: HashMap<[u8; 32], Entry>,
 }
 
 impl Remembered {
@@ -36,9 +39,10 @@ impl Remembered {
         keys_epoch: u64,
         rules: &Rules,
     ) -> Option<Result<Valid, Rejection>> {
-        let entry = self.entries.get(token)?;
+        let key = key_of(token);
+        let entry = self.entries.get(&key)?;
         if entry.keys_epoch != keys_epoch {
-            self.entries.remove(token);
+            self.entries.remove(&key);
             return None;
         }
         // `nbf` was passed when it was verified: only `exp` can have changed its mind.
@@ -65,7 +69,7 @@ impl Remembered {
             }
         }
         self.entries.insert(
-            token.into(),
+            key_of(token),
             Entry {
                 oid: valid.oid.clone(),
                 exp: valid.exp as f64,
@@ -73,6 +77,13 @@ impl Remembered {
             },
         );
     }
+}
+
+/// The token's SHA-256 digest.
+fn key_of(token: &[u8]) -> [u8; 32] {
+    let mut key = [0u8; 32];
+    key.copy_from_slice(digest(&SHA256, token).as_ref());
+    key
 }
 
 #[cfg(test)]
