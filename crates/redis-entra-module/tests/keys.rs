@@ -43,12 +43,18 @@ async fn an_auth_waits_for_the_keys_and_the_server_does_not() -> Result<()> {
     gate.set(GateMode::Hold);
     let mut waiting = server.connect()?;
     let oid = sp.object_id.clone();
+    let (hello_token, hello_oid) = (token.clone(), oid.clone());
     let auth = std::thread::spawn(move || {
         let r = waiting.auth(&oid, &token);
         (r, waiting)
     });
-    server.wait_for("the AUTH to block", || {
-        server.stat("blocked_auths").unwrap_or(0) == 1
+    let mut hello_waiting = server.connect()?;
+    let hello = std::thread::spawn(move || {
+        let r = hello_waiting.cmd(&["HELLO", "3", "AUTH", &hello_oid, &hello_token]);
+        (r.map(|_| ()), hello_waiting)
+    });
+    server.wait_for("AUTH and HELLO AUTH to block", || {
+        server.stat("blocked_auths").unwrap_or(0) == 2
     })?;
     // …while the server serves everyone else.
     let mut other = server.connect()?;
@@ -62,13 +68,17 @@ async fn an_auth_waits_for_the_keys_and_the_server_does_not() -> Result<()> {
         !auth.is_finished(),
         "the AUTH is still waiting for the keys"
     );
+    assert!(!hello.is_finished(), "so is HELLO AUTH");
     // The authority answers: the keys arrive and the AUTH is decided.
     gate.set(GateMode::Pass);
     let (result, mut conn) = auth.join().expect("the AUTH thread");
     result.expect("AUTH once the keys are known");
     assert_eq!(conn.whoami().unwrap(), sp.object_id);
+    let (result, mut conn) = hello.join().expect("the HELLO thread");
+    result.expect("HELLO 3 AUTH once the keys are known");
+    assert_eq!(conn.whoami().unwrap(), sp.object_id);
     assert!(server.stat("signing_keys")? >= 1);
-    assert_eq!(server.stat("accepted")?, 1);
+    assert_eq!(server.stat("accepted")?, 2);
     Ok(())
 }
 
