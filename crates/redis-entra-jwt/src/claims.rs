@@ -23,6 +23,12 @@ pub struct Claims {
     pub ver: Option<String>,
     /// The tenant id.
     pub tid: Option<String>,
+    /// The client application's id in v1 tokens.
+    #[serde(default)]
+    pub appid: Option<String>,
+    /// The client application's id in v2 tokens.
+    #[serde(default)]
+    pub azp: Option<String>,
 }
 
 impl Claims {
@@ -31,6 +37,11 @@ impl Claims {
         self.oid
             .as_ref()
             .is_some_and(|oid| oid.as_bytes().eq_ignore_ascii_case(username))
+    }
+
+    /// The id of the application the token was issued to: `appid` (v1) or `azp` (v2).
+    pub fn app_id(&self) -> Option<&str> {
+        self.appid.as_deref().or(self.azp.as_deref())
     }
 
     /// `exp` as whole seconds since the Unix epoch (0 when it is not a positive finite number).

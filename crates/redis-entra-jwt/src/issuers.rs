@@ -54,6 +54,8 @@ mod tests {
             aud: String::new(),
             ver: ver.map(Into::into),
             tid: Some("T".into()),
+            appid: None,
+            azp: None,
         }
     }
 

@@ -45,6 +45,9 @@ pub enum Rejection {
     /// The username is not the token's `oid`.
     #[error("the username is not the token's oid")]
     UsernameMismatch,
+    /// The application the token was issued to (`appid`/`azp`) is not an allowed one.
+    #[error("the token's application (appid/azp) is not allowed")]
+    Application,
 }
 
 impl Rejection {
@@ -64,11 +67,12 @@ impl Rejection {
             Self::Claims => "claims",
             Self::MissingOid => "missing_oid",
             Self::UsernameMismatch => "username",
+            Self::Application => "application",
         }
     }
 
     /// Every reason, in declaration order (for counters).
-    pub const ALL: [Rejection; 13] = [
+    pub const ALL: [Rejection; 14] = [
         Self::Malformed,
         Self::Algorithm,
         Self::UnknownKey,
@@ -82,5 +86,6 @@ impl Rejection {
         Self::Claims,
         Self::MissingOid,
         Self::UsernameMismatch,
+        Self::Application,
     ];
 }

@@ -119,6 +119,8 @@ mod tests {
             aud: String::new(),
             ver: None,
             tid: None,
+            appid: None,
+            azp: None,
         }
     }
 

@@ -40,7 +40,7 @@ fn decide(state: &State, username: &[u8], password: &[u8], may_wait: bool) -> De
     let rules = state.settings.rules();
     let remembered = state.remembered().lookup(password, username, epoch, &rules);
     let checked = remembered.unwrap_or_else(|| {
-        let checked = verify::check(&state.keys, &rules, username, password);
+        let checked = verify::check(&state.keys, &rules, &state.app_ids, username, password);
         if let Ok(valid) = &checked {
             state.remembered().remember(password, valid, epoch, &rules);
         }

@@ -22,6 +22,8 @@ pub const DEFAULT_UNKNOWN_KID_INTERVAL: Duration = Duration::from_secs(10);
 pub const MAX_TENANTS: usize = 16;
 /// At most this many audiences.
 pub const MAX_AUDIENCES: usize = 16;
+/// At most this many allowed application ids.
+pub const MAX_APP_IDS: usize = 64;
 
 /// The module's configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +35,8 @@ pub struct Config {
     pub tenants: Vec<String>,
     /// Audiences, skew and maximum lifetime.
     pub rules: Rules,
+    /// If not empty, the only application ids (`appid`/`azp`) whose tokens are accepted.
+    pub app_ids: Vec<String>,
     /// How often keys are fetched again.
     pub refresh_interval: Duration,
     /// The least time between two fetches caused by an unknown `kid`.
@@ -71,6 +75,7 @@ impl Config {
         let mut authority = DEFAULT_AUTHORITY.to_string();
         let mut tenants = Vec::new();
         let mut audiences = Vec::new();
+        let mut app_ids: Vec<String> = Vec::new();
         let mut rules = Rules::default();
         let mut refresh_interval = DEFAULT_REFRESH_INTERVAL;
         let mut unknown_kid_interval = DEFAULT_UNKNOWN_KID_INTERVAL;
@@ -112,6 +117,14 @@ impl Config {
                     }
                     audiences.push(value.to_string());
                 }
+                "app-id" => {
+                    if value.is_empty() || value.len() > 64 {
+                        return Err(ConfigError(format!(
+                            "app-id must be an application (client) id, got {value:?}"
+                        )));
+                    }
+                    app_ids.push(value.to_string());
+                }
                 "skew" => rules.skew = seconds(name, value)?,
                 "max-lifetime" => rules.max_lifetime = seconds(name, value)?,
                 "refresh-interval" => {
@@ -120,8 +133,8 @@ impl Config {
                 "unknown-kid-interval" => unknown_kid_interval = seconds(name, value)?,
                 other => {
                     return Err(ConfigError(format!(
-                        "unknown argument {other:?}; known: authority, tenant, audience, skew, \
-                         max-lifetime, refresh-interval, unknown-kid-interval"
+                        "unknown argument {other:?}; known: authority, tenant, audience, app-id, \
+                         skew, max-lifetime, refresh-interval, unknown-kid-interval"
                     )))
                 }
             }
@@ -134,6 +147,9 @@ impl Config {
         if tenants.len() > MAX_TENANTS {
             return Err(ConfigError(format!("at most {MAX_TENANTS} tenants")));
         }
+        if app_ids.len() > MAX_APP_IDS {
+            return Err(ConfigError(format!("at most {MAX_APP_IDS} app ids")));
+        }
         if audiences.len() > MAX_AUDIENCES {
             return Err(ConfigError(format!("at most {MAX_AUDIENCES} audiences")));
         }
@@ -144,6 +160,7 @@ impl Config {
             authority,
             tenants,
             rules,
+            app_ids,
             refresh_interval,
             unknown_kid_interval,
         })

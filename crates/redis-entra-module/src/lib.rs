@@ -63,6 +63,8 @@ pub const EXPIRY_CHECK_MS: i64 = 100;
 /// Everything the callbacks share.
 pub struct State {
     settings: Arc<Settings>,
+    /// If not empty, the only application ids accepted (fixed at load).
+    app_ids: Vec<String>,
     keys: Arc<KeyStore>,
     stats: Arc<Stats>,
     sessions: Mutex<Sessions>,
@@ -125,16 +127,22 @@ fn load(ctx: *mut Ctx, args: Vec<String>) -> Result<(), String> {
     configs::register(ctx, &settings)?;
     let fetcher = Fetcher::start(&config, settings.clone(), keys.clone(), stats.clone())?;
     let summary = format!(
-        "entra: accepting tokens of tenant(s) {} from {} (audiences {}; skew {}s; max lifetime \
-         {}s)",
+        "entra: accepting tokens of tenant(s) {} from {} (audiences {}; applications {}; skew \
+         {}s; max lifetime {}s)",
         config.tenants.join(", "),
         config.authority,
         config.rules.audiences.join(", "),
+        if config.app_ids.is_empty() {
+            "any".to_string()
+        } else {
+            config.app_ids.join(", ")
+        },
         config.rules.skew.as_secs(),
         config.rules.max_lifetime.as_secs()
     );
     let _ = STATE.set(State {
         settings,
+        app_ids: config.app_ids.clone(),
         keys,
         stats,
         sessions: Mutex::new(Sessions::default()),

@@ -50,10 +50,12 @@ pub fn looks_like_jwt(password: &[u8]) -> bool {
 }
 
 /// Checks `AUTH <username> <token>`: RS256 with a key of a configured tenant, the claims as
-/// `rules` and that tenant's issuers say, and the username equal to `oid`.
+/// `rules` and that tenant's issuers say, the application among `app_ids` (when not empty),
+/// and the username equal to `oid`.
 pub fn check(
     store: &KeyStore,
     rules: &Rules,
+    app_ids: &[String],
     username: &[u8],
     token: &[u8],
 ) -> Result<Valid, Rejection> {
@@ -75,6 +77,13 @@ pub fn check(
             continue;
         }
         check_issuer(&claims, &candidate.v1_issuers, &candidate.v2_issuers)?;
+        if !app_ids.is_empty()
+            && !claims
+                .app_id()
+                .is_some_and(|app| app_ids.iter().any(|a| a.eq_ignore_ascii_case(app)))
+        {
+            return Err(Rejection::Application);
+        }
         let oid = claims.oid.clone().ok_or(Rejection::MissingOid)?;
         if !claims.oid_matches(username) {
             return Err(Rejection::UsernameMismatch);
@@ -106,20 +115,20 @@ mod tests {
         let store = KeyStore::default();
         let rules = Rules::default();
         assert_eq!(
-            check(&store, &rules, b"u", b"eyJ.x.y"),
+            check(&store, &rules, &[], b"u", b"eyJ.x.y"),
             Err(Rejection::Malformed)
         );
         // {"alg":"RS256","kid":"k"}
         let header = "eyJhbGciOiJSUzI1NiIsImtpZCI6ImsifQ";
         let token = format!("{header}.e30.c2ln");
         assert_eq!(
-            check(&store, &rules, b"u", token.as_bytes()),
+            check(&store, &rules, &[], b"u", token.as_bytes()),
             Err(Rejection::UnknownKey)
         );
         // {"alg":"HS256","kid":"k"}
         let token = "eyJhbGciOiJIUzI1NiIsImtpZCI6ImsifQ.e30.c2ln";
         assert_eq!(
-            check(&store, &rules, b"u", token.as_bytes()),
+            check(&store, &rules, &[], b"u", token.as_bytes()),
             Err(Rejection::Algorithm)
         );
     }

@@ -386,3 +386,53 @@ async fn config_set_changes_the_maximum_lifetime_at_run_time() -> Result<()> {
     assert!(e.contains("entra.refresh-interval"), "{e}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_app_id_allow_list_refuses_other_applications() -> Result<()> {
+    let emulator = support::emulator(Duration::from_secs(3600)).await;
+    let sp = emulator.service_principal();
+    let mi = emulator.managed_identity();
+    let server = Server::start(
+        &support::valkey_server(),
+        &emulator.ca_file(),
+        &[
+            "authority",
+            emulator.authority(),
+            "tenant",
+            emulator.tenant_id(),
+            "app-id",
+            &sp.client_id,
+        ],
+    )?;
+    server.create_user(&sp.object_id)?;
+    server.create_user(&mi.object_id)?;
+    let minter = Minter {
+        emulator: &emulator,
+    };
+    let mut conn = server.connect()?;
+    conn.auth(&sp.object_id, &minter.token(sp, 3600, |_| {}))
+        .expect("the allowed application");
+    assert_eq!(
+        conn.auth(&mi.object_id, &minter.token(mi, 3600, |_| {})),
+        Err(WRONGPASS.into())
+    );
+    // A v2 token names its application in azp.
+    let v2 = minter.token(sp, 3600, |c| {
+        let appid = c.remove("appid");
+        c.insert("azp".into(), appid.unwrap_or_default());
+        c.insert("ver".into(), json!("2.0"));
+        c.insert(
+            "iss".into(),
+            json!(format!(
+                "{}/{}/v2.0",
+                emulator.authority(),
+                emulator.tenant_id()
+            )),
+        );
+    });
+    conn.auth(&sp.object_id, &v2)
+        .expect("azp of the allowed application");
+    assert_eq!(conn.whoami().unwrap(), sp.object_id);
+    assert_eq!(server.stat("refused_application")?, 1);
+    Ok(())
+}
