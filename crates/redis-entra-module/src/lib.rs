@@ -11,9 +11,10 @@
 //!   JWT (`auth.rs`). The token is checked with the checks the emulator's gateway uses
 //!   (`redis-entra-jwt`): RS256 with a key of a configured tenant, `aud`, `iss` for the
 //!   token's `ver` as the tenant's metadata names it, `tid`, `exp`/`nbf` with the skew, the
-//!   maximum lifetime, and the username equal to `oid`. The client becomes the ACL user named
-//!   by the `oid`, which the operator creates; none (or disabled): `WRONGPASS`. A password
-//!   that is not a JWT goes to the server's own check.
+//!   maximum lifetime, optionally the application (`app-id`), and the username equal to
+//!   `oid`. The client becomes the ACL user named by the `oid`, which the operator creates;
+//!   none (or disabled): `WRONGPASS`. A password that is not a JWT goes to the server's own
+//!   check.
 //! - **Keys** (`fetch.rs`): the tenants' OIDC metadata and JWKS are fetched over HTTPS on the
 //!   module's own thread, at load, periodically, and on an unknown `kid` (rate-limited); an
 //!   `AUTH` that needs them waits (blocked module auth), the server never does.
