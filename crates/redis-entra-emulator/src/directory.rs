@@ -35,10 +35,9 @@ use uuid::Uuid;
 use crate::access_keys::AccessKeys;
 use crate::Error;
 
-/// The Redis scope in its resource-URI form, as token requests name it.
-pub const REDIS_RESOURCE: &str = "https://redis.azure.com";
-/// The application id of "Azure Cache for Redis" (the scope's GUID form).
-pub const REDIS_APP_ID: &str = "acca5fbb-b7e4-4009-81f1-37e38fd66d78";
+/// The Redis scope in its resource-URI form (`https://redis.azure.com`), as token requests
+/// name it, and the application id of "Azure Cache for Redis" (the scope's GUID form).
+pub use redis_entra_jwt::{REDIS_APP_ID, REDIS_RESOURCE};
 
 /// What kind of identity a principal is.
 #[derive(Debug, Clone, PartialEq, Eq)]

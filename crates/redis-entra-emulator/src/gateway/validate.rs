@@ -38,39 +38,23 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use serde::Deserialize;
+use jsonwebtoken::DecodingKey;
+use redis_entra_jwt::{check_issuer, check_tenant, signing_kid, Claims, Rules};
 use tokio::sync::{watch, Semaphore};
 
 use super::trusted_keys::{TrustedKey, TrustedKeys};
 pub use super::verified::VERIFIED_CAPACITY;
-use super::verified::{now_f64, Proof, VerifiedTokens};
-use crate::directory::{AccessPolicy, Directory, REDIS_APP_ID, REDIS_RESOURCE};
+use super::verified::{Proof, VerifiedTokens};
+use crate::directory::{AccessPolicy, Directory};
 use crate::signing::TokenIssuer;
 use crate::Error;
-
-/// The clock skew allowed by default on `exp` and `nbf`.
-pub const DEFAULT_SKEW: Duration = Duration::from_secs(2);
-
-/// The longest token lifetime accepted by default: 24 hours, the lifetime Entra gives
-/// managed-identity tokens (its other tokens live 60–90 minutes). A token whose `exp` is
-/// farther than this (plus the skew) from its `iat`, its `nbf` or now is refused.
-pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+pub use redis_entra_jwt::{
+    v1_issuer, v2_issuer, Rejection as TokenRejection, DEFAULT_MAX_LIFETIME, DEFAULT_SKEW,
+};
 
 /// How long an `AUTH` waits for a verification slot before it is refused as
 /// [`Rejection::Busy`].
 pub const VERIFICATION_QUEUE_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// The v1 issuer Entra puts in `iss` for tenant `tid` (tokens with `ver: 1.0`).
-pub fn v1_issuer(tid: &str) -> String {
-    format!("https://sts.windows.net/{tid}/")
-}
-
-/// The v2 issuer Entra puts in `iss` for tenant `tid` (tokens with `ver: 2.0`).
-pub fn v2_issuer(tid: &str) -> String {
-    format!("https://login.microsoftonline.com/{tid}/v2.0")
-}
 
 /// A token that passed validation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,7 +71,7 @@ pub struct ValidToken {
     pub key_generation: u64,
 }
 
-/// Why a token was refused. For logs: clients only ever see `WRONGPASS`.
+/// Why a password was refused. For logs: clients only ever see `WRONGPASS`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Rejection {
@@ -97,70 +81,15 @@ pub enum Rejection {
     /// `AUTH <key>` or `AUTH default <key>` with neither the primary nor the secondary key.
     #[error("the password is not one of the cache's access keys")]
     WrongAccessKey,
-    /// Not three base64url parts with JSON inside.
-    #[error("the password is not a well-formed JWT")]
-    Malformed,
-    /// The header's `alg` is not RS256 (`none`, HS256, ES256, …).
-    #[error("the token's algorithm is not RS256")]
-    Algorithm,
-    /// The header has no `kid`, or no trusted key has it.
-    #[error("the token's signing key (kid) is not trusted")]
-    UnknownKey,
-    /// The signature does not verify with the key its `kid` names.
-    #[error("the token's signature does not verify")]
-    Signature,
-    /// `exp` is in the past, beyond the clock skew.
-    #[error("the token has expired")]
-    Expired,
-    /// `nbf` is in the future, beyond the clock skew.
-    #[error("the token is not valid yet (nbf)")]
-    NotYetValid,
-    /// `exp` is farther from `iat`, `nbf` or now than the maximum lifetime allows.
-    #[error("the token lives longer than the maximum lifetime")]
-    Lifetime,
-    /// `aud` is not Azure Cache for Redis.
-    #[error("the token's audience is not Azure Cache for Redis")]
-    Audience,
-    /// `iss` is not this tenant's issuer for the token's `ver` (or `ver` is neither 1.0 nor
-    /// 2.0).
-    #[error("the token's issuer is not the tenant's for its version")]
-    Issuer,
-    /// `tid` is missing or is not this tenant's id.
-    #[error("the token's tenant (tid) is not the cache's tenant")]
-    Tenant,
-    /// A claim the check needs (`exp`, `aud`, `iss`, `oid`, `tid`, `nbf` when present) is
-    /// missing or has the wrong type.
-    #[error("the token lacks a required claim or has one of the wrong type")]
-    Claims,
-    /// No `oid` claim.
-    #[error("the token has no oid claim")]
-    MissingOid,
-    /// The username is neither the token's `oid` nor the alias of its assignment.
-    #[error("the username is neither the token's oid nor its assignment's alias")]
-    UsernameMismatch,
+    /// The token itself failed a check (shared with the server module: `redis-entra-jwt`).
+    #[error(transparent)]
+    Token(#[from] TokenRejection),
     /// The identity has no access policy assignment on the cache.
     #[error("the identity has no access policy assigned")]
     NoAccessPolicy,
     /// Too many verifications were waiting for too long: refused without verifying.
     #[error("too many token verifications are in progress")]
     Busy,
-}
-
-/// The claims the gateway reads itself, after `jsonwebtoken` checked `exp`, `nbf` and `aud`.
-/// Typed strictly: a claim of another type fails the whole token.
-#[derive(Deserialize, Clone)]
-struct Claims {
-    oid: Option<String>,
-    exp: f64,
-    nbf: Option<f64>,
-    iat: Option<f64>,
-    /// Only a string: `jsonwebtoken` accepts an array that contains an accepted issuer.
-    iss: String,
-    /// Only a string: `jsonwebtoken` accepts an array that contains an accepted audience.
-    #[serde(rename = "aud")]
-    _audience: String,
-    ver: Option<String>,
-    tid: Option<String>,
 }
 
 /// The default number of verification slots: the CPUs, at least 2.
@@ -181,9 +110,8 @@ pub struct TokenValidator {
     verified: VerifiedTokens<Claims>,
     v1_issuers: Vec<String>,
     v2_issuers: Vec<String>,
-    audiences: Vec<String>,
-    skew: Duration,
-    max_lifetime: Duration,
+    /// Audiences, skew and maximum lifetime (the checks shared with the server module).
+    rules: Rules,
     /// Bounds the RSA verifications running at once.
     slots: Arc<Semaphore>,
     slot_count: usize,
@@ -200,9 +128,7 @@ impl std::fmt::Debug for TokenValidator {
             .field("kids", &self.keys.kids())
             .field("v1_issuers", &self.v1_issuers)
             .field("v2_issuers", &self.v2_issuers)
-            .field("audiences", &self.audiences)
-            .field("skew", &self.skew)
-            .field("max_lifetime", &self.max_lifetime)
+            .field("rules", &self.rules)
             .finish_non_exhaustive()
     }
 }
@@ -221,13 +147,7 @@ impl TokenValidator {
             verified: VerifiedTokens::new(),
             v1_issuers: vec![v1_issuer(&tid)],
             v2_issuers: vec![v2_issuer(&tid)],
-            audiences: vec![
-                REDIS_RESOURCE.to_string(),
-                format!("{REDIS_RESOURCE}/"),
-                REDIS_APP_ID.to_string(),
-            ],
-            skew: DEFAULT_SKEW,
-            max_lifetime: DEFAULT_MAX_LIFETIME,
+            rules: Rules::default(),
             slots: Arc::new(Semaphore::new(default_slots())),
             slot_count: default_slots(),
             verifications: AtomicU64::new(0),
@@ -279,14 +199,14 @@ impl TokenValidator {
     /// Sets the clock skew allowed on `exp` and `nbf` (whole seconds; a connection is closed at
     /// `exp` plus this skew).
     pub fn with_skew(mut self, skew: Duration) -> Self {
-        self.skew = skew;
+        self.rules.skew = skew;
         self
     }
 
     /// Sets the longest token lifetime accepted (whole seconds; default
     /// [`DEFAULT_MAX_LIFETIME`]).
     pub fn with_max_lifetime(mut self, max_lifetime: Duration) -> Self {
-        self.max_lifetime = max_lifetime;
+        self.rules.max_lifetime = max_lifetime;
         self
     }
 
@@ -343,12 +263,12 @@ impl TokenValidator {
 
     /// The clock skew allowed on `exp` and `nbf`.
     pub fn skew(&self) -> Duration {
-        self.skew
+        self.rules.skew
     }
 
     /// The longest token lifetime accepted.
     pub fn max_lifetime(&self) -> Duration {
-        self.max_lifetime
+        self.rules.max_lifetime
     }
 
     /// The issuers (`iss`) accepted: the v1 ones (for `ver: 1.0`), then the v2 ones (for
@@ -363,13 +283,13 @@ impl TokenValidator {
 
     /// The audiences (`aud`) accepted.
     pub fn audiences(&self) -> &[String] {
-        &self.audiences
+        &self.rules.audiences
     }
 
     /// Checks `AUTH <username> <token>` (the username being the object id or the alias), on
     /// the calling thread.
     pub fn validate(&self, username: &[u8], token: &[u8]) -> Result<ValidToken, Rejection> {
-        let (generation, claims) = match self.verified.lookup(token, &self.keys, self.skew)? {
+        let (generation, claims) = match self.verified.lookup(token, &self.keys, &self.rules)? {
             Some(hit) => hit,
             None => {
                 let (kid, key) = self.key_for(token)?;
@@ -389,7 +309,7 @@ impl TokenValidator {
         username: &[u8],
         token: &[u8],
     ) -> Result<ValidToken, Rejection> {
-        if let Some((generation, claims)) = self.verified.lookup(token, &self.keys, self.skew)? {
+        if let Some((generation, claims)) = self.verified.lookup(token, &self.keys, &self.rules)? {
             return self.authorise(username, generation, claims);
         }
         // Cheap refusals before queueing: a malformed header, another algorithm, an unknown kid.
@@ -402,7 +322,7 @@ impl TokenValidator {
         .map_err(|_| Rejection::Busy)?
         .map_err(|_| Rejection::Busy)?;
         // The key trusted now, not when the AUTH was queued (it may have been replaced since).
-        let key = self.keys.get(&kid).ok_or(Rejection::UnknownKey)?;
+        let key = self.keys.get(&kid).ok_or(TokenRejection::UnknownKey)?;
         let this = Arc::clone(self);
         let owned: Box<[u8]> = token.into();
         let generation = key.generation;
@@ -421,12 +341,8 @@ impl TokenValidator {
 
     /// The header's `kid` and the key trusted under it (cheap: no signature is checked).
     fn key_for(&self, token: &[u8]) -> Result<(String, TrustedKey), Rejection> {
-        let header = jsonwebtoken::decode_header(token).map_err(|_| Rejection::Malformed)?;
-        if header.alg != Algorithm::RS256 {
-            return Err(Rejection::Algorithm);
-        }
-        let kid = header.kid.ok_or(Rejection::UnknownKey)?;
-        let key = self.keys.get(&kid).ok_or(Rejection::UnknownKey)?;
+        let kid = signing_kid(token)?;
+        let key = self.keys.get(&kid).ok_or(TokenRejection::UnknownKey)?;
         Ok((kid, key))
     }
 
@@ -435,43 +351,9 @@ impl TokenValidator {
     /// still the one trusted under `kid`.
     fn verify(&self, token: &[u8], kid: String, key: &TrustedKey) -> Result<Claims, Rejection> {
         self.verifications.fetch_add(1, Ordering::Relaxed);
-        let mut validation = Validation::new(Algorithm::RS256);
-        validation.algorithms = vec![Algorithm::RS256];
-        validation.leeway = self.skew.as_secs();
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "aud", "iss"]);
-        validation.set_audience(&self.audiences);
-
-        let data =
-            jsonwebtoken::decode::<Claims>(token, &key.key, &validation).map_err(|e| {
-                match e.kind() {
-                    ErrorKind::InvalidSignature => Rejection::Signature,
-                    ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => {
-                        Rejection::Algorithm
-                    }
-                    ErrorKind::ExpiredSignature => Rejection::Expired,
-                    ErrorKind::ImmatureSignature => Rejection::NotYetValid,
-                    ErrorKind::InvalidAudience => Rejection::Audience,
-                    ErrorKind::InvalidIssuer => Rejection::Issuer,
-                    ErrorKind::MissingRequiredClaim(_) | ErrorKind::InvalidClaimFormat(_) => {
-                        Rejection::Claims
-                    }
-                    ErrorKind::Json(_) => Rejection::Claims,
-                    _ => Rejection::Malformed,
-                }
-            })?;
-        let claims = data.claims;
-        self.check_issuer(&claims)?;
-        self.check_lifetime(&claims)?;
-        let tenant = self.directory.tenant_id().as_bytes();
-        if !claims
-            .tid
-            .as_ref()
-            .is_some_and(|tid| tid.as_bytes().eq_ignore_ascii_case(tenant))
-        {
-            return Err(Rejection::Tenant);
-        }
+        let claims = self.rules.verify(token, &key.key)?;
+        check_issuer(&claims, &self.v1_issuers, &self.v2_issuers)?;
+        check_tenant(&claims, self.directory.tenant_id())?;
         self.verified.remember(
             token,
             Proof {
@@ -482,36 +364,9 @@ impl TokenValidator {
                 claims: claims.clone(),
             },
             &self.keys,
-            self.skew,
+            &self.rules,
         );
         Ok(claims)
-    }
-
-    /// `iss` must be the tenant's issuer for the token's `ver`, as Entra issues them.
-    fn check_issuer(&self, claims: &Claims) -> Result<(), Rejection> {
-        let accepted = match claims.ver.as_deref() {
-            Some("1.0") => &self.v1_issuers,
-            Some("2.0") => &self.v2_issuers,
-            _ => return Err(Rejection::Issuer),
-        };
-        if accepted.contains(&claims.iss) {
-            Ok(())
-        } else {
-            Err(Rejection::Issuer)
-        }
-    }
-
-    /// `exp` no farther than the maximum lifetime (plus the skew) from `iat`, `nbf` and now.
-    fn check_lifetime(&self, claims: &Claims) -> Result<(), Rejection> {
-        let limit = self.max_lifetime.as_secs() as f64 + self.skew.as_secs() as f64;
-        let starts = [claims.iat, claims.nbf, Some(now_f64())];
-        for start in starts.into_iter().flatten() {
-            let lifetime = claims.exp - start;
-            if !lifetime.is_finite() || lifetime > limit {
-                return Err(Rejection::Lifetime);
-            }
-        }
-        Ok(())
     }
 
     /// Who the verified token lets in: its `oid` (or the assignment's alias) must be the
@@ -522,7 +377,8 @@ impl TokenValidator {
         key_generation: u64,
         claims: Claims,
     ) -> Result<ValidToken, Rejection> {
-        let oid = claims.oid.ok_or(Rejection::MissingOid)?;
+        let exp = claims.exp_secs();
+        let oid = claims.oid.ok_or(TokenRejection::MissingOid)?;
         let assignment = self.directory.assignment_of(&oid);
         let by_oid = oid.as_bytes().eq_ignore_ascii_case(username);
         let by_alias = assignment
@@ -530,18 +386,14 @@ impl TokenValidator {
             .and_then(|a| a.alias.as_deref())
             .is_some_and(|alias| alias.as_bytes() == username);
         if !(by_oid || by_alias) {
-            return Err(Rejection::UsernameMismatch);
+            return Err(TokenRejection::UsernameMismatch.into());
         }
         let policy = assignment
             .map(|a| a.policy)
             .ok_or(Rejection::NoAccessPolicy)?;
         Ok(ValidToken {
             oid,
-            exp: if claims.exp.is_finite() && claims.exp > 0.0 {
-                claims.exp as u64
-            } else {
-                0
-            },
+            exp,
             policy,
             key_generation,
         })
@@ -551,6 +403,7 @@ impl TokenValidator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::directory::REDIS_RESOURCE;
     use crate::signing::TokenIssuer;
 
     fn setup() -> (Arc<Directory>, TokenIssuer, TokenValidator, String, String) {
@@ -579,7 +432,7 @@ mod tests {
         // Another username with the same token: refused, even though the token is remembered.
         assert_eq!(
             validator.validate(b"someone-else", token.as_bytes()),
-            Err(Rejection::UsernameMismatch)
+            Err(Rejection::Token(TokenRejection::UsernameMismatch))
         );
         // The identity loses its policy: refused.
         directory.remove_assignment(&oid);
@@ -593,7 +446,7 @@ mod tests {
         assert!(validator.remove_key(issuer.kid()));
         assert_eq!(
             validator.validate(oid.as_bytes(), token.as_bytes()),
-            Err(Rejection::UnknownKey)
+            Err(Rejection::Token(TokenRejection::UnknownKey))
         );
         assert!(validator.verified.len() == 0);
     }
@@ -613,7 +466,7 @@ mod tests {
         assert!(validator.verified.len() == 0);
         assert_eq!(
             validator.validate(oid.as_bytes(), token.as_bytes()),
-            Err(Rejection::Signature)
+            Err(Rejection::Token(TokenRejection::Signature))
         );
     }
 
@@ -649,7 +502,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             validator.validate(oid.as_bytes(), expired.as_bytes()),
-            Err(Rejection::Expired)
+            Err(Rejection::Token(TokenRejection::Expired))
         );
         assert!(validator.verified.len() == 0);
         // A token remembered while valid is refused once its exp (plus skew) has passed.
@@ -660,7 +513,7 @@ mod tests {
         validator.verified.expire_all();
         assert_eq!(
             validator.validate(oid.as_bytes(), token.as_bytes()),
-            Err(Rejection::Expired)
+            Err(Rejection::Token(TokenRejection::Expired))
         );
     }
 }

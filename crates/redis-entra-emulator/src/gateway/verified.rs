@@ -10,21 +10,14 @@
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redis_entra_jwt::{now_f64, Rejection as TokenRejection, Rules};
 
 use super::trusted_keys::TrustedKeys;
 use super::validate::Rejection;
 
 /// How many verified tokens are remembered at most.
 pub const VERIFIED_CAPACITY: usize = 4096;
-
-/// Seconds since the Unix epoch, with a fraction.
-pub(crate) fn now_f64() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
 
 /// A verified token: the key that verified it, its time window, and what the validator keeps
 /// of its claims.
@@ -59,35 +52,28 @@ impl<C: Clone> VerifiedTokens<C> {
 
     /// The claims of `token` and the generation of the key that verified it, if it was
     /// verified and still counts: that key is still the one trusted under its `kid`, and the
-    /// token is inside its `nbf`/`exp` window give or take `skew`. A token whose key was
+    /// token is inside its `nbf`/`exp` window give or take the rules' skew. A token whose key was
     /// removed is refused ([`Rejection::UnknownKey`]); one whose key was replaced is forgotten
     /// (`None`: verify it again, with the key trusted now).
     pub(crate) fn lookup(
         &self,
         token: &[u8],
         keys: &TrustedKeys,
-        skew: Duration,
+        rules: &Rules,
     ) -> Result<Option<(u64, C)>, Rejection> {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(entry) = entries.get(token) else {
             return Ok(None);
         };
         match keys.generation_of(&entry.kid) {
-            None => return Err(Rejection::UnknownKey),
+            None => return Err(TokenRejection::UnknownKey.into()),
             Some(now) if now != entry.generation => {
                 entries.remove(token);
                 return Ok(None);
             }
             Some(_) => {}
         }
-        let now = now_f64();
-        let skew = skew.as_secs() as f64;
-        if entry.exp < now - skew {
-            return Err(Rejection::Expired);
-        }
-        if entry.nbf.is_some_and(|nbf| nbf > now + skew) {
-            return Err(Rejection::NotYetValid);
-        }
+        rules.check_window(entry.exp, entry.nbf, now_f64())?;
         Ok(Some((entry.generation, entry.claims.clone())))
     }
 
@@ -98,7 +84,7 @@ impl<C: Clone> VerifiedTokens<C> {
         token: &[u8],
         proof: Proof<C>,
         keys: &TrustedKeys,
-        skew: Duration,
+        rules: &Rules,
     ) {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         // Checked under the memory's lock: a key replaced after this check forgets the entry
@@ -108,8 +94,7 @@ impl<C: Clone> VerifiedTokens<C> {
         }
         if entries.len() >= VERIFIED_CAPACITY {
             let now = now_f64();
-            let skew = skew.as_secs() as f64;
-            entries.retain(|_, e| e.exp >= now - skew);
+            entries.retain(|_, e| rules.check_window(e.exp, None, now).is_ok());
             if entries.len() >= VERIFIED_CAPACITY {
                 entries.clear();
             }
