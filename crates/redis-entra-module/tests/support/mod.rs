@@ -453,22 +453,18 @@ pub fn library(
     use redis_entra::credential::{client_secret, ClientSecretOptions};
     use redis_entra::{ConnectOptions, TlsOptions, TokenManager, TokenManagerOptions};
     let sp = emulator.service_principal();
-    let credential = client_secret(ClientSecretOptions {
-        tenant_id: emulator.tenant_id().to_string(),
-        client_id: sp.client_id.clone(),
-        secret: sp.secret.clone().context("a secret")?,
-        authority_host: Some(emulator.authority().to_string()),
-        tls: TlsOptions {
-            extra_ca_pem: Some(emulator.ca_pem().to_string()),
-            danger_accept_invalid_certs: false,
-        },
-    })?;
+    let credential = client_secret(
+        ClientSecretOptions::new(
+            emulator.tenant_id(),
+            sp.client_id.clone(),
+            sp.secret.clone().context("a secret")?,
+        )
+        .with_authority_host(emulator.authority())
+        .with_tls(TlsOptions::with_ca_pem(emulator.ca_pem())?),
+    )?;
     let mut options = TokenManagerOptions::default();
     options.retry.initial_delay = Duration::from_millis(100);
     let mut connect = ConnectOptions::new("localhost", front);
-    connect.tls = TlsOptions {
-        extra_ca_pem: Some(ca),
-        danger_accept_invalid_certs: false,
-    };
+    connect.tls = TlsOptions::with_ca_pem(ca)?;
     Ok((TokenManager::new(credential, options), connect))
 }
