@@ -81,6 +81,67 @@ pub enum Command {
     Redis(Vec<OsString>),
 }
 
+/// `redis-entra emulator …`, parsed on its own: its `--help` lists the emulator's options only,
+/// and a client flag (`-c`, `--raw`, …) is an error there rather than silently ignored.
+#[derive(Debug, Parser)]
+#[command(
+    name = "redis-entra emulator",
+    version,
+    about = "Run the local Azure (fake Entra ID + Redis gateway) until interrupted."
+)]
+struct EmulatorCli {
+    #[command(flatten)]
+    args: emulator::EmulatorArgs,
+    /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
+    #[arg(long, default_value = "warn")]
+    log: String,
+}
+
+/// Runs `redis-entra emulator …` when that is the command line (the subcommand first).
+fn emulator_command() -> Option<ExitCode> {
+    let mut argv = std::env::args_os();
+    let program = argv.next()?;
+    let rest: Vec<OsString> = argv.collect();
+    if rest.first().is_none_or(|first| first != "emulator") {
+        return None;
+    }
+    let name = format!("{} emulator", program.to_string_lossy());
+    let parsed = EmulatorCli::try_parse_from(
+        std::iter::once(OsString::from(name)).chain(rest.into_iter().skip(1)),
+    );
+    let cli = match parsed {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return Some(ExitCode::from(if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::SUCCESS
+            }));
+        }
+    };
+    init_logging(&cli.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return Some(ExitCode::from(exit::ERROR_REPLY));
+        }
+    };
+    let result = runtime.block_on(emulator::run(cli.args));
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    Some(match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {:#}", e.error);
+            ExitCode::from(e.code)
+        }
+    })
+}
+
 fn init_logging(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
@@ -122,6 +183,9 @@ fn parse() -> Result<Cli, ExitCode> {
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = emulator_command() {
+        return code;
+    }
     let cli = match parse() {
         Ok(cli) => cli,
         Err(code) => return code,

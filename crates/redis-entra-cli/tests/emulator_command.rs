@@ -428,3 +428,38 @@ fn every_env_file_kind_alone_drives_the_command() {
         }
     }
 }
+
+/// `emulator --help` lists the emulator's own options, not the client's; a client flag is an
+/// error there (exit 2) rather than silently ignored.
+#[test]
+fn emulator_help_lists_only_its_own_options() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_redis-entra"))
+        .args(["emulator", "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for own in [
+        "--token-lifetime",
+        "--identity",
+        "--redis-server",
+        "--max-connections",
+    ] {
+        assert!(help.contains(own), "{own} missing from:\n{help}");
+    }
+    for client in [
+        "--raw",
+        "--json",
+        "--cacert",
+        "--credential",
+        "--scan",
+        "--no-token-cache",
+    ] {
+        assert!(!help.contains(client), "the client's {client} in:\n{help}");
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_redis-entra"))
+        .args(["emulator", "--raw"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
