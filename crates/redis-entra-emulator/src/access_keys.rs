@@ -19,8 +19,6 @@ use base64::Engine;
 use rand::RngCore;
 use tokio::sync::watch;
 
-use crate::gateway::Rejection;
-
 /// Which of the two access keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KeyType {
@@ -78,6 +76,17 @@ pub fn generate_key() -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Why a password was refused as an access key (for logs: clients only ever see `WRONGPASS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum KeyRejection {
+    /// Access-key authentication is disabled.
+    #[error("access-key authentication is disabled")]
+    Disabled,
+    /// Neither the primary nor the secondary key.
+    #[error("the password is not one of the cache's access keys")]
+    Wrong,
 }
 
 /// Compares without leaking, through timing, how much of a guess was right.
@@ -161,17 +170,17 @@ impl AccessKeys {
 
     /// Checks a password against both keys. On success returns the revocation epoch the
     /// connection must watch (see [`revocations`](Self::revocations)).
-    pub(crate) fn check(&self, candidate: &[u8]) -> Result<u64, Rejection> {
+    pub(crate) fn check(&self, candidate: &[u8]) -> Result<u64, KeyRejection> {
         let keys = self.read();
         if !keys.enabled {
-            return Err(Rejection::AccessKey);
+            return Err(KeyRejection::Disabled);
         }
         let primary = constant_time_eq(candidate, keys.primary.as_bytes());
         let secondary = constant_time_eq(candidate, keys.secondary.as_bytes());
         if primary | secondary {
             Ok(*self.revoked.borrow())
         } else {
-            Err(Rejection::WrongAccessKey)
+            Err(KeyRejection::Wrong)
         }
     }
 
@@ -200,12 +209,12 @@ mod tests {
         let keys = AccessKeys::new();
         let old = keys.primary();
         assert_eq!(keys.check(old.as_bytes()), Ok(0));
-        assert_eq!(keys.check(b"nope"), Err(Rejection::WrongAccessKey));
+        assert_eq!(keys.check(b"nope"), Err(KeyRejection::Wrong));
         let fresh = keys.regenerate(KeyType::Primary);
-        assert_eq!(keys.check(old.as_bytes()), Err(Rejection::WrongAccessKey));
+        assert_eq!(keys.check(old.as_bytes()), Err(KeyRejection::Wrong));
         assert_eq!(keys.check(fresh.as_bytes()), Ok(0));
         assert!(keys.set_enabled(false));
-        assert_eq!(keys.check(fresh.as_bytes()), Err(Rejection::AccessKey));
+        assert_eq!(keys.check(fresh.as_bytes()), Err(KeyRejection::Disabled));
         assert!(!keys.set_enabled(true));
         assert_eq!(keys.check(fresh.as_bytes()), Ok(1));
         assert!(!format!("{keys:?}").contains(&fresh));

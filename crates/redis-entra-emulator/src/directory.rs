@@ -320,8 +320,6 @@ pub struct Directory {
     access_keys: AccessKeys,
     /// Users' sign-in names and passwords.
     users: RwLock<Vec<UserAccount>>,
-    /// Pending user sign-ins (device codes, authorization codes).
-    sign_in: crate::identity::SignInState,
     /// Certificates uploaded to applications, by lower-case client id.
     certificates: RwLock<HashMap<String, Vec<UploadedCertificate>>>,
     /// Federated identity credentials of applications, by lower-case client id.
@@ -352,7 +350,6 @@ impl Directory {
             custom_policies: RwLock::new(BTreeMap::new()),
             access_keys: AccessKeys::new(),
             users: RwLock::new(Vec::new()),
-            sign_in: crate::identity::SignInState::default(),
             certificates: RwLock::new(HashMap::new()),
             federated: RwLock::new(HashMap::new()),
             oidc_issuers: RwLock::new(HashMap::new()),
@@ -534,11 +531,6 @@ impl Directory {
     /// Every user, in the order they were created.
     pub fn users(&self) -> Vec<UserAccount> {
         read(&self.users).clone()
-    }
-
-    /// Pending device codes and authorization codes, and how users' sign-ins are approved.
-    pub fn sign_in(&self) -> &crate::identity::SignInState {
-        &self.sign_in
     }
 
     fn add(&self, principal: Principal) -> Principal {

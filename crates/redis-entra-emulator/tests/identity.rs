@@ -65,6 +65,7 @@ impl Harness {
             stats: Arc::new(Stats::default()),
             authority: authority.clone(),
             identity_header: "identity-header-secret-value".to_string(),
+            sign_in: Default::default(),
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let stopped = futures::future::FutureExt::shared(async move {

@@ -74,7 +74,7 @@ async fn device_code(emu: &Emulator, client: &reqwest::Client) -> Result<(String
 /// Polls the token endpoint once with a device code, after the polling interval the code
 /// asked for (a client polling sooner gets `slow_down`, as RFC 8628 says).
 async fn poll(emu: &Emulator, client: &reqwest::Client, code: &str) -> Result<(u16, Value)> {
-    tokio::time::sleep(emu.directory().sign_in().device_code_interval()).await;
+    tokio::time::sleep(emu.sign_in().device_code_interval()).await;
     post_form(
         client,
         &oauth(emu, "token"),
@@ -92,7 +92,7 @@ async fn device_code_approval_needs_the_users_credentials() -> Result<()> {
     let emu = start().await?;
     let client = https(&emu)?;
     let user = emu.user();
-    emu.directory().sign_in().set_auto_approve(false);
+    emu.sign_in().set_auto_approve(false);
     let (code, user_code) = device_code(&emu, &client).await?;
     let approve = oauth(&emu, "devicecode/approve");
 
@@ -149,7 +149,7 @@ async fn device_code_approval_needs_the_users_credentials() -> Result<()> {
     assert!(body["access_token"].is_string());
 
     // The explicit switch: codes approved as they are issued, nobody signs in.
-    emu.directory().sign_in().set_auto_approve(true);
+    emu.sign_in().set_auto_approve(true);
     let (code, _) = device_code(&emu, &client).await?;
     let (status, body) = poll(&emu, &client, &code).await?;
     assert_eq!(status, 200, "{body}");
@@ -254,13 +254,13 @@ async fn imds_has_its_own_listener_and_serves_only_attached_identities() -> Resu
 async fn unpolled_device_codes_and_arc_challenges_are_bounded() -> Result<()> {
     let emu = start().await?;
     let client = https(&emu)?;
-    emu.directory().sign_in().set_auto_approve(false);
+    emu.sign_in().set_auto_approve(false);
     let extra = 20;
     let mut last = None;
     for _ in 0..SIGN_IN_STORE_CAPACITY + extra {
         last = Some(device_code(&emu, &client).await?);
     }
-    let stored = emu.directory().sign_in().device_code_count();
+    let stored = emu.sign_in().device_code_count();
     assert!(
         stored <= SIGN_IN_STORE_CAPACITY,
         "{stored} device codes stored (cap {SIGN_IN_STORE_CAPACITY})"

@@ -290,7 +290,7 @@ async fn end_to_end_in_headless_chromium() {
         panic!("chromium is not installed: run scripts/setup --with-browser (scripts/test does)");
     };
     let emulator = emulator(Duration::from_secs(3600)).await;
-    emulator.directory().sign_in().set_auto_submit(true);
+    emulator.sign_in().set_auto_submit(true);
     let profile = tempfile::tempdir().unwrap();
     let children: Arc<std::sync::Mutex<Vec<std::process::Child>>> = Arc::default();
     let spawned = children.clone();

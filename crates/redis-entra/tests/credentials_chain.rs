@@ -82,7 +82,7 @@ async fn device_code_signs_in_the_user_and_the_gateway_accepts_the_token() {
         "refreshing did not prompt"
     );
     // A refused refresh token (here: the emulator forgot it) means signing in again.
-    emulator.directory().sign_in().forget_refresh_tokens();
+    emulator.sign_in().forget_refresh_tokens();
     credential.expire_cached_token().await;
     credential.get_token(&[SCOPE], None).await.unwrap();
     assert_eq!(
@@ -122,7 +122,7 @@ async fn answer(emulator: &Emulator, form: &[(&str, &str)]) -> reqwest::Response
 #[tokio::test]
 async fn device_code_approved_through_the_approval_endpoint_with_the_password() {
     let emulator = emulator(Duration::from_secs(3600)).await;
-    emulator.directory().sign_in().set_auto_approve(false);
+    emulator.sign_in().set_auto_approve(false);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<DeviceCodePrompt>();
     let mut options = device_code_options(&emulator, Arc::new(Mutex::new(Vec::new())));
     options.prompt = Some(Arc::new(move |p: &DeviceCodePrompt| {
@@ -164,7 +164,7 @@ async fn device_code_approved_through_the_approval_endpoint_with_the_password() 
 #[tokio::test]
 async fn a_declined_device_code_says_so_and_what_to_do() {
     let emulator = emulator(Duration::from_secs(3600)).await;
-    emulator.directory().sign_in().set_auto_approve(false);
+    emulator.sign_in().set_auto_approve(false);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<DeviceCodePrompt>();
     let mut options = device_code_options(&emulator, Arc::new(Mutex::new(Vec::new())));
     options.prompt = Some(Arc::new(move |p: &DeviceCodePrompt| {
@@ -188,7 +188,7 @@ async fn a_declined_device_code_says_so_and_what_to_do() {
 #[tokio::test]
 async fn a_device_code_nobody_answers_times_out_with_a_clear_error() {
     let emulator = emulator(Duration::from_secs(3600)).await;
-    emulator.directory().sign_in().set_auto_approve(false);
+    emulator.sign_in().set_auto_approve(false);
     let mut options = device_code_options(&emulator, Arc::new(Mutex::new(Vec::new())));
     options.timeout = Some(Duration::from_secs(3));
     let error = device_code(options)

@@ -75,12 +75,10 @@ pub struct ValidToken {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Rejection {
-    /// `AUTH <key>` or `AUTH default <key>` while access-key authentication is disabled.
-    #[error("access-key authentication is disabled")]
-    AccessKey,
-    /// `AUTH <key>` or `AUTH default <key>` with neither the primary nor the secondary key.
-    #[error("the password is not one of the cache's access keys")]
-    WrongAccessKey,
+    /// `AUTH <key>` or `AUTH default <key>` refused: access keys are disabled, or the password
+    /// is neither key.
+    #[error(transparent)]
+    AccessKey(#[from] crate::access_keys::KeyRejection),
     /// The token itself failed a check (shared with the server module: `redis-entra-jwt`).
     #[error(transparent)]
     Token(#[from] TokenRejection),

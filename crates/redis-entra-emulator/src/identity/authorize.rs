@@ -174,12 +174,7 @@ pub(crate) async fn page(
         return error_page(&e);
     }
     tracing::debug!(%tenant, "authorize page");
-    sign_in_page(
-        &tenant,
-        &params,
-        state.directory.sign_in().auto_submit(),
-        None,
-    )
+    sign_in_page(&tenant, &params, state.sign_in.auto_submit(), None)
 }
 
 /// `POST /{tenant}/oauth2/v2.0/authorize`: the sign-in form.
@@ -202,7 +197,7 @@ pub(crate) async fn submit(
     if let Err(e) = check_request(&state, &tenant, &params) {
         return error_page(&e);
     }
-    let auto = form.get("auto") == Some("1") && state.directory.sign_in().auto_submit();
+    let auto = form.get("auto") == Some("1") && state.sign_in.auto_submit();
     let user = if auto {
         match state.directory.users().into_iter().next() {
             Some(user) => user,
@@ -239,7 +234,7 @@ pub(crate) async fn submit(
     );
     let get = |n: &str| params.get(n).cloned().unwrap_or_default();
     insert_bounded(
-        &state.directory.sign_in().codes,
+        &state.sign_in.codes,
         code.clone(),
         CodeGrant {
             client_id: get("client_id"),

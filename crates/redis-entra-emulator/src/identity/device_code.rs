@@ -69,7 +69,7 @@ pub(crate) async fn start(
             .get("scope")
             .ok_or_else(|| EntraError::missing_parameter("scope"))?;
         user_audience(&state.directory, scope)?;
-        let sign_in = state.directory.sign_in();
+        let sign_in = &*state.sign_in;
         let device_code = format!(
             "DAQABAAEAAA{}{}",
             Uuid::new_v4().simple(),
@@ -135,7 +135,7 @@ pub(crate) async fn approve(
         let user_code = form
             .get("user_code")
             .ok_or_else(|| EntraError::missing_parameter("user_code"))?;
-        let sign_in = state.directory.sign_in();
+        let sign_in = &*state.sign_in;
         let decline = form
             .get("action")
             .is_some_and(|a| a.eq_ignore_ascii_case("decline"));

@@ -42,6 +42,7 @@
 //!     stats: Arc::new(Stats::default()),
 //!     authority: format!("https://localhost:{}", listener.local_addr()?.port()),
 //!     identity_header: "a-random-value".into(),
+//!     sign_in: Default::default(),
 //! };
 //! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
 //! let server = serve(listener, Some(pki.server_config()), authority_router(state), async {
@@ -108,6 +109,9 @@ pub struct IdentityState {
     /// The App Service `X-IDENTITY-HEADER` value (`IDENTITY_HEADER`): a secret, redacted in
     /// `Debug` and never logged.
     pub identity_header: String,
+    /// Users' sign-ins in progress (device codes, authorization codes, refresh tokens) and how
+    /// they are approved: the identity server's own state, not the tenant's.
+    pub sign_in: Arc<SignInState>,
 }
 
 impl IdentityState {

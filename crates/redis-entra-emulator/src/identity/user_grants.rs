@@ -156,7 +156,7 @@ fn device_code(
     let code = form
         .get("device_code")
         .ok_or_else(|| EntraError::missing_parameter("device_code"))?;
-    let sign_in: &SignInState = state.directory.sign_in();
+    let sign_in: &SignInState = &state.sign_in;
     let (object_id, scope) = {
         let mut codes = sign_in
             .device_codes
@@ -250,8 +250,7 @@ fn authorization_code(
         .get("code_verifier")
         .ok_or_else(|| EntraError::missing_parameter("code_verifier"))?;
     let grant = state
-        .directory
-        .sign_in()
+        .sign_in
         .codes
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -314,8 +313,7 @@ fn refresh_token(
         .ok_or_else(|| EntraError::missing_parameter("scope"))?;
     let audience = user_audience(&state.directory, scope)?;
     let grant = state
-        .directory
-        .sign_in()
+        .sign_in
         .refresh_tokens
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -426,7 +424,7 @@ fn user_token_reply(
             uuid::Uuid::new_v4().simple()
         );
         insert_bounded(
-            &state.directory.sign_in().refresh_tokens,
+            &state.sign_in.refresh_tokens,
             refresh.clone(),
             RefreshGrant {
                 client_id: client_id.to_string(),
