@@ -78,6 +78,15 @@ pub struct EmulatorArgs {
         env = "REDIS_ENTRA_EMULATOR_REDIS_SERVER"
     )]
     pub redis_server: PathBuf,
+    /// The address the fake Entra ID and the gateways listen on (0.0.0.0 for every interface,
+    /// e.g. to serve other containers); the managed-identity endpoints, IMDS and the admin
+    /// interface stay on 127.0.0.1.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1")]
+    pub listen: std::net::IpAddr,
+    /// The host name clients reach the emulator by: in the authority URL, the env file and what
+    /// cluster nodes announce; the server certificate names it (and --listen's address).
+    #[arg(long, value_name = "NAME", default_value = "localhost")]
+    pub hostname: String,
 }
 
 async fn terminated() {
@@ -121,6 +130,8 @@ pub async fn run(args: EmulatorArgs) -> Outcome {
             ..Default::default()
         },
         redis_server: redis_entra_emulator::ServerProgram::new(args.redis_server),
+        listen: args.listen,
+        hostname: args.hostname.clone(),
     })
     .await
     .context("starting the emulator")?;
@@ -130,8 +141,9 @@ pub async fn run(args: EmulatorArgs) -> Outcome {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     eprintln!(
-        "redis-entra emulator: Entra ID at {}, Redis gateway at localhost:{}, backend {}, tokens live {:?}, identity {}",
+        "redis-entra emulator: Entra ID at {}, Redis gateway at {}:{}, backend {}, tokens live {:?}, identity {}",
         emulator.authority(),
+        args.hostname,
         emulator.gateway_addr().port(),
         emulator.backend().addr(),
         args.token_lifetime,
@@ -141,8 +153,9 @@ pub async fn run(args: EmulatorArgs) -> Outcome {
     if !nodes.is_empty() {
         let ports: Vec<String> = nodes.iter().map(|a| a.port().to_string()).collect();
         eprintln!(
-            "redis-entra emulator: cluster of {} nodes at localhost ports {}",
+            "redis-entra emulator: cluster of {} nodes at {} ports {}",
             nodes.len(),
+            args.hostname,
             ports.join(", ")
         );
     }

@@ -169,13 +169,15 @@ impl Cluster {
     /// bound, which the node announces), creates the users on every node, splits the slots
     /// evenly, introduces the nodes and waits until the cluster is healthy.
     pub async fn start(gateway_ports: &[u16]) -> Result<Cluster, Error> {
-        Self::start_with(gateway_ports, &ServerProgram::default()).await
+        Self::start_with(gateway_ports, &ServerProgram::default(), "localhost").await
     }
 
-    /// As [`start`](Self::start), running `program` (a `redis-server` or `valkey-server`).
+    /// As [`start`](Self::start), running `program` (a `redis-server` or `valkey-server`), the
+    /// nodes announcing `hostname` (Redis 7 and later) for their gateways.
     pub async fn start_with(
         gateway_ports: &[u16],
         program: &ServerProgram,
+        hostname: &str,
     ) -> Result<Cluster, Error> {
         let n = gateway_ports.len();
         if n == 0 || n > usize::from(SLOTS) {
@@ -187,8 +189,16 @@ impl Cluster {
         let admin_password = random_password();
         let mut spawned = Vec::with_capacity(n);
         for (index, &gateway_port) in gateway_ports.iter().enumerate() {
-            spawned
-                .push(spawn_node(program, index, gateway_port, &admin_password, hostnames).await?);
+            spawned.push(
+                spawn_node(
+                    program,
+                    index,
+                    gateway_port,
+                    &admin_password,
+                    hostnames.then_some(hostname),
+                )
+                .await?,
+            );
         }
         let addrs: Vec<BackendAddr> = spawned
             .iter()
@@ -705,7 +715,7 @@ fn free_ports(bus_follows_data: bool) -> Result<(u16, u16), Error> {
 }
 
 /// A node's `redis.conf`.
-fn node_config(dir: &Path, data: u16, bus: u16, gateway: u16, hostnames: bool) -> String {
+fn node_config(dir: &Path, data: u16, bus: u16, gateway: u16, hostname: Option<&str>) -> String {
     let dir = dir.display();
     let mut config = format!(
         "bind 127.0.0.1\nport {data}\nprotected-mode yes\ndaemonize no\n\
@@ -716,9 +726,9 @@ fn node_config(dir: &Path, data: u16, bus: u16, gateway: u16, hostnames: bool) -
          cluster-announce-ip 127.0.0.1\ncluster-announce-port {gateway}\n\
          cluster-announce-bus-port {bus}\n"
     );
-    if hostnames {
+    if let Some(hostname) = hostname {
         config.push_str(&format!(
-            "cluster-port {bus}\ncluster-announce-hostname localhost\n\
+            "cluster-port {bus}\ncluster-announce-hostname {hostname}\n\
              cluster-preferred-endpoint-type hostname\n"
         ));
     }
@@ -732,7 +742,7 @@ async fn spawn_node(
     index: usize,
     gateway_port: u16,
     admin_password: &str,
-    hostnames: bool,
+    hostname: Option<&str>,
 ) -> Result<Spawned, Error> {
     let dir = tempfile::Builder::new()
         .prefix(&format!("redis-entra-cluster-node{index}-"))
@@ -744,10 +754,10 @@ async fn spawn_node(
     let log = dir.path().join("redis.log");
     let mut why = String::new();
     for attempt in 1..=PORT_ATTEMPTS {
-        let (data_port, bus_port) = free_ports(!hostnames)?;
+        let (data_port, bus_port) = free_ports(hostname.is_none())?;
         std::fs::write(
             &config,
-            node_config(dir.path(), data_port, bus_port, gateway_port, hostnames),
+            node_config(dir.path(), data_port, bus_port, gateway_port, hostname),
         )
         .map_err(|e| Error::io("writing a cluster node's configuration", e))?;
         let mut child = program.spawn(&config)?;

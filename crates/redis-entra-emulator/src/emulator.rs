@@ -129,6 +129,14 @@ pub struct EmulatorConfig {
     /// The server binary the emulator spawns behind its gateway (`--redis-server PATH`): any
     /// `redis-server` or `valkey-server`; Debian's `redis-server` from `PATH` by default.
     pub redis_server: ServerProgram,
+    /// The address the fake Entra ID and the gateways listen on (`--listen`; default
+    /// 127.0.0.1). The managed-identity endpoints, IMDS and the admin interface stay on
+    /// 127.0.0.1: they are the emulated machine's own.
+    pub listen: std::net::IpAddr,
+    /// The host name clients use (`--hostname`; default `localhost`): in the authority URL, the
+    /// env file, what cluster nodes announce, and the server certificate (with the `--listen`
+    /// address when it is a specific one).
+    pub hostname: String,
 }
 
 impl Default for EmulatorConfig {
@@ -146,6 +154,8 @@ impl Default for EmulatorConfig {
             federated_token_lifetime: Duration::from_secs(3600),
             gateway: crate::gateway::GatewayConfig::default(),
             redis_server: ServerProgram::default(),
+            listen: std::net::Ipv4Addr::LOCALHOST.into(),
+            hostname: "localhost".into(),
         }
     }
 }
@@ -153,6 +163,8 @@ impl Default for EmulatorConfig {
 /// A running emulator. Dropping it stops its servers; [`Emulator::shutdown`] does it cleanly.
 pub struct Emulator {
     config: EmulatorConfig,
+    /// The identity server's sign-ins in progress.
+    sign_in: Arc<identity::SignInState>,
     directory: Arc<Directory>,
     issuer: Arc<TokenIssuer>,
     faults: Arc<Faults>,
@@ -196,14 +208,25 @@ impl std::fmt::Debug for Emulator {
 }
 
 async fn bind(port: u16, what: &str) -> Result<TcpListener, Error> {
-    TcpListener::bind(("127.0.0.1", port))
+    bind_on(std::net::Ipv4Addr::LOCALHOST.into(), port, what).await
+}
+
+async fn bind_on(ip: std::net::IpAddr, port: u16, what: &str) -> Result<TcpListener, Error> {
+    TcpListener::bind((ip, port))
         .await
-        .map_err(|e| Error::io(format!("binding the {what} to 127.0.0.1:{port}"), e))
+        .map_err(|e| Error::io(format!("binding the {what} to {ip}:{port}"), e))
 }
 
 impl Emulator {
     /// Starts everything; returns once every endpoint accepts connections.
     pub async fn start(config: EmulatorConfig) -> Result<Self, Error> {
+        if config.hostname.is_empty() || config.hostname.contains(['/', ':', '@', ' ']) {
+            return Err(Error::Config(format!(
+                "{:?} is not a host name clients can reach the emulator by (--hostname): give a \
+                 name such as localhost or redis-entra.test, without a port or a scheme",
+                config.hostname
+            )));
+        }
         if config.token_lifetime > config.max_token_lifetime {
             return Err(Error::Config(format!(
                 "the token lifetime ({} s) exceeds the longest lifetime the gateway accepts ({} s): \
@@ -212,7 +235,11 @@ impl Emulator {
                 config.max_token_lifetime.as_secs()
             )));
         }
-        let pki = Pki::generate()?;
+        let mut names = vec![config.hostname.clone()];
+        if !config.listen.is_unspecified() {
+            names.push(config.listen.to_string());
+        }
+        let pki = Pki::generate_for(&names)?;
         let directory = Arc::new(Directory::new());
         let issuer = Arc::new(TokenIssuer::new(
             directory.tenant_id(),
@@ -237,9 +264,10 @@ impl Emulator {
         let workload_app = directory.create_application("redis-entra-workload-app");
         directory.assign(&workload_app.object_id, AccessPolicy::DataOwner);
 
-        let authority_listener = bind(config.authority_port, "fake Entra ID").await?;
+        let authority_listener =
+            bind_on(config.listen, config.authority_port, "fake Entra ID").await?;
         let authority_addr = local(&authority_listener)?;
-        let authority = format!("https://localhost:{}", authority_addr.port());
+        let authority = format!("https://{}:{}", config.hostname, authority_addr.port());
         let msi_listener = bind(0, "managed identity endpoint").await?;
         let mut listeners: Vec<(&'static str, SocketAddr)> = vec![
             ("fake Entra ID", authority_addr),
@@ -271,6 +299,7 @@ impl Emulator {
             ),
         );
 
+        let sign_in = Arc::new(identity::SignInState::default());
         let state = IdentityState {
             directory: directory.clone(),
             issuer: issuer.clone(),
@@ -278,6 +307,7 @@ impl Emulator {
             stats: stats.clone(),
             authority: authority.clone(),
             identity_header: identity_header.clone(),
+            sign_in: sign_in.clone(),
         };
         let (stop, stop_rx) = watch::channel(false);
         let until_stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -394,6 +424,7 @@ impl Emulator {
         tracing::info!(%authority, gateway = %gateway_addr, backend = %backend.addr(), nodes = gateways.len(), admin = %admin_url, "emulator ready");
         Ok(Self {
             config,
+            sign_in,
             directory,
             issuer,
             faults,
@@ -717,6 +748,12 @@ impl Emulator {
         Ok(removed)
     }
 
+    /// Users' sign-ins in progress (device codes, authorization codes, refresh tokens) and how
+    /// the identity server approves them.
+    pub fn sign_in(&self) -> &identity::SignInState {
+        &self.sign_in
+    }
+
     /// The configuration it started with.
     pub fn config(&self) -> &EmulatorConfig {
         &self.config
@@ -735,7 +772,7 @@ impl Emulator {
         let addr = self.gateway_addr();
         let ca = self.ca_file().display().to_string();
         let mut vars: Vec<(String, String)> = vec![
-            ("AZURE_REDIS_HOST".into(), "localhost".into()),
+            ("AZURE_REDIS_HOST".into(), self.config.hostname.clone()),
             ("AZURE_REDIS_PORT".into(), addr.port().to_string()),
             ("AZURE_AUTHORITY_HOST".into(), self.authority.clone()),
             ("AZURE_TENANT_ID".into(), self.tenant_id().to_string()),
@@ -812,7 +849,11 @@ impl Emulator {
                     ("AZURE_REDIS_PASSWORD".into(), key),
                     (
                         "AZURE_REDIS_CONNECTIONSTRING".into(),
-                        format!("rediss://:{encoded}@localhost:{}/0", addr.port()),
+                        format!(
+                            "rediss://:{encoded}@{}:{}/0",
+                            self.config.hostname,
+                            addr.port()
+                        ),
                     ),
                     ("AZURE_REDIS_SSL".into(), "true".into()),
                     ("AZURE_REDIS_DATABASE".into(), "0".into()),
@@ -864,7 +905,7 @@ impl PendingBackend {
                 Some(url) => Backend::external(url).await?,
                 None => Backend::spawn_with(&config.redis_server).await?,
             });
-            let listener = bind(config.gateway_port, "Redis gateway").await?;
+            let listener = bind_on(config.listen, config.gateway_port, "Redis gateway").await?;
             return Ok(Self {
                 listeners: vec![listener],
                 backends: vec![backend],
@@ -887,11 +928,12 @@ impl PendingBackend {
         let mut ports = Vec::with_capacity(n);
         for i in 0..n {
             let port = if i == 0 { config.gateway_port } else { 0 };
-            let listener = bind(port, "Redis gateway").await?;
+            let listener = bind_on(config.listen, port, "Redis gateway").await?;
             ports.push(local(&listener)?.port());
             listeners.push(listener);
         }
-        let cluster = Arc::new(Cluster::start_with(&ports, &config.redis_server).await?);
+        let cluster =
+            Arc::new(Cluster::start_with(&ports, &config.redis_server, &config.hostname).await?);
         let backends = (0..n)
             .map(|i| {
                 cluster

@@ -29,6 +29,12 @@ impl std::fmt::Debug for Pki {
 impl Pki {
     /// Generates a fresh CA and a server certificate for `localhost`, `127.0.0.1` and `::1`.
     pub fn generate() -> Result<Self, Error> {
+        Self::generate_for(&[])
+    }
+
+    /// As [`generate`](Self::generate), the server certificate also naming each of `names` (a
+    /// host name, or an IP address).
+    pub fn generate_for(names: &[String]) -> Result<Self, Error> {
         let pki = |e: rcgen::Error| Error::Pki(e.to_string());
         let ca_key = KeyPair::generate().map_err(pki)?;
         let mut ca_params = CertificateParams::default();
@@ -53,6 +59,19 @@ impl Pki {
         params
             .subject_alt_names
             .push(SanType::IpAddress(std::net::Ipv6Addr::LOCALHOST.into()));
+        for name in names.iter().filter(|n| n.as_str() != "localhost") {
+            let san = match name.parse::<std::net::IpAddr>() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => {
+                    SanType::DnsName(name.clone().try_into().map_err(|e: rcgen::Error| {
+                        Error::Config(format!("{name:?} is not a host name: {e}"))
+                    })?)
+                }
+            };
+            if !params.subject_alt_names.contains(&san) {
+                params.subject_alt_names.push(san);
+            }
+        }
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, "localhost");
         params.distinguished_name = dn;
