@@ -221,7 +221,7 @@ async fn trace_logs_of_every_connection_kind_hold_no_secret() {
     for target in [
         "redis::cluster_handling",
         "fred::protocol",
-        "gateway::session: authenticated",
+        "gateway::session::authenticate: authenticated",
     ] {
         assert!(logs.contains(target), "records of {target} are captured");
     }
