@@ -27,18 +27,7 @@ struct Env {
 impl Env {
     async fn start() -> Result<Self> {
         let emulator = support::emulator(Duration::from_secs(3600)).await;
-        let server = Server::start(
-            &support::valkey_server(),
-            &emulator.ca_file(),
-            &[
-                "authority",
-                emulator.authority(),
-                "tenant",
-                emulator.tenant_id(),
-                "unknown-kid-interval",
-                "0",
-            ],
-        )?;
+        let server = Server::for_emulator(&emulator, &["unknown-kid-interval", "0"])?;
         let oid = emulator.service_principal().object_id.clone();
         server.create_user(&oid)?;
         Ok(Self {
@@ -392,18 +381,7 @@ async fn an_app_id_allow_list_refuses_other_applications() -> Result<()> {
     let emulator = support::emulator(Duration::from_secs(3600)).await;
     let sp = emulator.service_principal();
     let mi = emulator.managed_identity();
-    let server = Server::start(
-        &support::valkey_server(),
-        &emulator.ca_file(),
-        &[
-            "authority",
-            emulator.authority(),
-            "tenant",
-            emulator.tenant_id(),
-            "app-id",
-            &sp.client_id,
-        ],
-    )?;
+    let server = Server::for_emulator(&emulator, &["app-id", &sp.client_id])?;
     server.create_user(&sp.object_id)?;
     server.create_user(&mi.object_id)?;
     let minter = Minter {

@@ -12,18 +12,7 @@ use support::{Minter, Server, WRONGPASS};
 #[tokio::test(flavor = "multi_thread")]
 async fn a_connection_is_closed_at_expiry_unless_a_fresher_token_came() -> Result<()> {
     let emulator = support::emulator(Duration::from_secs(3600)).await;
-    let server = Server::start(
-        &support::valkey_server(),
-        &emulator.ca_file(),
-        &[
-            "authority",
-            emulator.authority(),
-            "tenant",
-            emulator.tenant_id(),
-            "skew",
-            "0",
-        ],
-    )?;
+    let server = Server::for_emulator(&emulator, &["skew", "0"])?;
     let sp = emulator.service_principal();
     let oid = sp.object_id.as_str();
     server.create_user(oid)?;
@@ -88,16 +77,7 @@ async fn a_connection_is_closed_at_expiry_unless_a_fresher_token_came() -> Resul
 #[tokio::test(flavor = "multi_thread")]
 async fn a_closed_connection_is_forgotten_at_once() -> Result<()> {
     let emulator = support::emulator(Duration::from_secs(3600)).await;
-    let server = Server::start(
-        &support::valkey_server(),
-        &emulator.ca_file(),
-        &[
-            "authority",
-            emulator.authority(),
-            "tenant",
-            emulator.tenant_id(),
-        ],
-    )?;
+    let server = Server::for_emulator(&emulator, &[])?;
     let sp = emulator.service_principal();
     server.create_user(&sp.object_id)?;
     let token = Minter {

@@ -86,16 +86,7 @@ async fn an_auth_waits_for_the_keys_and_the_server_does_not() -> Result<()> {
 async fn a_stream_of_unknown_kids_costs_no_fetch_within_the_interval() -> Result<()> {
     let emulator = support::emulator(Duration::from_secs(3600)).await;
     // The default unknown-kid-interval (10 s).
-    let server = Server::start(
-        &support::valkey_server(),
-        &emulator.ca_file(),
-        &[
-            "authority",
-            emulator.authority(),
-            "tenant",
-            emulator.tenant_id(),
-        ],
-    )?;
+    let server = Server::for_emulator(&emulator, &[])?;
     server.wait_for("the first fetch", || {
         server.stat("key_refreshes").unwrap_or(0) >= 1
     })?;
@@ -135,18 +126,7 @@ async fn a_stream_of_unknown_kids_costs_no_fetch_within_the_interval() -> Result
 #[tokio::test(flavor = "multi_thread")]
 async fn keys_are_fetched_again_every_refresh_interval() -> Result<()> {
     let emulator = support::emulator(Duration::from_secs(3600)).await;
-    let server = Server::start(
-        &support::valkey_server(),
-        &emulator.ca_file(),
-        &[
-            "authority",
-            emulator.authority(),
-            "tenant",
-            emulator.tenant_id(),
-            "refresh-interval",
-            "1",
-        ],
-    )?;
+    let server = Server::for_emulator(&emulator, &["refresh-interval", "1"])?;
     server.wait_for("three fetches", || {
         server.stat("key_refreshes").unwrap_or(0) >= 3
     })?;

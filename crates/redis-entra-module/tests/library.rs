@@ -14,16 +14,7 @@ use support::Server;
 #[tokio::test(flavor = "multi_thread")]
 async fn entra_connection_keeps_working_across_ten_rotations() -> Result<()> {
     let emulator = support::emulator(Duration::from_secs(3)).await;
-    let server = Server::start(
-        &support::valkey_server(),
-        &emulator.ca_file(),
-        &[
-            "authority",
-            emulator.authority(),
-            "tenant",
-            emulator.tenant_id(),
-        ],
-    )?;
+    let server = Server::for_emulator(&emulator, &[])?;
     let sp = emulator.service_principal();
     server.create_user(&sp.object_id)?;
     let (front, ca) = support::tls_front(server.port).await?;

@@ -27,16 +27,7 @@ fn check(next: &mut Option<u64>, msg: redis_entra::Message) {
 
 async fn survives_ten_rotations(protocol: Protocol) -> Result<()> {
     let emulator = support::emulator(Duration::from_secs(3)).await;
-    let server = Server::start(
-        &support::valkey_server(),
-        &emulator.ca_file(),
-        &[
-            "authority",
-            emulator.authority(),
-            "tenant",
-            emulator.tenant_id(),
-        ],
-    )?;
+    let server = Server::for_emulator(&emulator, &[])?;
     server.create_user(&emulator.service_principal().object_id)?;
     let (front, ca) = support::tls_front(server.port).await?;
     let (manager, mut options) = support::library(&emulator, front, ca)?;

@@ -73,16 +73,7 @@ fn python() -> PathBuf {
 #[tokio::test(flavor = "multi_thread")]
 async fn redis_py_with_redis_entraid_keeps_one_connection_across_rotations() -> Result<()> {
     let emulator = support::emulator(Duration::from_secs(3)).await;
-    let server = Server::start(
-        &support::valkey_server(),
-        &emulator.ca_file(),
-        &[
-            "authority",
-            emulator.authority(),
-            "tenant",
-            emulator.tenant_id(),
-        ],
-    )?;
+    let server = Server::for_emulator(&emulator, &[])?;
     let oid = emulator.service_principal().object_id.clone();
     server.create_user(&oid)?;
     let mut cmd = Command::new(python());

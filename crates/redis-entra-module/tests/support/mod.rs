@@ -115,6 +115,19 @@ impl Server {
         Self::spawn(binary, ca_file, module_args)?.ready()
     }
 
+    /// Valkey with the module, pointed at `emulator`'s authority and tenant, and `extra`
+    /// arguments after those.
+    pub fn for_emulator(emulator: &Emulator, extra: &[&str]) -> Result<Self> {
+        let mut args = vec![
+            "authority",
+            emulator.authority(),
+            "tenant",
+            emulator.tenant_id(),
+        ];
+        args.extend_from_slice(extra);
+        Self::start(&valkey_server(), &emulator.ca_file(), &args)
+    }
+
     /// Starts `binary` with the module at `module` (a release build, say).
     pub fn start_with_module(
         binary: &Path,
