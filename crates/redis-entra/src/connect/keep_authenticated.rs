@@ -212,9 +212,18 @@ async fn reauthenticate<C: sealed::Connection>(
                 return creds;
             }
         }
-        let delay = Duration::from_millis(100u64 << attempt.min(6))
-            .min(left.saturating_sub(replace_at) / 2)
-            .max(Duration::from_millis(50));
+        // Backoff (100 ms doubling to 6.4 s), shortened to reach the replacement point in time;
+        // past that point (a connection that cannot be replaced) the plain backoff, not a
+        // 50 ms loop until expiry.
+        let backoff = Duration::from_millis(100u64 << attempt.min(6));
+        let to_replace_at = left.saturating_sub(replace_at);
+        let delay = if to_replace_at.is_zero() {
+            backoff
+        } else {
+            backoff
+                .min(to_replace_at / 2)
+                .max(Duration::from_millis(50))
+        };
         tokio::time::sleep(delay).await;
         if let Some(newer) = manager.current() {
             if newer.generation() > creds.generation() {
