@@ -121,15 +121,9 @@ fn emulator_command() -> Option<ExitCode> {
         }
     };
     init_logging(&cli.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return Some(ExitCode::from(exit::ERROR_REPLY));
-        }
+        Err(code) => return Some(code),
     };
     let result = runtime.block_on(emulator::run(cli.args));
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
@@ -140,6 +134,17 @@ fn emulator_command() -> Option<ExitCode> {
             ExitCode::from(e.code)
         }
     })
+}
+
+/// The command's async runtime; on failure, the message is printed and the exit code returned.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::from(exit::ERROR_REPLY)
+        })
 }
 
 fn init_logging(level: &str) {
@@ -199,15 +204,9 @@ fn main() -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::from(exit::USAGE);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(exit::ERROR_REPLY);
-        }
+        Err(code) => return code,
     };
     let result = runtime.block_on(async move {
         match cli.command {

@@ -23,7 +23,8 @@ impl Counters {
 
     /// `label`'s count.
     pub fn get(&self, label: &str) -> u64 {
-        self.snapshot().get(label).copied().unwrap_or(0)
+        let counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        counts.get(label).copied().unwrap_or(0)
     }
 
     /// Every label's count.
