@@ -7,7 +7,7 @@
 //!
 //! Throughput: `redis-benchmark` (GET and SET, 50 clients, 200,000 requests, `-P 1` and
 //! `-P 16`, TLS) against three targets in one run, interleaved, each run `ROUNDS` times (default
-//! 2; the best round is reported):
+//! 2; the best round and the median of the rounds are reported):
 //!
 //! - `gateway`: the emulator's Redis gateway (token of the service principal, `--user <oid>`);
 //! - `haproxy`: haproxy in TCP mode terminating TLS in front of the same `redis-server` (its
@@ -17,6 +17,8 @@
 //!
 //! haproxy and the TLS `redis-server` serve a certificate of a second [`Pki`] (the same kind:
 //! ECDSA P-256 for `localhost`, issued by its own CA): the emulator keeps its own key private.
+//!
+//! `GATEWAY_BENCH_ONLY=memory` measures memory only (no throughput rounds).
 //!
 //! Memory: a child process (this binary again, `GATEWAY_BENCH_CLIENT=1`) opens N idle
 //! authenticated TLS connections; the figure is the RSS growth of the server side divided by N.
@@ -195,6 +197,7 @@ async fn run(fd_limit: u64) -> Result<()> {
     // Each proxied connection costs its proxy two descriptors (client side and backend side):
     // with the usual hard limit of 20,000 the second size is 9,000, not 10,000.
     let max_conns = ((fd_limit.saturating_sub(1_000)) / 2).min(10_000) as usize / 1_000 * 1_000;
+    let memory_only = std::env::var("GATEWAY_BENCH_ONLY").is_ok_and(|v| v == "memory");
     let mut memory = Vec::new();
     for n in [1_000usize, max_conns] {
         for t in &targets {
@@ -209,8 +212,18 @@ async fn run(fd_limit: u64) -> Result<()> {
         }
     }
 
+    if memory_only {
+        print_memory(&memory);
+        drop(haproxy);
+        drop(redis_tls);
+        emulator.shutdown().await;
+        return Ok(());
+    }
+
     // Throughput, interleaved.
     let mut results: Vec<(&str, u32, String, f64, f64)> = Vec::new();
+    // Every round's requests per second, for the medians.
+    let mut every: Vec<(&str, u32, String, f64)> = Vec::new();
     for round in 0..rounds {
         for depth in DEPTHS {
             for t in &targets {
@@ -219,6 +232,7 @@ async fn run(fd_limit: u64) -> Result<()> {
                         "round {round} {} -P {depth} {test}: {rps:.0} rps p50 {p50} ms",
                         t.name
                     );
+                    every.push((t.name, depth, test.clone(), rps));
                     match results
                         .iter_mut()
                         .find(|r| r.0 == t.name && r.1 == depth && r.2 == test)
@@ -260,19 +274,34 @@ async fn run(fd_limit: u64) -> Result<()> {
             );
         }
     }
-    println!(
-        "\n| target | idle authenticated TLS connections | process | RSS growth | per connection |"
-    );
-    println!("|---|---|---|---|---|");
-    for (name, n, m) in &memory {
-        for (process, kib) in m {
+    println!("\n## Results (median of {rounds} rounds)\n");
+    println!("| pipeline | test | gateway rps | haproxy rps | redis-tls rps | gateway / haproxy |");
+    println!("|---|---|---|---|---|---|");
+    for depth in DEPTHS {
+        for test in ["SET", "GET"] {
+            let median = |name: &str| {
+                let mut v: Vec<f64> = every
+                    .iter()
+                    .filter(|r| r.0 == name && r.1 == depth && r.2 == test)
+                    .map(|r| r.3)
+                    .collect();
+                v.sort_by(f64::total_cmp);
+                let n = v.len();
+                let at = |i: usize| v.get(i).copied().unwrap_or(0.0);
+                if n % 2 == 1 {
+                    at(n / 2)
+                } else {
+                    (at((n / 2).saturating_sub(1)) + at(n / 2)) / 2.0
+                }
+            };
+            let (g, h, r) = (median("gateway"), median("haproxy"), median("redis-tls"));
             println!(
-                "| {name} | {n} | {process} | {:.1} MiB | {:.1} KiB |",
-                *kib as f64 / 1024.0,
-                *kib as f64 / *n as f64
+                "| -P {depth} | {test} | {g:.0} | {h:.0} | {r:.0} | {:.2} |",
+                g / h
             );
         }
     }
+    print_memory(&memory);
     let png = plot(&results)?;
     println!("\nplot: {}", png.display());
     println!(
@@ -285,6 +314,23 @@ async fn run(fd_limit: u64) -> Result<()> {
     drop(redis_tls);
     emulator.shutdown().await;
     Ok(())
+}
+
+/// Prints the memory table: RSS growth per process and per connection.
+fn print_memory(memory: &[(&str, usize, Vec<(String, u64)>)]) {
+    println!(
+        "\n| target | idle authenticated TLS connections | process | RSS growth | per connection |"
+    );
+    println!("|---|---|---|---|---|");
+    for (name, n, m) in memory {
+        for (process, kib) in m {
+            println!(
+                "| {name} | {n} | {process} | {:.1} MiB | {:.1} KiB |",
+                *kib as f64 / 1024.0,
+                *kib as f64 / *n as f64
+            );
+        }
+    }
 }
 
 /// Draws requests per second as grouped bars (gateway blue, haproxy orange, redis-tls grey;

@@ -301,7 +301,8 @@ async fn connection(
     mut stop: watch::Receiver<bool>,
 ) {
     let _ = tcp.set_nodelay(true);
-    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
+    // Boxed: the handshake's state is freed once done, not kept in every session's task.
+    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, Box::pin(acceptor.accept(tcp)));
     let tls = tokio::select! {
         result = handshake => match result {
             Ok(Ok(tls)) => tls,

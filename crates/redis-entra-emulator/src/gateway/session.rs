@@ -85,12 +85,15 @@ const OK: &[u8] = b"+OK\r\n";
 const RESET: &[u8] = b"+RESET\r\n";
 const INVALID_USER: &[u8] = b"entra-invalid-user";
 
-/// How much the gateway reads from a client at a time.
+/// The most the gateway reads from a client at a time.
 const CLIENT_READ: usize = 16 * 1024;
+/// What the gateway reserves for a client read at first (and again once authenticated), before
+/// reads show it needs more: an idle connection holds little.
+const CLIENT_READ_INITIAL: usize = 512;
 /// How much the gateway reads from the backend at a time.
 const BACKEND_READ: usize = 32 * 1024;
 /// What the gateway reads from the backend at first, before replies show it needs more.
-const BACKEND_READ_INITIAL: usize = 2 * 1024;
+const BACKEND_READ_INITIAL: usize = 512;
 /// How long closing a connection (TLS close_notify) may take.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long Redis has to close its side after a request that breaks the protocol.
@@ -197,6 +200,31 @@ fn auth_command_with(user: &[u8], password: &[u8]) -> Vec<u8> {
     out
 }
 
+/// How much to reserve for the next client read: [`CLIENT_READ_INITIAL`], doubled whenever a
+/// read fills what was reserved, up to [`CLIENT_READ`].
+struct ReadSize(usize);
+
+impl Default for ReadSize {
+    fn default() -> Self {
+        Self(CLIENT_READ_INITIAL)
+    }
+}
+
+impl ReadSize {
+    /// Makes room in `buf` for the next read; returns the room.
+    fn reserve(&self, buf: &mut BytesMut) -> usize {
+        buf.reserve(self.0);
+        buf.capacity() - buf.len()
+    }
+
+    /// Notes a read of `n` bytes into `spare` bytes of room.
+    fn after(&mut self, n: usize, spare: usize) {
+        if n >= spare {
+            self.0 = (self.0 * 2).min(CLIENT_READ);
+        }
+    }
+}
+
 /// A password nobody has, for refused re-authentications.
 fn random_password() -> String {
     uuid::Uuid::new_v4().simple().to_string()
@@ -218,15 +246,26 @@ pub(crate) async fn serve<S>(
         failures: AtomicU32::new(0),
     };
     let (mut reader, mut writer) = tokio::io::split(stream);
-    let mut buf = BytesMut::with_capacity(CLIENT_READ);
+    let mut buf = BytesMut::new();
     let mut close_all_rx = state.faults.watch_close_all();
-    let phase1 = phase1(&ctx, &mut reader, &mut writer, &mut buf, &mut shutdown);
+    // Boxed: the task keeps only the phase it is in (a smaller task per idle session).
+    let phase1 = Box::pin(phase1(
+        &ctx,
+        &mut reader,
+        &mut writer,
+        &mut buf,
+        &mut shutdown,
+    ));
     let phase1 = tokio::select! {
         r = phase1 => r,
         _ = close_all(&mut close_all_rx) => Err(End::Injected),
     };
     let end = match phase1 {
         Ok(session) => {
+            if buf.is_empty() {
+                // Authentication needed a few KiB; an idle session starts again from little.
+                buf = BytesMut::new();
+            }
             let mut random_close_rx = state.faults.watch_random_close();
             tokio::select! {
                 end = phase2(
@@ -321,6 +360,7 @@ where
     };
     let mut parser = RequestParser::new(Limits::UNAUTHENTICATED);
     let mut replies = Vec::new();
+    let mut read_size = ReadSize::default();
     loop {
         loop {
             match parser.next_frame(buf) {
@@ -332,7 +372,7 @@ where
                     if let Local::NeedsUser(oid, policy) = local {
                         // Read the request again once the user exists (or failed to).
                         tokio::select! {
-                            _ = ctx.create_user(oid, policy) => {}
+                            _ = Box::pin(ctx.create_user(oid, policy)) => {}
                             _ = sleep_until(deadline) => return Err(End::AuthTimeout),
                         }
                         continue;
@@ -361,7 +401,7 @@ where
                                 replies.clear();
                             }
                             let first = tokio::select! {
-                                r = first_auth(ctx, auth) => r,
+                                r = Box::pin(first_auth(ctx, auth)) => r,
                                 _ = sleep_until(deadline) => return Err(End::AuthTimeout),
                             };
                             let (reply, session) = first?;
@@ -385,11 +425,11 @@ where
             write_client(writer, &replies, shutdown).await?;
             replies.clear();
         }
-        buf.reserve(CLIENT_READ);
+        let spare = read_size.reserve(buf);
         tokio::select! {
             read = reader.read_buf(buf) => match read {
                 Ok(0) | Err(_) => return Err(End::Client),
-                Ok(_) => {}
+                Ok(n) => read_size.after(n, spare),
             },
             _ = sleep_until(deadline) => {
                 debug!(conn = ctx.id, "no authentication in time: closing");
@@ -564,6 +604,7 @@ where
     let mut lease = session.tracker.lease();
     let tracker = Mutex::new(session.tracker);
     let mut fwd = Forwarder::new(ctx.state.config.profile);
+    let mut read_size = ReadSize::default();
     let mut revocations = ctx.state.directory.access_keys().revocations();
     let validator = &ctx.state.validator;
     let mut key_revocations = validator.revocations();
@@ -588,7 +629,7 @@ where
                 fwd.out.clear();
                 buf.advance(n);
                 if let Some((oid, policy)) = fwd.needs.take() {
-                    ctx.create_user(oid, policy).await;
+                    Box::pin(ctx.create_user(oid, policy)).await;
                     continue;
                 }
             }
@@ -597,14 +638,14 @@ where
                 tokio::time::sleep(PROTOCOL_ERROR_DRAIN).await;
                 return End::Protocol;
             }
-            buf.reserve(CLIENT_READ);
+            let spare = read_size.reserve(buf);
             match reader.read_buf(buf).await {
                 Ok(0) | Err(_) => {
                     // The client is done sending: tell Redis, and let its replies drain.
                     let _ = backend_writer.shutdown().await;
                     std::future::pending::<()>().await;
                 }
-                Ok(_) => {}
+                Ok(n) => read_size.after(n, spare),
             }
         }
     };
