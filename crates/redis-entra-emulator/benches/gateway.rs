@@ -18,7 +18,8 @@
 //! haproxy and the TLS `redis-server` serve a certificate of a second [`Pki`] (the same kind:
 //! ECDSA P-256 for `localhost`, issued by its own CA): the emulator keeps its own key private.
 //!
-//! `GATEWAY_BENCH_ONLY=memory` measures memory only (no throughput rounds).
+//! `GATEWAY_BENCH_ONLY=memory` measures memory only (no throughput rounds);
+//! `GATEWAY_BENCH_ONLY=throughput`, throughput only.
 //!
 //! Memory: a child process (this binary again, `GATEWAY_BENCH_CLIENT=1`) opens N idle
 //! authenticated TLS connections; the figure is the RSS growth of the server side divided by N.
@@ -197,9 +198,15 @@ async fn run(fd_limit: u64) -> Result<()> {
     // Each proxied connection costs its proxy two descriptors (client side and backend side):
     // with the usual hard limit of 20,000 the second size is 9,000, not 10,000.
     let max_conns = ((fd_limit.saturating_sub(1_000)) / 2).min(10_000) as usize / 1_000 * 1_000;
-    let memory_only = std::env::var("GATEWAY_BENCH_ONLY").is_ok_and(|v| v == "memory");
+    let only = std::env::var("GATEWAY_BENCH_ONLY").unwrap_or_default();
+    let memory_only = only == "memory";
+    let sizes: &[usize] = if only == "throughput" {
+        &[]
+    } else {
+        &[1_000, max_conns]
+    };
     let mut memory = Vec::new();
-    for n in [1_000usize, max_conns] {
+    for &n in sizes {
         for t in &targets {
             let pids: Vec<(&str, u32)> = match t.name {
                 "gateway" => vec![("emulator", std::process::id()), ("backend", backend_pid)],
@@ -224,10 +231,27 @@ async fn run(fd_limit: u64) -> Result<()> {
     let mut results: Vec<(&str, u32, String, f64, f64)> = Vec::new();
     // Every round's requests per second, for the medians.
     let mut every: Vec<(&str, u32, String, f64)> = Vec::new();
+    // CPU time of the process that terminates TLS (the emulator is this process), per request,
+    // for each run: a figure that the machine's other load disturbs less than the rates.
+    let mut cpu: Vec<(&str, u32, f64)> = Vec::new();
+    let proxy_pid = |name: &str| match name {
+        "gateway" => std::process::id(),
+        "haproxy" => haproxy.0.id(),
+        _ => redis_tls.0.id(),
+    };
     for round in 0..rounds {
         for depth in DEPTHS {
             for t in &targets {
-                for (test, rps, p50) in redis_benchmark(t, depth)? {
+                let before = cpu_ticks(proxy_pid(t.name))?;
+                let rows = redis_benchmark(t, depth)?;
+                let ticks = cpu_ticks(proxy_pid(t.name))?.saturating_sub(before);
+                let requests = f64::from(REQUESTS) * rows.len() as f64;
+                cpu.push((
+                    t.name,
+                    depth,
+                    ticks as f64 * 1e6 / ticks_per_sec() / requests,
+                ));
+                for (test, rps, p50) in rows {
                     eprintln!(
                         "round {round} {} -P {depth} {test}: {rps:.0} rps p50 {p50} ms",
                         t.name
@@ -300,6 +324,24 @@ async fn run(fd_limit: u64) -> Result<()> {
                 g / h
             );
         }
+    }
+    println!(
+        "\n## CPU time per request of the TLS-terminating process (median of {rounds} rounds)\n"
+    );
+    println!("| pipeline | gateway µs | haproxy µs | redis-tls µs | gateway / haproxy |");
+    println!("|---|---|---|---|---|");
+    for depth in DEPTHS {
+        let median = |name: &str| {
+            let mut v: Vec<f64> = cpu
+                .iter()
+                .filter(|r| r.0 == name && r.1 == depth)
+                .map(|r| r.2)
+                .collect();
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied().unwrap_or(0.0)
+        };
+        let (g, h, r) = (median("gateway"), median("haproxy"), median("redis-tls"));
+        println!("| -P {depth} | {g:.2} | {h:.2} | {r:.2} | {:.2} |", g / h);
     }
     print_memory(&memory);
     let png = plot(&results)?;
@@ -591,6 +633,33 @@ async fn wait_port(port: u16) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     bail!("nothing listens on {addr}")
+}
+
+/// User plus system CPU time of `pid` (all its threads), in clock ticks.
+fn cpu_ticks(pid: u32) -> Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) start at state (field 3).
+    let rest = stat.rsplit_once(')').context("/proc/PID/stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| -> Result<u64> {
+        fields
+            .get(n - 3)
+            .context("/proc/PID/stat field")?
+            .parse()
+            .context("/proc/PID/stat field")
+    };
+    Ok(field(14)? + field(15)?)
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`).
+fn ticks_per_sec() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
 }
 
 fn rss_kib(pid: u32) -> Result<u64> {

@@ -317,5 +317,6 @@ async fn connection(
         },
         _ = stopped(&mut stop) => return,
     };
-    session::serve(id, tls, state, stop).await;
+    let (reader, writer) = tokio::io::split(tls);
+    session::serve(id, reader, writer, state, stop).await;
 }

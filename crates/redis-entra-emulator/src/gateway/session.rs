@@ -50,7 +50,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::watch;
 use tokio::time::{sleep_until, timeout, Instant};
 use tracing::debug;
@@ -230,10 +230,14 @@ fn random_password() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
-/// Serves one client connection (already past the TLS handshake) until it ends.
+/// Serves one client connection (already past the TLS handshake, and split) until it ends.
+///
+/// The halves, not the stream, are what the task keeps: an async fn keeps its arguments for
+/// its whole life, and a TLS stream is over 1 KiB.
 pub(crate) async fn serve<S>(
     id: u64,
-    stream: S,
+    mut reader: ReadHalf<S>,
+    mut writer: WriteHalf<S>,
     state: GatewayState,
     mut shutdown: watch::Receiver<bool>,
 ) where
@@ -245,7 +249,6 @@ pub(crate) async fn serve<S>(
         failed_creation: Mutex::new(None),
         failures: AtomicU32::new(0),
     };
-    let (mut reader, mut writer) = tokio::io::split(stream);
     let mut buf = BytesMut::new();
     let mut close_all_rx = state.faults.watch_close_all();
     // Boxed: the task keeps only the phase it is in (a smaller task per idle session).
@@ -267,6 +270,7 @@ pub(crate) async fn serve<S>(
                 buf = BytesMut::new();
             }
             let mut random_close_rx = state.faults.watch_random_close();
+            let mut relay = Relay::new(session);
             tokio::select! {
                 end = phase2(
                     &ctx,
@@ -274,7 +278,7 @@ pub(crate) async fn serve<S>(
                     &mut writer,
                     &mut buf,
                     &mut shutdown,
-                    session,
+                    &mut relay,
                 ) => end,
                 _ = close_all(&mut close_all_rx) => End::Injected,
                 _ = random_close(&mut random_close_rx) => End::Injected,
@@ -334,6 +338,27 @@ async fn write_client<W: AsyncWrite + Unpin>(
 struct Session {
     backend: BackendStream,
     tracker: Tracker,
+}
+
+/// An authenticated session's backend side, as phase 2 relays it (built outside
+/// [`phase2`] so that its future holds references, not a second copy).
+struct Relay {
+    backend_reader: ReadHalf<BackendStream>,
+    backend_writer: WriteHalf<BackendStream>,
+    lease: watch::Receiver<Lease>,
+    tracker: Mutex<Tracker>,
+}
+
+impl Relay {
+    fn new(session: Session) -> Self {
+        let (backend_reader, backend_writer) = tokio::io::split(session.backend);
+        Self {
+            backend_reader,
+            backend_writer,
+            lease: session.tracker.lease(),
+            tracker: Mutex::new(session.tracker),
+        }
+    }
 }
 
 /// Phase 1: answers locally until the client authenticates and Redis accepts the substituted
@@ -594,15 +619,19 @@ async fn phase2<R, W>(
     writer: &mut W,
     buf: &mut BytesMut,
     shutdown: &mut watch::Receiver<bool>,
-    session: Session,
+    relay: &mut Relay,
 ) -> End
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let (mut backend_reader, mut backend_writer) = tokio::io::split(session.backend);
-    let mut lease = session.tracker.lease();
-    let tracker = Mutex::new(session.tracker);
+    let Relay {
+        backend_reader,
+        backend_writer,
+        lease,
+        tracker,
+    } = relay;
+    let tracker = &*tracker;
     let mut fwd = Forwarder::new(ctx.state.config.profile);
     let mut read_size = ReadSize::default();
     let mut revocations = ctx.state.directory.access_keys().revocations();
@@ -614,7 +643,7 @@ where
     let client_to_backend = async {
         loop {
             if !buf.is_empty() {
-                let n = match fwd.process(buf, ctx, &tracker) {
+                let n = match fwd.process(buf, ctx, tracker) {
                     Ok(n) => n,
                     Err(end) => return end,
                 };
@@ -665,7 +694,7 @@ where
                     };
                     // One lock per read, however many replies it holds; released before
                     // the write to the client.
-                    let rewritten = match follow(&mut scanner, bytes, &mut holding, &tracker, ctx) {
+                    let rewritten = match follow(&mut scanner, bytes, &mut holding, tracker, ctx) {
                         Ok(rewritten) => rewritten,
                         Err(end) => return end,
                     };
@@ -684,7 +713,7 @@ where
     tokio::select! {
         end = client_to_backend => end,
         end = backend_to_client => end,
-        end = guard(&mut lease, &mut revocations, &mut key_revocations, validator) => end,
+        end = guard(lease, &mut revocations, &mut key_revocations, validator) => end,
         _ = signalled(shutdown) => End::Shutdown,
     }
 }
