@@ -30,6 +30,11 @@ fn state_well_known_and_ca_file_survive_a_restart() {
         well_known::SERVICE_PRINCIPAL_SECRET
     );
     let ca = std::fs::read_to_string(&ca_file).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&ca_file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644, "the CA file is public");
+    }
     assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"), "{ca}");
     assert_eq!(std::fs::read_to_string(files::ca_file(&state)).unwrap(), ca);
     // The env file's CA and the --ca-file are the same certificate.

@@ -237,3 +237,40 @@ fn build(
         workload_app,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_a_secret_or_a_key() -> Result<(), Error> {
+        let identities = Identities::generate();
+        let keys = Keys::generate()?;
+        let text = format!("{identities:?} {keys:?}");
+        for secret in [
+            identities.service_principal_secret.as_str(),
+            identities.user_password.as_str(),
+            identities.primary_key.as_str(),
+            identities.secondary_key.as_str(),
+            "PRIVATE KEY",
+        ] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert!(text.contains(&identities.tenant_id), "{text}");
+        assert!(text.contains(&keys.signing.kid), "{text}");
+        Ok(())
+    }
+
+    #[test]
+    fn a_state_file_with_a_bad_id_or_an_empty_secret_is_refused() {
+        assert_eq!(Identities::well_known().check(), Ok(()));
+        let mut bad = Identities::well_known();
+        bad.workload_app.object_id = "not-a-guid".into();
+        assert!(bad
+            .check()
+            .is_err_and(|e| e.contains("workload_app.object_id")));
+        let mut bad = Identities::generate();
+        bad.user_password = " ".into();
+        assert!(bad.check().is_err_and(|e| e.contains("user_password")));
+    }
+}
