@@ -87,6 +87,29 @@ pub struct EmulatorArgs {
     /// cluster nodes announce; the server certificate names it (and --listen's address).
     #[arg(long, value_name = "NAME", default_value = "localhost")]
     pub hostname: String,
+    /// Keep the CA, the token signing key and the identities (tenant, client ids, object ids,
+    /// secrets, access keys) in this folder across restarts: a missing or empty folder is
+    /// filled at the first start, and read at later ones (DIR/ca.pem is the CA to trust).
+    #[arg(long, value_name = "DIR")]
+    pub state: Option<PathBuf>,
+    /// Use the documented well-known identities (fixed tenant, client ids, object ids and
+    /// public test secrets; see docs/EMULATOR.md) instead of new ones.
+    #[arg(long)]
+    pub well_known: bool,
+    /// Write the CA certificate (PEM, what clients must trust) to this file once ready.
+    #[arg(long, value_name = "PATH")]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Writes the CA certificate to `path` atomically, readable by everyone (it is public).
+fn write_ca_file(path: &std::path::Path, pem: &str) -> anyhow::Result<()> {
+    redis_entra_emulator::env_file::write_atomic(path, pem)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))?;
+    }
+    Ok(())
 }
 
 async fn terminated() {
@@ -132,9 +155,15 @@ pub async fn run(args: EmulatorArgs) -> Outcome {
         redis_server: redis_entra_emulator::ServerProgram::new(args.redis_server),
         listen: args.listen,
         hostname: args.hostname.clone(),
+        state: args.state.clone(),
+        well_known: args.well_known,
     })
     .await
     .context("starting the emulator")?;
+    if let Some(path) = &args.ca_file {
+        write_ca_file(path, emulator.ca_pem())
+            .with_context(|| format!("writing the CA certificate to {}", path.display()))?;
+    }
     if let Some(path) = &args.env_file {
         emulator
             .write_env_file(path)
@@ -149,6 +178,13 @@ pub async fn run(args: EmulatorArgs) -> Outcome {
         args.token_lifetime,
         args.identity.name(),
     );
+    if let Some(dir) = &args.state {
+        eprintln!(
+            "redis-entra emulator: CA, signing key and identities kept in {} (trust {})",
+            dir.display(),
+            redis_entra_emulator::state::files::ca_file(dir).display()
+        );
+    }
     let nodes = emulator.cluster_nodes();
     if !nodes.is_empty() {
         let ports: Vec<String> = nodes.iter().map(|a| a.port().to_string()).collect();

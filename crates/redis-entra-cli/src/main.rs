@@ -74,7 +74,7 @@ pub enum Command {
     /// of Microsoft's Azure Cache for Redis Python samples against it.
     Demo(demo::DemoArgs),
     /// Run the local Azure (fake Entra ID + Redis gateway) until interrupted.
-    Emulator(emulator::EmulatorArgs),
+    Emulator(Box<emulator::EmulatorArgs>),
     /// A Redis command and its arguments, e.g. `redis-entra SET key value`.
     #[command(external_subcommand)]
     /// (Arguments are bytes, as redis-cli takes them: they need not be UTF-8.)
@@ -213,7 +213,7 @@ fn main() -> ExitCode {
             Some(Command::Token(args)) => token::run(&cli.connection, args).await,
             Some(Command::Doctor(args)) => doctor::run(&cli.connection, args).await,
             Some(Command::Demo(args)) => demo::run(args).await,
-            Some(Command::Emulator(args)) => emulator::run(args).await,
+            Some(Command::Emulator(args)) => emulator::run(*args).await,
             Some(Command::Redis(words)) => command::run(&cli.connection, &cli.modes, words).await,
             None if cli.modes.any() => command::run(&cli.connection, &cli.modes, Vec::new()).await,
             None => prompt::run(&cli.connection).await,

@@ -111,6 +111,19 @@ impl AccessKeys {
         }
     }
 
+    /// These two keys, enabled (a kept or well-known pair; see [`state`](crate::state)).
+    pub fn with_keys(primary: &str, secondary: &str) -> Self {
+        let (revoked, _) = watch::channel(0);
+        Self {
+            keys: RwLock::new(Keys {
+                primary: primary.to_string(),
+                secondary: secondary.to_string(),
+                enabled: true,
+            }),
+            revoked,
+        }
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Keys> {
         self.keys.read().unwrap_or_else(PoisonError::into_inner)
     }

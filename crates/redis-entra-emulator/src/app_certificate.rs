@@ -70,15 +70,40 @@ impl AppCertificate {
         let cert = params
             .self_signed(&key)
             .map_err(|e| Error::Pki(format!("self-signing the client certificate: {e}")))?;
-        let certificate_der = cert.der().to_vec();
+        Ok(Self::assemble(cert.pem(), cert.der().to_vec(), &key))
+    }
+
+    /// The certificate and RSA key in `text` (PEM, as [`Self::pem_with_key`] writes them,
+    /// perhaps in an earlier run). The key must be the certificate's.
+    pub fn from_pem(text: &str) -> Result<Self, Error> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::CertificateDer;
+        let certificate_pem = pem_block(text, "CERTIFICATE")
+            .ok_or_else(|| Error::Pki("no CERTIFICATE block in the PEM".into()))?;
+        let key_pem = pem_block(text, "PRIVATE KEY")
+            .ok_or_else(|| Error::Pki("no PRIVATE KEY block in the PEM".into()))?;
+        let der = CertificateDer::from_pem_slice(certificate_pem.as_bytes())
+            .map_err(|e| Error::Pki(format!("reading the client certificate: {e}")))?;
+        let key = rcgen::KeyPair::from_pkcs8_pem_and_sign_algo(&key_pem, &rcgen::PKCS_RSA_SHA256)
+            .map_err(|e| Error::Pki(format!("reading the client certificate's key: {e}")))?;
+        let public = key.public_key_raw();
+        if !der.windows(public.len()).any(|w| w == public) {
+            return Err(Error::Pki(
+                "the private key is not the key of the client certificate".into(),
+            ));
+        }
+        Ok(Self::assemble(certificate_pem, der.to_vec(), &key))
+    }
+
+    fn assemble(certificate_pem: String, certificate_der: Vec<u8>, key: &rcgen::KeyPair) -> Self {
         let uploaded = UploadedCertificate::new(&certificate_der, key.public_key_raw().to_vec());
-        Ok(Self {
-            certificate_pem: cert.pem(),
+        Self {
+            certificate_pem,
             certificate_der,
             key_pem: key.serialize_pem(),
             key_der: key.serialize_der(),
             uploaded,
-        })
+        }
     }
 
     /// The SHA-256 thumbprint in hex, as the portal shows it.
@@ -167,4 +192,14 @@ impl AppCertificate {
             pkcs12_password,
         })
     }
+}
+
+/// The first `-----BEGIN {label}-----` … `-----END {label}-----` block of `text`, with a final
+/// newline.
+fn pem_block(text: &str, label: &str) -> Option<String> {
+    let begin = format!("-----BEGIN {label}-----");
+    let end = format!("-----END {label}-----");
+    let start = text.find(&begin)?;
+    let len = text[start..].find(&end)? + end.len();
+    Some(format!("{}\n", &text[start..start + len]))
 }

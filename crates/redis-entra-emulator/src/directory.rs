@@ -104,6 +104,42 @@ impl std::fmt::Debug for Principal {
     }
 }
 
+impl Principal {
+    /// A managed identity (system- or user-assigned) with these ids, its ARM resource id that
+    /// of an App Service site (system-assigned) or a user-assigned identity called
+    /// `display_name` in the emulator's resource group.
+    pub fn managed_identity(
+        display_name: &str,
+        user_assigned: bool,
+        client_id: &str,
+        object_id: &str,
+    ) -> Self {
+        let (kind, resource_id) = if user_assigned {
+            (
+                PrincipalKind::UserAssignedIdentity,
+                format!(
+                    "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/emulator/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{display_name}"
+                ),
+            )
+        } else {
+            (
+                PrincipalKind::SystemAssignedIdentity,
+                format!(
+                    "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/emulator/providers/Microsoft.Web/sites/{display_name}"
+                ),
+            )
+        };
+        Self {
+            display_name: display_name.to_string(),
+            client_id: client_id.to_string(),
+            object_id: object_id.to_string(),
+            kind,
+            secret: None,
+            resource_id: Some(resource_id),
+        }
+    }
+}
+
 /// A certificate uploaded to an application: its thumbprints and public key (never a private
 /// key).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -357,6 +393,16 @@ impl Directory {
         }
     }
 
+    /// A tenant with this id and these access keys, no identities and no custom policies (a
+    /// kept or well-known tenant; see [`state`](crate::state)).
+    pub fn with_tenant(tenant_id: &str, access_keys: AccessKeys) -> Self {
+        Self {
+            tenant_id: tenant_id.to_string(),
+            access_keys,
+            ..Self::new()
+        }
+    }
+
     /// The tenant id (`tid`).
     pub fn tenant_id(&self) -> &str {
         &self.tenant_id
@@ -470,29 +516,12 @@ impl Directory {
     /// emulated compute resource's endpoints do not serve it until
     /// [`attach_identity`](Self::attach_identity).
     pub fn create_detached_identity(&self, display_name: &str, user_assigned: bool) -> Principal {
-        let (kind, resource_id) = if user_assigned {
-            (
-                PrincipalKind::UserAssignedIdentity,
-                format!(
-                    "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/emulator/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{display_name}"
-                ),
-            )
-        } else {
-            (
-                PrincipalKind::SystemAssignedIdentity,
-                format!(
-                    "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/emulator/providers/Microsoft.Web/sites/{display_name}"
-                ),
-            )
-        };
-        self.add(Principal {
-            display_name: display_name.to_string(),
-            client_id: Uuid::new_v4().to_string(),
-            object_id: Uuid::new_v4().to_string(),
-            kind,
-            secret: None,
-            resource_id: Some(resource_id),
-        })
+        self.add(Principal::managed_identity(
+            display_name,
+            user_assigned,
+            &Uuid::new_v4().to_string(),
+            &Uuid::new_v4().to_string(),
+        ))
     }
 
     /// Creates a user (a person who signs in with `username` and `password`); with an empty
@@ -503,21 +532,12 @@ impl Directory {
         } else {
             password.to_string()
         };
-        let principal = self.add(Principal {
-            display_name: username.split('@').next().unwrap_or(username).to_string(),
-            client_id: Uuid::new_v4().to_string(),
-            object_id: Uuid::new_v4().to_string(),
-            kind: PrincipalKind::User,
-            secret: None,
-            resource_id: None,
-        });
         let account = UserAccount {
             username: username.to_string(),
             password,
-            object_id: principal.object_id,
+            object_id: Uuid::new_v4().to_string(),
         };
-        write(&self.users).push(account.clone());
-        account
+        self.add_user(account, &Uuid::new_v4().to_string())
     }
 
     /// The user with this sign-in name (case-insensitive).
@@ -531,6 +551,33 @@ impl Directory {
     /// Every user, in the order they were created.
     pub fn users(&self) -> Vec<UserAccount> {
         read(&self.users).clone()
+    }
+
+    /// Adds a user with the given ids and sign-in details (a kept or well-known one; see
+    /// [`create_user`](Self::create_user) for a new one).
+    pub fn add_user(&self, account: UserAccount, client_id: &str) -> UserAccount {
+        self.add(Principal {
+            display_name: account
+                .username
+                .split('@')
+                .next()
+                .unwrap_or(&account.username)
+                .to_string(),
+            client_id: client_id.to_string(),
+            object_id: account.object_id.clone(),
+            kind: PrincipalKind::User,
+            secret: None,
+            resource_id: None,
+        });
+        write(&self.users).push(account.clone());
+        account
+    }
+
+    /// Adds an identity with the given ids (a kept or well-known one; the `create_*` methods
+    /// make new ones). A managed identity added this way is not attached (see
+    /// [`attach_identity`](Self::attach_identity)).
+    pub fn add_principal(&self, principal: Principal) -> Principal {
+        self.add(principal)
     }
 
     fn add(&self, principal: Principal) -> Principal {

@@ -137,6 +137,12 @@ pub struct EmulatorConfig {
     /// env file, what cluster nodes announce, and the server certificate (with the `--listen`
     /// address when it is a specific one).
     pub hostname: String,
+    /// A folder that keeps the CA, the signing key and the identities across restarts
+    /// (`--state DIR`; see [`state`](crate::state)); `None` (the default): new at every start.
+    pub state: Option<PathBuf>,
+    /// The documented well-known identities instead of new ones (`--well-known`; see
+    /// [`state::well_known`](crate::state::well_known)).
+    pub well_known: bool,
 }
 
 impl Default for EmulatorConfig {
@@ -156,6 +162,8 @@ impl Default for EmulatorConfig {
             redis_server: ServerProgram::default(),
             listen: std::net::Ipv4Addr::LOCALHOST.into(),
             hostname: "localhost".into(),
+            state: None,
+            well_known: false,
         }
     }
 }
@@ -239,30 +247,29 @@ impl Emulator {
         if !config.listen.is_unspecified() {
             names.push(config.listen.to_string());
         }
-        let pki = Pki::generate_for(&names)?;
-        let directory = Arc::new(Directory::new());
-        let issuer = Arc::new(TokenIssuer::new(
-            directory.tenant_id(),
+        let tenant = crate::state::prepare(
+            config.state.as_deref(),
+            config.well_known,
+            &names,
             config.token_lifetime,
-        )?);
+        )?;
+        let (pki, directory, issuer) = (
+            tenant.pki,
+            Arc::new(tenant.directory),
+            Arc::new(tenant.issuer),
+        );
         let faults = Arc::new(Faults::default());
         let stats = Arc::new(Stats::default());
-
-        let service_principal = directory.create_service_principal("redis-entra-app");
-        directory.assign(&service_principal.object_id, AccessPolicy::DataOwner);
-        let managed_identity = directory.create_managed_identity("redis-entra-site", false);
-        directory.assign(&managed_identity.object_id, AccessPolicy::DataOwner);
-        let user = directory.create_user("developer@emulator.localhost", "");
-        directory.assign(&user.object_id, AccessPolicy::DataOwner);
-        let user_assigned_identity =
-            directory.create_managed_identity("redis-entra-identity", true);
-        directory.assign(&user_assigned_identity.object_id, AccessPolicy::DataOwner);
-        let certificate_app = directory.create_application("redis-entra-cert-app");
-        let app_certificate = AppCertificate::generate("redis-entra-cert-app")?;
-        directory.add_certificate(&certificate_app.client_id, app_certificate.uploaded.clone());
-        directory.assign(&certificate_app.object_id, AccessPolicy::DataOwner);
-        let workload_app = directory.create_application("redis-entra-workload-app");
-        directory.assign(&workload_app.object_id, AccessPolicy::DataOwner);
+        let (service_principal, managed_identity, user_assigned_identity) = (
+            tenant.service_principal,
+            tenant.managed_identity,
+            tenant.user_assigned_identity,
+        );
+        let (certificate_app, app_certificate, workload_app) = (
+            tenant.certificate_app,
+            tenant.app_certificate,
+            tenant.workload_app,
+        );
 
         let authority_listener =
             bind_on(config.listen, config.authority_port, "fake Entra ID").await?;

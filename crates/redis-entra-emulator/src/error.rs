@@ -18,6 +18,15 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// A state folder (`--state`) or one of its files cannot be used: `path` names it,
+    /// `problem` says what is wrong and what to do.
+    #[error("emulator state {}: {problem}", path.display())]
+    State {
+        /// The folder or file.
+        path: std::path::PathBuf,
+        /// What is wrong, and what to do.
+        problem: String,
+    },
     /// The configuration is invalid.
     #[error("invalid emulator configuration: {0}")]
     Config(String),

@@ -16,6 +16,8 @@
 //!   service-account token the emulator keeps fresh in `AZURE_FEDERATED_TOKEN_FILE`.
 //! - [`directory`]: the tenant's identities and the cache's access policies, assignments and
 //!   [`access_keys`].
+//! - [`state`]: identities and keys kept across restarts (`--state DIR`), and the documented
+//!   well-known identities (`--well-known`).
 //! - [`admin`]: the control plane over HTTP (identities, policies, keys, token lifetime, minted
 //!   tokens, faults), behind a bearer key.
 //! - [`Emulator`]: all of it started together, with an env file an unmodified Azure SDK sample
@@ -48,6 +50,7 @@ pub mod gateway;
 pub mod identity;
 pub mod server_program;
 pub mod signing;
+pub mod state;
 pub mod stats;
 pub mod tls;
 pub mod unsupported;

@@ -30,6 +30,36 @@ impl std::fmt::Debug for IssuedToken {
     }
 }
 
+/// A token signing key: an RSA private key and its key id (`kid`). `Debug` never shows the key.
+#[derive(Clone)]
+pub struct SigningKey {
+    /// The RSA private key, PKCS#8 PEM (a secret).
+    pub pem: String,
+    /// The key id published in the JWKS and in tokens' `kid` and `x5t`.
+    pub kid: String,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .field("pem", &"<redacted>")
+            .finish()
+    }
+}
+
+impl SigningKey {
+    /// A fresh 2048-bit RSA key and a random key id.
+    pub fn generate() -> Result<Self, Error> {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256)
+            .map_err(|e| Error::Pki(format!("RSA key generation: {e}")))?;
+        Ok(Self {
+            pem: key.serialize_pem(),
+            kid: base64_url_nopad(&Uuid::new_v4().as_bytes()[..]),
+        })
+    }
+}
+
 /// Signs access tokens for one tenant, with one RSA key.
 pub struct TokenIssuer {
     tenant_id: String,
@@ -59,13 +89,17 @@ pub fn now_secs() -> u64 {
 impl TokenIssuer {
     /// A new issuer for `tenant_id` with a freshly generated 2048-bit RSA key.
     pub fn new(tenant_id: &str, lifetime: Duration) -> Result<Self, Error> {
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256)
-            .map_err(|e| Error::Pki(format!("RSA key generation: {e}")))?;
-        let encoding = EncodingKey::from_rsa_pem(key.serialize_pem().as_bytes())
+        Self::with_key(tenant_id, &SigningKey::generate()?, lifetime)
+    }
+
+    /// An issuer for `tenant_id` signing with `key` (one [`SigningKey::generate`] made, perhaps
+    /// in an earlier run: its tokens and JWKS are then the same as that run's).
+    pub fn with_key(tenant_id: &str, key: &SigningKey, lifetime: Duration) -> Result<Self, Error> {
+        let encoding = EncodingKey::from_rsa_pem(key.pem.as_bytes())
             .map_err(|e| Error::Pki(format!("RSA signing key: {e}")))?;
         let mut jwk = Jwk::from_encoding_key(&encoding, Algorithm::RS256)
             .map_err(|e| Error::Pki(format!("JWK: {e}")))?;
-        let kid = base64_url_nopad(&Uuid::new_v4().as_bytes()[..]);
+        let kid = key.kid.clone();
         jwk.common.key_id = Some(kid.clone());
         jwk.common.public_key_use = Some(jsonwebtoken::jwk::PublicKeyUse::Signature);
         jwk.common.x509_sha1_fingerprint = Some(kid.clone());
