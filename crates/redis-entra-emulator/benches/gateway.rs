@@ -304,19 +304,13 @@ async fn run(fd_limit: u64) -> Result<()> {
     for depth in DEPTHS {
         for test in ["SET", "GET"] {
             let median = |name: &str| {
-                let mut v: Vec<f64> = every
-                    .iter()
-                    .filter(|r| r.0 == name && r.1 == depth && r.2 == test)
-                    .map(|r| r.3)
-                    .collect();
-                v.sort_by(f64::total_cmp);
-                let n = v.len();
-                let at = |i: usize| v.get(i).copied().unwrap_or(0.0);
-                if n % 2 == 1 {
-                    at(n / 2)
-                } else {
-                    (at((n / 2).saturating_sub(1)) + at(n / 2)) / 2.0
-                }
+                median(
+                    every
+                        .iter()
+                        .filter(|r| r.0 == name && r.1 == depth && r.2 == test)
+                        .map(|r| r.3)
+                        .collect(),
+                )
             };
             let (g, h, r) = (median("gateway"), median("haproxy"), median("redis-tls"));
             println!(
@@ -332,13 +326,12 @@ async fn run(fd_limit: u64) -> Result<()> {
     println!("|---|---|---|---|---|");
     for depth in DEPTHS {
         let median = |name: &str| {
-            let mut v: Vec<f64> = cpu
-                .iter()
-                .filter(|r| r.0 == name && r.1 == depth)
-                .map(|r| r.2)
-                .collect();
-            v.sort_by(f64::total_cmp);
-            v.get(v.len() / 2).copied().unwrap_or(0.0)
+            median(
+                cpu.iter()
+                    .filter(|r| r.0 == name && r.1 == depth)
+                    .map(|r| r.2)
+                    .collect(),
+            )
         };
         let (g, h, r) = (median("gateway"), median("haproxy"), median("redis-tls"));
         println!("| -P {depth} | {g:.2} | {h:.2} | {r:.2} | {:.2} |", g / h);
@@ -358,8 +351,23 @@ async fn run(fd_limit: u64) -> Result<()> {
     Ok(())
 }
 
+/// The median of `v` (the mean of the middle two for an even count; 0 for none).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    let at = |i: usize| v.get(i).copied().unwrap_or(0.0);
+    if n % 2 == 1 {
+        at(n / 2)
+    } else {
+        (at((n / 2).saturating_sub(1)) + at(n / 2)) / 2.0
+    }
+}
+
+/// A memory measurement: target, connections, and each process's RSS growth (KiB).
+type MemoryRow<'a> = (&'a str, usize, Vec<(String, u64)>);
+
 /// Prints the memory table: RSS growth per process and per connection.
-fn print_memory(memory: &[(&str, usize, Vec<(String, u64)>)]) {
+fn print_memory(memory: &[MemoryRow]) {
     println!(
         "\n| target | idle authenticated TLS connections | process | RSS growth | per connection |"
     );
