@@ -16,6 +16,8 @@
 //!   service-account token the emulator keeps fresh in `AZURE_FEDERATED_TOKEN_FILE`.
 //! - [`directory`]: the tenant's identities and the cache's access policies, assignments and
 //!   [`access_keys`].
+//! - [`profile`]: what changes when the emulator plays Azure Managed Redis (`--profile
+//!   managed-redis`): its port, access-policy model, access-key switch and cluster policies.
 //! - [`admin`]: the control plane over HTTP (identities, policies, keys, token lifetime, minted
 //!   tokens, faults), behind a bearer key.
 //! - [`Emulator`]: all of it started together, with an env file an unmodified Azure SDK sample
@@ -46,6 +48,7 @@ mod error;
 pub mod faults;
 pub mod gateway;
 pub mod identity;
+pub mod profile;
 pub mod server_program;
 pub mod signing;
 pub mod stats;

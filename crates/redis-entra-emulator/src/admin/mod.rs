@@ -109,6 +109,9 @@ pub struct AdminState {
     pub max_token_lifetime: Duration,
     /// The emulator's listeners, by name, which `GET /health` checks.
     pub listeners: Vec<(&'static str, std::net::SocketAddr)>,
+    /// The Azure product played: it decides the access-policy model (see
+    /// [`profile::policies`](crate::profile::policies)).
+    pub profile: crate::unsupported::Profile,
 }
 
 impl std::fmt::Debug for AdminState {
