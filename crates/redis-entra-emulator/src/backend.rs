@@ -809,7 +809,11 @@ impl Backend {
     pub async fn close_client_connections(&self) -> Result<u64, Error> {
         let _guard = self.users.acl.lock().await;
         let mut names: Vec<String> = vec![ACCESS_KEY_USER.to_string()];
-        names.extend(AccessPolicy::all().iter().map(|p| p.backend_user().into_owned()));
+        names.extend(
+            AccessPolicy::all()
+                .iter()
+                .map(|p| p.backend_user().into_owned()),
+        );
         names.extend(
             self.users
                 .custom

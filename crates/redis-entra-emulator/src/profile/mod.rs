@@ -164,6 +164,9 @@ mod tests {
         let acr = cluster_nodes(Profile::AzureCacheForRedis, oss, None).unwrap_err();
         assert!(acr.to_string().contains("--profile managed-redis"), "{acr}");
         let enterprise = "enterprise".parse::<ClusterPolicy>().unwrap_err();
-        assert!(enterprise.to_string().contains("not emulated"), "{enterprise}");
+        assert!(
+            enterprise.to_string().contains("not emulated"),
+            "{enterprise}"
+        );
     }
 }

@@ -127,12 +127,18 @@ mod tests {
         assert_eq!(reader.acl_rules(), "+@read ~cache:*");
         assert!(check_policy(amr, &reader).is_ok());
         let owner = managed_redis_assignment(OID, "Data Owner", None).unwrap_err();
-        assert!(owner.to_string().contains("Azure Cache for Redis policy"), "{owner}");
+        assert!(
+            owner.to_string().contains("Azure Cache for Redis policy"),
+            "{owner}"
+        );
         assert!(check_policy(amr, &AccessPolicy::DataReader).is_err());
         let custom = AccessPolicy::custom("app", "+get").unwrap();
         assert!(check_policy(amr, &custom).is_err());
         assert!(check_policy(Profile::AzureCacheForRedis, &custom).is_ok());
         assert_eq!(builtins(amr).len(), 1);
-        assert_eq!(display_name(Profile::AzureCacheForRedis, &full), "Data Owner");
+        assert_eq!(
+            display_name(Profile::AzureCacheForRedis, &full),
+            "Data Owner"
+        );
     }
 }
