@@ -133,7 +133,9 @@ fn gateway_port(args: &EmulatorArgs) -> anyhow::Result<u16> {
     if port != 0 {
         if let Err(e) = std::net::TcpListener::bind((args.listen, port)) {
             anyhow::bail!(
-                "port {port}, the default of --profile {} (the port its clients expect), is not                  free on {} ({e}): stop what listens there, or pass --port N (--port 0 for any                  free port)",
+                "port {port}, the default of --profile {} (the port its clients expect), is not \
+                 free on {} ({e}): stop what listens there, or pass --port N (--port 0 for any \
+                 free port)",
                 args.profile.name(),
                 args.listen
             );
