@@ -258,3 +258,35 @@ async fn managed_redis_refuses_its_unsupported_commands() -> Result<()> {
     emu.shutdown().await;
     Ok(())
 }
+
+/// With the OSS cluster policy, the switch closes the connections of every node's gateway.
+#[tokio::test]
+async fn switching_access_keys_closes_connections_on_every_cluster_node() -> Result<()> {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let emu = Emulator::start(EmulatorConfig {
+        gateway: GatewayConfig {
+            profile: Profile::AzureManagedRedis,
+            ..GatewayConfig::default()
+        },
+        cluster: Some(2),
+        ..EmulatorConfig::default()
+    })
+    .await?;
+    let sp = emu.service_principal().clone();
+    let token = emu.issuer().issue(&sp, REDIS_RESOURCE)?.token;
+    let mut conns = Vec::new();
+    for node in emu.cluster_nodes() {
+        let mut conn = connect_to(node.port(), emu.ca_pem()).await?;
+        assert_eq!(conn.cmd(&["AUTH", &sp.object_id, &token]).await?, ok());
+        conns.push(conn);
+    }
+    assert_eq!(conns.len(), 2);
+    emu.set_access_keys_enabled(false);
+    for (i, conn) in conns.iter_mut().enumerate() {
+        conn.closed()
+            .await
+            .with_context(|| format!("node {i}'s connection"))?;
+    }
+    emu.shutdown().await;
+    Ok(())
+}
