@@ -732,6 +732,7 @@ impl Emulator {
         alias: Option<&str>,
     ) -> Result<(), Error> {
         crate::profile::policies::check_policy(self.config.gateway.profile, &policy)?;
+        crate::profile::policies::check_alias(self.config.gateway.profile, alias)?;
         self.backend.ensure_policy(&policy).await?;
         self.directory.define_policy(policy.clone());
         self.directory

@@ -150,6 +150,13 @@ async fn one_default_policy_with_per_assignment_access_strings() -> Result<()> {
         Err(Error::InvalidPolicy(_))
     ));
 
+    // No objectIdAlias on Managed Redis' assignments.
+    let body = json!({"policy": "default", "alias": "app"});
+    let (status, refused) = admin(&emu, Method::PUT, &path, Some(body)).await?;
+    assert_eq!(status, 400, "{refused}");
+    let message = refused["message"].as_str().unwrap_or_default();
+    assert!(message.contains("no alias"), "{message}");
+
     // `default`: full access.
     let (status, assigned) =
         admin(&emu, Method::PUT, &path, Some(json!({"policy": "default"}))).await?;

@@ -90,6 +90,7 @@ pub(crate) async fn put(
     if let Some(alias) = &body.alias {
         check_alias(alias)?;
     }
+    policies::check_alias(state.profile, body.alias.as_deref())?;
     let policy = match (&body.rules, state.profile) {
         (rules, Profile::AzureManagedRedis) => {
             policies::managed_redis_assignment(&object_id, &body.policy, rules.as_deref())?

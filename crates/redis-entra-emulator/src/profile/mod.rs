@@ -6,6 +6,7 @@
 //! |---|---|---|---|
 //! | gateway port when none is given | a free one (Azure's is 6380) | 10000 | "Azure Managed Redis architecture" (cluster policies: "The initial connection is through port 10000") |
 //! | access policies | Data Owner, Data Contributor, Data Reader, custom policies | one, `default` (full access), with an optional access string per assignment | "Use Microsoft Entra for cache authentication with Azure Managed Redis"; "Configure custom data access permissions (preview)" |
+//! | assignment alias | `objectIdAlias` | none (object id only) | "Configure custom data access permissions (preview)" |
 //! | changing access-key authentication | closes access-key connections when disabled | closes every connection, key or Entra, either way | "Use Microsoft Entra for cache authentication with Azure Managed Redis" |
 //! | cluster policies | (`--cluster N`) | `oss` (`--cluster N`), `non-clustered`; `enterprise` is not emulated | "Azure Managed Redis architecture" (cluster policies) |
 //! | unsupported commands | [`AZURE_CACHE_FOR_REDIS`](crate::unsupported::AZURE_CACHE_FOR_REDIS) | [`AZURE_MANAGED_REDIS`](crate::unsupported::AZURE_MANAGED_REDIS) | docs/UNSUPPORTED-COMMANDS.md |

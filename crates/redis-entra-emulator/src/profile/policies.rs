@@ -52,6 +52,21 @@ pub fn managed_redis_assignment(
     }
 }
 
+/// The refusal of an `objectIdAlias` under `profile`: Azure Managed Redis' assignments name
+/// their identity by object id only (`"user": {"objectId": …}` in "Configure custom data
+/// access permissions (preview)"; Azure Cache for Redis' have `objectIdAlias`).
+pub fn check_alias(profile: Profile, alias: Option<&str>) -> Result<(), Error> {
+    match (profile, alias) {
+        (Profile::AzureManagedRedis, Some(_)) => Err(Error::InvalidPolicy(
+            "Azure Managed Redis' access policy assignments have no alias (objectIdAlias is an \
+             Azure Cache for Redis field): leave out \"alias\"; clients authenticate with the \
+             object id as the username"
+                .into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// The refusal of a named custom policy under `profile` (`Ok` for Azure Cache for Redis).
 pub fn check_custom_policy(profile: Profile) -> Result<(), Error> {
     match profile {
