@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use redis_entra_emulator::profile::{ClusterPolicy, Profile};
 use redis_entra_emulator::{Emulator, EmulatorConfig, IdentityKind};
 
 use crate::Outcome;
@@ -37,9 +38,20 @@ pub struct EmulatorArgs {
     /// spawning redis-server.
     #[arg(long)]
     pub backend: Option<String>,
-    /// The gateway's TLS port on 127.0.0.1 (0: a free one).
-    #[arg(long, default_value_t = 0)]
-    pub port: u16,
+    /// The gateway's TLS port on 127.0.0.1 (0: a free one). Default: a free one, or 10000 with
+    /// --profile managed-redis (Azure Managed Redis' port).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// The Azure product to play: azure-cache-for-redis (the default) or managed-redis (Azure
+    /// Managed Redis: port 10000, one `default` access policy, every connection closed when
+    /// access keys are switched, --cluster-policy).
+    #[arg(long, default_value = "azure-cache-for-redis")]
+    pub profile: Profile,
+    /// Azure Managed Redis' cluster policy (with --profile managed-redis): oss (a cluster of
+    /// --cluster N nodes, 3 by default, which clients see through CLUSTER SLOTS) or
+    /// non-clustered (one node). The Enterprise policy is not emulated.
+    #[arg(long, value_name = "POLICY")]
+    pub cluster_policy: Option<ClusterPolicy>,
     /// The fake Entra ID's HTTPS port on 127.0.0.1 (0: a free one).
     #[arg(long, default_value_t = 0)]
     pub authority_port: u16,
@@ -134,23 +146,51 @@ async fn terminated() {
     }
 }
 
+/// The gateway's port: `--port`, or the profile's default, which must then be free (a clear
+/// error rather than a bind failure deep in the start-up when 10000 is taken).
+fn gateway_port(args: &EmulatorArgs) -> anyhow::Result<u16> {
+    if let Some(port) = args.port {
+        return Ok(port);
+    }
+    let port = args.profile.default_gateway_port();
+    if port != 0 {
+        if let Err(e) = std::net::TcpListener::bind((args.listen, port)) {
+            anyhow::bail!(
+                "port {port}, the default of --profile {} (the port its clients expect), is not \
+                 free on {} ({e}): stop what listens there, or pass --port N (--port 0 for any \
+                 free port)",
+                args.profile.name(),
+                args.listen
+            );
+        }
+    }
+    Ok(port)
+}
+
 /// Runs the emulator until SIGINT or SIGTERM.
 pub async fn run(args: EmulatorArgs) -> Outcome {
+    let cluster = redis_entra_emulator::profile::cluster_nodes(
+        args.profile,
+        args.cluster_policy,
+        args.cluster_nodes,
+    )
+    .map_err(anyhow::Error::from)?;
+    let gateway_port = gateway_port(&args)?;
     let emulator = Emulator::start(EmulatorConfig {
         token_lifetime: args.token_lifetime,
         identity: args.identity,
         backend: args.backend,
-        gateway_port: args.port,
+        gateway_port,
         authority_port: args.authority_port,
         imds_port: args.imds_port,
         clock_skew: args.clock_skew,
         max_token_lifetime: args.max_token_lifetime,
-        cluster: args.cluster_nodes,
+        cluster,
         federated_token_lifetime: args.federated_token_lifetime,
         gateway: redis_entra_emulator::gateway::GatewayConfig {
             max_connections: args.max_connections,
             auth_timeout: args.auth_timeout,
-            ..Default::default()
+            profile: args.profile,
         },
         redis_server: redis_entra_emulator::ServerProgram::new(args.redis_server),
         listen: args.listen,
@@ -170,7 +210,8 @@ pub async fn run(args: EmulatorArgs) -> Outcome {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     eprintln!(
-        "redis-entra emulator: Entra ID at {}, Redis gateway at {}:{}, backend {}, tokens live {:?}, identity {}",
+        "redis-entra emulator ({}): Entra ID at {}, Redis gateway at {}:{}, backend {}, tokens live {:?}, identity {}",
+        args.profile.name(),
         emulator.authority(),
         args.hostname,
         emulator.gateway_addr().port(),

@@ -53,6 +53,8 @@ pub struct AccessKeys {
     /// Bumped every time access keys are disabled: connections authenticated with a key watch
     /// it and close when it moves past the value they saw when they authenticated.
     revoked: watch::Sender<u64>,
+    /// Bumped every time the enabled setting changes, either way (see [`AccessKeys::changes`]).
+    changed: watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for AccessKeys {
@@ -101,6 +103,7 @@ impl AccessKeys {
     /// Two fresh keys, enabled (Azure Cache for Redis' default).
     pub fn new() -> Self {
         let (revoked, _) = watch::channel(0);
+        let (changed, _) = watch::channel(0);
         Self {
             keys: RwLock::new(Keys {
                 primary: generate_key(),
@@ -108,6 +111,7 @@ impl AccessKeys {
                 enabled: true,
             }),
             revoked,
+            changed,
         }
     }
 
@@ -166,6 +170,9 @@ impl AccessKeys {
             // Under the lock, so that no AUTH sees "enabled" with the new epoch.
             self.revoked.send_modify(|epoch| *epoch += 1);
         }
+        if was != enabled {
+            self.changed.send_modify(|count| *count += 1);
+        }
         was
     }
 
@@ -200,6 +207,13 @@ impl AccessKeys {
     /// A receiver of the revocation epoch, which moves every time access keys are disabled.
     pub fn revocations(&self) -> watch::Receiver<u64> {
         self.revoked.subscribe()
+    }
+
+    /// A receiver of how many times the enabled setting changed (either way): what a profile
+    /// that closes every connection on such a change watches (see
+    /// [`profile`](crate::profile)).
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
     }
 }
 

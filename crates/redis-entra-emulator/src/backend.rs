@@ -801,6 +801,48 @@ impl Backend {
         Ok(())
     }
 
+    /// Closes every client connection the gateway made, on every node: `CLIENT KILL USER
+    /// <name>` for each user the emulator manages (the access-key user, the built-in and custom
+    /// policies' users, every identity's), so that a backend the emulator fronts
+    /// (`--backend`) keeps its other clients. The gateway then closes its clients' connections.
+    /// Returns how many connections Redis closed.
+    pub async fn close_client_connections(&self) -> Result<u64, Error> {
+        let _guard = self.users.acl.lock().await;
+        let mut names: Vec<String> = vec![ACCESS_KEY_USER.to_string()];
+        names.extend(
+            AccessPolicy::all()
+                .iter()
+                .map(|p| p.backend_user().into_owned()),
+        );
+        names.extend(
+            self.users
+                .custom
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .keys()
+                .map(|name| format!("entra-custom-{name}")),
+        );
+        names.extend(
+            self.users
+                .identities
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .keys()
+                .cloned(),
+        );
+        let mut closed = 0;
+        for addr in &self.users.nodes {
+            let mut s = self.users.admin_connection(addr).await?;
+            for name in &names {
+                // A user that is gone (`ERR No such user`) has no connections to close.
+                if let Reply::Other(n) = command(&mut s, &["CLIENT", "KILL", "USER", name]).await? {
+                    closed += n.parse::<u64>().unwrap_or(0);
+                }
+            }
+        }
+        Ok(closed)
+    }
+
     /// The server's commands and arities (`COMMAND`, read at the first call), with which the
     /// gateway answers an unauthenticated client's unknown command or wrong argument count as
     /// the server does: before `NOAUTH` (Redis 7.0), or not at all (Valkey 8 and later answer

@@ -363,6 +363,7 @@ impl Emulator {
                 admin_key: admin_key.clone(),
                 max_token_lifetime: config.max_token_lifetime,
                 listeners,
+                profile: config.gateway.profile,
             }),
             until_stopped(stop_rx.clone()),
         ));
@@ -389,6 +390,12 @@ impl Emulator {
             )?);
         }
         let cluster = pending.cluster;
+        servers.extend(crate::profile::key_setting::spawn(
+            config.gateway.profile,
+            directory.access_keys(),
+            backend.clone(),
+            stop_rx.clone(),
+        ));
 
         let files = tempfile::Builder::new()
             .prefix("redis-entra-emulator-")
@@ -690,7 +697,9 @@ impl Emulator {
 
     /// Enables or disables access-key authentication. While disabled, `AUTH <key>` and
     /// `AUTH default <key>` get `WRONGPASS`; disabling also closes every connection that is in
-    /// with a key (as Azure Managed Redis does; Entra connections are left alone).
+    /// with a key (Entra connections are left alone). As Azure Managed Redis (`--profile
+    /// managed-redis`), any change also closes every connection, Entra ones included, moments
+    /// later (see [`profile::key_setting`](crate::profile::key_setting)).
     pub fn set_access_keys_enabled(&self, enabled: bool) {
         self.access_keys().set_enabled(enabled);
     }
@@ -703,12 +712,14 @@ impl Emulator {
 
     /// Creates or updates a custom access policy with Redis ACL `rules` (`+@read ~app:*`): its
     /// backend user `entra-custom-<name>` is created or updated with `ACL SETUSER`. Rules Redis
-    /// refuses give [`Error::InvalidPolicy`] with Redis' own text.
+    /// refuses give [`Error::InvalidPolicy`] with Redis' own text, and so does Azure Managed
+    /// Redis' profile, which has no custom policies.
     pub async fn create_custom_policy(
         &self,
         name: &str,
         rules: &str,
     ) -> Result<AccessPolicy, Error> {
+        crate::profile::policies::check_custom_policy(self.config.gateway.profile)?;
         let policy = AccessPolicy::custom(name, rules)?;
         self.backend.ensure_policy(&policy).await?;
         self.directory.define_policy(policy.clone());
@@ -719,12 +730,16 @@ impl Emulator {
     /// Assigns `policy` to an object id, with an optional alias the gateway also accepts as the
     /// username, replacing any previous assignment. The identity's backend user (named by its
     /// object id) gets the policy's rules in place: connections already in follow at once.
+    /// Under Azure Managed Redis' profile only its `default` policy can be assigned (see
+    /// [`profile::policies::managed_redis_assignment`](crate::profile::policies::managed_redis_assignment)).
     pub async fn assign_policy(
         &self,
         object_id: &str,
         policy: AccessPolicy,
         alias: Option<&str>,
     ) -> Result<(), Error> {
+        crate::profile::policies::check_policy(self.config.gateway.profile, &policy)?;
+        crate::profile::policies::check_alias(self.config.gateway.profile, alias)?;
         self.backend.ensure_policy(&policy).await?;
         self.directory.define_policy(policy.clone());
         self.directory

@@ -18,6 +18,8 @@
 //!   [`access_keys`].
 //! - [`state`]: identities and keys kept across restarts (`--state DIR`), and the documented
 //!   well-known identities (`--well-known`).
+//! - [`profile`]: what changes when the emulator plays Azure Managed Redis (`--profile
+//!   managed-redis`): its port, access-policy model, access-key switch and cluster policies.
 //! - [`admin`]: the control plane over HTTP (identities, policies, keys, token lifetime, minted
 //!   tokens, faults), behind a bearer key.
 //! - [`Emulator`]: all of it started together, with an env file an unmodified Azure SDK sample
@@ -48,6 +50,7 @@ mod error;
 pub mod faults;
 pub mod gateway;
 pub mod identity;
+pub mod profile;
 pub mod server_program;
 pub mod signing;
 pub mod state;

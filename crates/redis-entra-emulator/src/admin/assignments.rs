@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{AdminState, ApiError, JsonBody};
 use crate::directory::{AccessPolicy, Assignment};
+use crate::profile::{policies, Profile};
 
 /// An assignment as the admin interface shows it.
 #[derive(Debug, Serialize)]
@@ -17,11 +18,12 @@ pub(crate) struct AssignmentView {
     alias: Option<String>,
 }
 
-impl From<Assignment> for AssignmentView {
-    fn from(a: Assignment) -> Self {
+impl AssignmentView {
+    /// The assignment as `profile`'s portal names it.
+    pub(crate) fn of(a: Assignment, profile: Profile) -> Self {
         Self {
-            policy: a.policy.name().to_string(),
-            rules: a.policy.acl_rules().to_string(),
+            policy: policies::display_name(profile, &a.policy).to_string(),
+            rules: policies::display_rules(profile, &a.policy).to_string(),
             object_id: a.object_id,
             alias: a.alias,
         }
@@ -69,7 +71,7 @@ pub(crate) async fn list(State(state): State<AdminState>) -> Json<Vec<Assignment
             .directory
             .assignments()
             .into_iter()
-            .map(AssignmentView::from)
+            .map(|a| AssignmentView::of(a, state.profile))
             .collect(),
     )
 }
@@ -88,9 +90,13 @@ pub(crate) async fn put(
     if let Some(alias) = &body.alias {
         check_alias(alias)?;
     }
-    let policy = match &body.rules {
-        Some(rules) => AccessPolicy::custom(&body.policy, rules)?,
-        None => state.directory.policy_named(&body.policy).ok_or_else(|| {
+    policies::check_alias(state.profile, body.alias.as_deref())?;
+    let policy = match (&body.rules, state.profile) {
+        (rules, Profile::AzureManagedRedis) => {
+            policies::managed_redis_assignment(&object_id, &body.policy, rules.as_deref())?
+        }
+        (Some(rules), _) => AccessPolicy::custom(&body.policy, rules)?,
+        (None, _) => state.directory.policy_named(&body.policy).ok_or_else(|| {
             ApiError::bad_request(format!(
                 "no access policy is called {:?}: use Data Owner, Data Contributor, Data Reader, \
                  a custom policy created with POST /admin/policies, or give \"rules\" to define one",
@@ -115,7 +121,7 @@ pub(crate) async fn put(
         policy = assignment.policy.name(),
         "admin: policy assigned"
     );
-    Ok(Json(assignment.into()))
+    Ok(Json(AssignmentView::of(assignment, state.profile)))
 }
 
 /// `DELETE /admin/assignments/{object_id}`.

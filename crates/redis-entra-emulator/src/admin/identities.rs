@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::assignments::AssignmentView;
 use super::{AdminState, ApiError, JsonBody};
-use crate::directory::{Directory, Principal, PrincipalKind};
+use crate::directory::{Principal, PrincipalKind};
 
 /// The kinds of identity the admin interface creates.
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -57,10 +57,11 @@ pub(crate) struct IdentityView {
 }
 
 impl IdentityView {
-    fn of(principal: Principal, directory: &Directory, with_secret: bool) -> Self {
-        let assignment = directory
+    fn of(principal: Principal, state: &AdminState, with_secret: bool) -> Self {
+        let assignment = state
+            .directory
             .assignment_of(&principal.object_id)
-            .map(AssignmentView::from);
+            .map(|a| AssignmentView::of(a, state.profile));
         Self {
             kind: kind_name(&principal.kind),
             display_name: principal.display_name,
@@ -83,7 +84,7 @@ pub(crate) async fn list(State(state): State<AdminState>) -> Json<Vec<IdentityVi
             .directory
             .principals()
             .into_iter()
-            .map(|p| IdentityView::of(p, &state.directory, false))
+            .map(|p| IdentityView::of(p, &state, false))
             .collect(),
     )
 }
@@ -97,7 +98,7 @@ pub(crate) async fn get_one(
         .directory
         .by_object_id(&object_id)
         .ok_or_else(|| ApiError::not_found(format!("no identity has object id {object_id:?}")))?;
-    Ok(Json(IdentityView::of(principal, &state.directory, false)))
+    Ok(Json(IdentityView::of(principal, &state, false)))
 }
 
 /// `POST /admin/identities`.
@@ -137,6 +138,6 @@ pub(crate) async fn create(
     );
     Ok((
         StatusCode::CREATED,
-        Json(IdentityView::of(principal, directory, true)),
+        Json(IdentityView::of(principal, &state, true)),
     ))
 }

@@ -21,13 +21,13 @@
 //! | `GET` | `/admin/identities` | | `[identity]` (no secrets) |
 //! | `POST` | `/admin/identities` | `{"kind": "service-principal" \| "system-assigned-identity" \| "user-assigned-identity", "display_name"?, "attached"?}` (a managed identity is attached to the emulated compute resource unless `"attached": false`) | 201 `identity`, with `secret` for a service principal (only here) |
 //! | `GET` | `/admin/identities/{object_id}` | | `identity` |
-//! | `GET` | `/admin/policies` | | `[{"name","rules","builtin","backend_user"}]` |
-//! | `POST` | `/admin/policies` | `{"name", "rules"}` | 201 (new) or 200 (updated) policy; 400 `invalid_policy` with Redis' own text for rules Redis refuses |
+//! | `GET` | `/admin/policies` | | `[{"name","rules","builtin","backend_user"}]` (Azure Managed Redis' profile: `default` only) |
+//! | `POST` | `/admin/policies` | `{"name", "rules"}` | 201 (new) or 200 (updated) policy; 400 `invalid_policy` with Redis' own text for rules Redis refuses, and always under Azure Managed Redis' profile (no custom policies) |
 //! | `GET` | `/admin/assignments` | | `[{"object_id","policy","rules","alias"}]` |
-//! | `PUT` | `/admin/assignments/{object_id}` | `{"policy": name, "rules"?, "alias"?}` | the assignment (`rules` defines or updates the custom policy `policy` first) |
+//! | `PUT` | `/admin/assignments/{object_id}` | `{"policy": name, "rules"?, "alias"?}` | the assignment (`rules` defines or updates the custom policy `policy` first; under Azure Managed Redis' profile `policy` must be `default` and `rules` is the assignment's own access string) |
 //! | `DELETE` | `/admin/assignments/{object_id}` | | 204, or 404 |
 //! | `GET` | `/admin/access-keys` | | `{"enabled","primary","secondary"}` |
-//! | `PUT` | `/admin/access-keys` | `{"enabled": bool}` | as `GET`; disabling closes access-key connections |
+//! | `PUT` | `/admin/access-keys` | `{"enabled": bool}` | as `GET`; disabling closes access-key connections (under Azure Managed Redis' profile any change closes every connection, moments later) |
 //! | `POST` | `/admin/access-keys/regenerate` | `{"key": "primary" \| "secondary"}` | as `GET` |
 //! | `GET`, `PUT` | `/admin/token-lifetime` | `{"lifetime_secs": n}` | `{"lifetime_secs"}` |
 //! | `POST` | `/admin/tokens` | `{"oid", "aud"?, "lifetime_secs"?, "claims"?}` | `{"access_token","token_type","expires_on","expires_in","claims"}` |
@@ -109,6 +109,9 @@ pub struct AdminState {
     pub max_token_lifetime: Duration,
     /// The emulator's listeners, by name, which `GET /health` checks.
     pub listeners: Vec<(&'static str, std::net::SocketAddr)>,
+    /// The Azure product played: it decides the access-policy model (see
+    /// [`profile::policies`](crate::profile::policies)).
+    pub profile: crate::unsupported::Profile,
 }
 
 impl std::fmt::Debug for AdminState {

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{AdminState, ApiError, JsonBody};
 use crate::directory::AccessPolicy;
+use crate::profile::{policies, Profile};
 
 /// A policy as the admin interface shows it.
 #[derive(Debug, Serialize)]
@@ -17,11 +18,11 @@ pub(crate) struct PolicyView {
     backend_user: String,
 }
 
-impl From<&AccessPolicy> for PolicyView {
-    fn from(p: &AccessPolicy) -> Self {
+impl PolicyView {
+    fn of(p: &AccessPolicy, profile: Profile) -> Self {
         Self {
-            name: p.name().to_string(),
-            rules: p.acl_rules().to_string(),
+            name: policies::display_name(profile, p).to_string(),
+            rules: policies::display_rules(profile, p).to_string(),
             builtin: p.is_builtin(),
             backend_user: p.backend_user().into_owned(),
         }
@@ -36,24 +37,30 @@ pub(crate) struct CreatePolicy {
     rules: String,
 }
 
-/// `GET /admin/policies`.
+/// `GET /admin/policies`: under Azure Managed Redis only `default` (per-assignment access
+/// strings show in `/admin/assignments`).
 pub(crate) async fn list(State(state): State<AdminState>) -> Json<Vec<PolicyView>> {
-    let builtins = AccessPolicy::all();
-    let custom = state.directory.custom_policies();
+    let builtins = policies::builtins(state.profile);
+    let custom = match state.profile {
+        Profile::AzureCacheForRedis => state.directory.custom_policies(),
+        _ => Vec::new(),
+    };
     Json(
         builtins
             .iter()
             .chain(custom.iter())
-            .map(PolicyView::from)
+            .map(|p| PolicyView::of(p, state.profile))
             .collect(),
     )
 }
 
-/// `POST /admin/policies`: 201 for a new policy, 200 for an update.
+/// `POST /admin/policies`: 201 for a new policy, 200 for an update; 400 under Azure Managed
+/// Redis, which has no custom policies.
 pub(crate) async fn create(
     State(state): State<AdminState>,
     JsonBody(body): JsonBody<CreatePolicy>,
 ) -> Result<(StatusCode, Json<PolicyView>), ApiError> {
+    policies::check_custom_policy(state.profile)?;
     let policy = AccessPolicy::custom(&body.name, &body.rules)?;
     state.backend.ensure_policy(&policy).await?;
     let created = state.directory.define_policy(policy.clone());
@@ -68,5 +75,5 @@ pub(crate) async fn create(
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(PolicyView::from(&policy))))
+    Ok((status, Json(PolicyView::of(&policy, state.profile))))
 }

@@ -123,23 +123,7 @@ impl Env {
 
     /// A TLS connection to the gateway.
     pub async fn connect(&self) -> Result<Conn> {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(self.pki.ca_pem().as_bytes()) {
-            roots.add(cert?)?;
-        }
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let tcp = TcpStream::connect(("127.0.0.1", self.port)).await?;
-        let tls = TlsConnector::from(Arc::new(config))
-            .connect(ServerName::try_from("localhost")?, tcp)
-            .await?;
-        Ok(Conn {
-            stream: BufReader::new(tls),
-        })
+        connect_to(self.port, self.pki.ca_pem()).await
     }
 
     /// A connection authenticated with a fresh token.
@@ -149,6 +133,27 @@ impl Env {
         assert_eq!(conn.cmd(&["AUTH", self.oid(), &token]).await?, ok());
         Ok(conn)
     }
+}
+
+/// A TLS connection to a gateway on `localhost:port` whose certificate `ca_pem` signed.
+pub async fn connect_to(port: u16, ca_pem: &str) -> Result<Conn> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert?)?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
+    let tls = TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost")?, tcp)
+        .await?;
+    Ok(Conn {
+        stream: BufReader::new(tls),
+    })
 }
 
 impl Drop for Env {

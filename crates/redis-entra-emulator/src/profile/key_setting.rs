@@ -1,0 +1,62 @@
+//! Azure Managed Redis terminates every client connection when access-key authentication is
+//! switched, either way: "When the Disable Access Keys Authentication setting is changed for
+//! a cache, all existing client connections, using access keys or Microsoft Entra, are
+//! terminated" (Microsoft Learn, "Use Microsoft Entra for cache authentication with Azure
+//! Managed Redis").
+//!
+//! The emulator does it with a task that watches [`AccessKeys::changes`] and then closes the
+//! backend connections of every user it manages
+//! ([`Backend::close_client_connections`]), on every node; the gateway closes each client's
+//! connection when its backend connection ends. The admin call (or
+//! [`Emulator::set_access_keys_enabled`](crate::Emulator::set_access_keys_enabled)) returns
+//! before the connections are closed, as Azure's setting change takes a while too: a client
+//! sees its connection end moments later.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::Profile;
+use crate::access_keys::AccessKeys;
+use crate::backend::Backend;
+
+/// Starts the watcher when `profile` closes every connection on a change of the setting
+/// ([`Profile::key_setting_change_closes_all`]); it ends when `stop` turns true.
+pub fn spawn(
+    profile: Profile,
+    keys: &AccessKeys,
+    backend: Arc<Backend>,
+    mut stop: watch::Receiver<bool>,
+) -> Option<JoinHandle<()>> {
+    if !profile.key_setting_change_closes_all() {
+        return None;
+    }
+    let mut changes = keys.changes();
+    Some(tokio::spawn(async move {
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        tokio::pin!(stopped);
+        loop {
+            tokio::select! {
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    match backend.close_client_connections().await {
+                        Ok(n) => tracing::info!(
+                            connections = n,
+                            "access-key setting changed: every client connection closed"
+                        ),
+                        Err(e) => tracing::warn!(
+                            error = %e,
+                            "access-key setting changed, but closing the connections failed"
+                        ),
+                    }
+                }
+                () = &mut stopped => return,
+            }
+        }
+    }))
+}
