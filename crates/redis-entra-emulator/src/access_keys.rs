@@ -102,22 +102,13 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 impl AccessKeys {
     /// Two fresh keys, enabled (Azure Cache for Redis' default).
     pub fn new() -> Self {
-        let (revoked, _) = watch::channel(0);
-        let (changed, _) = watch::channel(0);
-        Self {
-            keys: RwLock::new(Keys {
-                primary: generate_key(),
-                secondary: generate_key(),
-                enabled: true,
-            }),
-            revoked,
-            changed,
-        }
+        Self::with_keys(&generate_key(), &generate_key())
     }
 
     /// These two keys, enabled (a kept or well-known pair; see [`state`](crate::state)).
     pub fn with_keys(primary: &str, secondary: &str) -> Self {
         let (revoked, _) = watch::channel(0);
+        let (changed, _) = watch::channel(0);
         Self {
             keys: RwLock::new(Keys {
                 primary: primary.to_string(),
@@ -125,6 +116,7 @@ impl AccessKeys {
                 enabled: true,
             }),
             revoked,
+            changed,
         }
     }
 

@@ -696,10 +696,10 @@ impl Emulator {
     }
 
     /// Enables or disables access-key authentication. While disabled, `AUTH <key>` and
-    /// `AUTH default <key>` get `WRONGPASS`; disabling also closes every connection that is in
-    /// with a key (Entra connections are left alone). As Azure Managed Redis (`--profile
-    /// managed-redis`), any change also closes every connection, Entra ones included, moments
-    /// later (see [`profile::key_setting`](crate::profile::key_setting)).
+    /// `AUTH default <key>` get `WRONGPASS`; disabling closes every connection in with a key
+    /// at once, and every other one, Entra ones included, moments later, as Azure documents. As
+    /// Azure Managed Redis (`--profile managed-redis`), enabling closes every connection too
+    /// (see [`profile::key_setting`](crate::profile::key_setting)).
     pub fn set_access_keys_enabled(&self, enabled: bool) {
         self.access_keys().set_enabled(enabled);
     }

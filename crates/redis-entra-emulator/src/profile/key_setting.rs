@@ -1,10 +1,13 @@
-//! Azure Managed Redis terminates every client connection when access-key authentication is
-//! switched, either way: "When the Disable Access Keys Authentication setting is changed for
-//! a cache, all existing client connections, using access keys or Microsoft Entra, are
-//! terminated" (Microsoft Learn, "Use Microsoft Entra for cache authentication with Azure
-//! Managed Redis").
+//! Disabling access-key authentication terminates every client connection, Entra ones
+//! included: "Disabling access key authentication terminates all existing client connections"
+//! (Microsoft Learn, "Use Microsoft Entra for cache authentication", Azure Cache for Redis).
+//! Azure Managed Redis does it when the setting is switched either way: "When the Disable
+//! Access Keys Authentication setting is changed for a cache, all existing client connections,
+//! using access keys or Microsoft Entra, are terminated" (Microsoft Learn, "Use Microsoft Entra
+//! for cache authentication with Azure Managed Redis").
 //!
-//! The emulator does it with a task that watches [`AccessKeys::changes`] and then closes the
+//! The emulator does it with a task that watches [`AccessKeys::revocations`] (disabling) or,
+//! for Managed Redis, [`AccessKeys::changes`] (either way) and then closes the
 //! backend connections of every user it manages
 //! ([`Backend::close_client_connections`]), on every node; the gateway closes each client's
 //! connection when its backend connection ends. The admin call (or
@@ -21,18 +24,20 @@ use super::Profile;
 use crate::access_keys::AccessKeys;
 use crate::backend::Backend;
 
-/// Starts the watcher when `profile` closes every connection on a change of the setting
-/// ([`Profile::key_setting_change_closes_all`]); it ends when `stop` turns true.
+/// Starts the watcher: it closes every connection when access keys are disabled, or, where
+/// `profile` says so ([`Profile::enabling_keys_closes_all`]), switched either way; it ends
+/// when `stop` turns true.
 pub fn spawn(
     profile: Profile,
     keys: &AccessKeys,
     backend: Arc<Backend>,
     mut stop: watch::Receiver<bool>,
 ) -> Option<JoinHandle<()>> {
-    if !profile.key_setting_change_closes_all() {
-        return None;
-    }
-    let mut changes = keys.changes();
+    let mut changes = if profile.enabling_keys_closes_all() {
+        keys.changes()
+    } else {
+        keys.revocations()
+    };
     Some(tokio::spawn(async move {
         let stopped = async move {
             let _ = stop.wait_for(|s| *s).await;

@@ -51,12 +51,13 @@ impl Profile {
         }
     }
 
-    /// Whether changing the access-key setting (either way) closes every client connection,
-    /// Entra ones included. Azure Managed Redis: "When the Disable Access Keys Authentication
-    /// setting is changed for a cache, all existing client connections, using access keys or
-    /// Microsoft Entra, are terminated." (For Azure Cache for Redis the emulator closes only
-    /// the access-key connections, and only on disabling.)
-    pub fn key_setting_change_closes_all(self) -> bool {
+    /// Whether *enabling* access-key authentication closes every client connection too.
+    /// Disabling it does on both products, Entra connections included: "Disabling access key
+    /// authentication terminates all existing client connections" (Azure Cache for Redis).
+    /// Azure Managed Redis closes them on any change: "When the Disable Access Keys
+    /// Authentication setting is changed for a cache, all existing client connections, using
+    /// access keys or Microsoft Entra, are terminated."
+    pub fn enabling_keys_closes_all(self) -> bool {
         matches!(self, Self::AzureManagedRedis)
     }
 }
@@ -150,8 +151,8 @@ mod tests {
         assert_eq!(amr, Profile::AzureManagedRedis);
         assert_eq!(amr.default_gateway_port(), 10000);
         assert_eq!(Profile::default().default_gateway_port(), 0);
-        assert!(amr.key_setting_change_closes_all());
-        assert!(!Profile::AzureCacheForRedis.key_setting_change_closes_all());
+        assert!(amr.enabling_keys_closes_all());
+        assert!(!Profile::AzureCacheForRedis.enabling_keys_closes_all());
         let bad = "premium".parse::<Profile>().unwrap_err().to_string();
         assert!(bad.contains("managed-redis"), "{bad}");
 
