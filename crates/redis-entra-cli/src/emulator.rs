@@ -87,6 +87,15 @@ pub struct EmulatorArgs {
     /// cluster nodes announce; the server certificate names it (and --listen's address).
     #[arg(long, value_name = "NAME", default_value = "localhost")]
     pub hostname: String,
+    /// Answer as Entra ID itself: the env file sets HTTPS_PROXY to a listener on 127.0.0.1 that
+    /// serves CONNECT login.microsoftonline.com:443 with Entra's real issuers (no
+    /// AZURE_AUTHORITY_HOST, instance discovery on), and refuses every other host.
+    #[arg(long)]
+    pub hermetic: bool,
+    /// The --hermetic listener's port on 127.0.0.1 (0: a free one; 443 serves clients sent
+    /// there by /etc/hosts, which needs the right to bind it).
+    #[arg(long, value_name = "PORT", requires = "hermetic")]
+    pub hermetic_port: Option<u16>,
 }
 
 async fn terminated() {
@@ -132,6 +141,11 @@ pub async fn run(args: EmulatorArgs) -> Outcome {
         redis_server: redis_entra_emulator::ServerProgram::new(args.redis_server),
         listen: args.listen,
         hostname: args.hostname.clone(),
+        hermetic: args
+            .hermetic
+            .then(|| redis_entra_emulator::identity::HermeticConfig {
+                port: args.hermetic_port.unwrap_or(0),
+            }),
     })
     .await
     .context("starting the emulator")?;
@@ -149,6 +163,12 @@ pub async fn run(args: EmulatorArgs) -> Outcome {
         args.token_lifetime,
         args.identity.name(),
     );
+    if let Some(proxy) = emulator.hermetic_proxy() {
+        eprintln!(
+            "redis-entra emulator: hermetic: answering as {} through the proxy at {proxy} (HTTPS_PROXY)",
+            redis_entra_emulator::identity::PUBLIC_CLOUD_AUTHORITY
+        );
+    }
     let nodes = emulator.cluster_nodes();
     if !nodes.is_empty() {
         let ports: Vec<String> = nodes.iter().map(|a| a.port().to_string()).collect();
