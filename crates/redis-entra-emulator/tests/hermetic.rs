@@ -69,6 +69,25 @@ async fn the_env_file_names_the_proxy_not_the_authority() -> Result<()> {
     for name in ["SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS"] {
         ensure!(var(&env, name) == Some(ca.clone()), "{name}");
     }
+    // The health check knows the listener.
+    let health: Value = serde_json::from_str(
+        &reqwest::Client::builder()
+            .no_proxy()
+            .build()?
+            .get(format!("{}/health", emu.admin_url()))
+            .send()
+            .await?
+            .text()
+            .await?,
+    )?;
+    ensure!(health["status"] == "ready", "{health}");
+    let addr = proxy_addr(&emu)?.to_string();
+    ensure!(
+        health["listeners"].as_array().is_some_and(|l| l
+            .iter()
+            .any(|x| x["name"] == "hermetic proxy" && x["addr"] == addr.as_str())),
+        "{health}"
+    );
     emu.shutdown().await;
     // Without --hermetic: the authority host, and no proxy.
     let plain = Emulator::start(EmulatorConfig::default()).await?;
@@ -283,6 +302,53 @@ async fn other_hosts_are_refused_with_a_reason() -> Result<()> {
     // Through reqwest: a refused tunnel is an error, not a hang.
     let http = through_proxy(&emu)?;
     ensure!(http.get("https://example.com/").send().await.is_err());
+    emu.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn connections_are_bounded_in_number_and_in_time() -> Result<()> {
+    use redis_entra_emulator::identity::{MAX_PROXY_CONNECTIONS, REQUEST_HEAD_TIMEOUT};
+    let emu = hermetic().await?;
+    let addr = proxy_addr(&emu)?;
+    // Clients that connect and say nothing hold every slot...
+    let mut idle = Vec::with_capacity(MAX_PROXY_CONNECTIONS);
+    for _ in 0..MAX_PROXY_CONNECTIONS {
+        idle.push(tokio::net::TcpStream::connect(addr).await?);
+    }
+    // ... so one more is closed at once, unanswered.
+    let mut extra = tokio::net::TcpStream::connect(addr).await?;
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), extra.read(&mut buf))
+        .await
+        .context("the connection over the limit was left open")?
+        .unwrap_or(0);
+    ensure!(n == 0, "the connection over the limit got an answer");
+    // The idle ones are closed once their time to send a request is up.
+    let first = idle.first_mut().context("no idle connection")?;
+    let closed = tokio::time::timeout(
+        REQUEST_HEAD_TIMEOUT + Duration::from_secs(5),
+        first.read(&mut buf),
+    )
+    .await
+    .context("an idle connection outlived the request head timeout")?
+    .unwrap_or(0);
+    ensure!(closed == 0, "an idle connection got an answer");
+    drop(idle);
+    // Once freed, the slots serve again. A slot is released just after its socket closes, so
+    // the first try may still find none free: retry, within a bound.
+    let mut reply = String::new();
+    for _ in 0..50 {
+        // A connection closed unanswered may also fail to write: that is a retry too.
+        if let Ok(answer) = raw(addr, b"CONNECT example.com:443 HTTP/1.1\r\n\r\n").await {
+            reply = answer;
+            if !reply.is_empty() {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    ensure!(reply.starts_with("HTTP/1.1 403 "), "{reply:?}");
     emu.shutdown().await;
     Ok(())
 }
