@@ -277,3 +277,10 @@ fn microsofts_hello_world_sample() {
     get.assert_success("redis-entra GET Az:key1");
     assert_eq!(get.stdout.trim(), "value1", "{}", get.all());
 }
+
+#[test]
+fn a_hermetic_port_without_hermetic_is_refused() {
+    let run = common::redis_entra(&["emulator", "--hermetic-port", "0"], &[]);
+    assert!(!run.status.success(), "{}", run.all());
+    assert!(run.stderr.contains("--hermetic"), "{}", run.stderr);
+}
