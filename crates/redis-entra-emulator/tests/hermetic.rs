@@ -352,3 +352,46 @@ async fn connections_are_bounded_in_number_and_in_time() -> Result<()> {
     emu.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn instance_discovery_on_the_emulators_own_host() -> Result<()> {
+    let emu = Emulator::start(EmulatorConfig::default()).await?;
+    let ca = reqwest::Certificate::from_pem(emu.ca_pem().as_bytes())?;
+    let http = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .no_proxy()
+        .build()?;
+    let authority = emu.authority();
+    let tid = emu.tenant_id();
+    let discovery = get_json(
+        &http,
+        &format!(
+            "{authority}/common/discovery/instance?api-version=1.1&authorization_endpoint={authority}/{tid}/oauth2/authorize"
+        ),
+    )
+    .await?;
+    // A v1 authorize endpoint: the v1 document.
+    ensure!(
+        discovery["tenant_discovery_endpoint"]
+            == format!("{authority}/{tid}/.well-known/openid-configuration"),
+        "{discovery}"
+    );
+    let own = authority.trim_start_matches("https://");
+    ensure!(
+        discovery["metadata"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|c| c["preferred_network"] == own)),
+        "{discovery}"
+    );
+    let missing = http
+        .get(format!(
+            "{authority}/common/discovery/instance?api-version=1.1"
+        ))
+        .send()
+        .await?;
+    ensure!(missing.status() == 400);
+    let body: Value = serde_json::from_str(&missing.text().await?)?;
+    ensure!(body["error"] == "invalid_request", "{body}");
+    emu.shutdown().await;
+    Ok(())
+}
