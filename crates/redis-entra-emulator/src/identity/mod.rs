@@ -16,6 +16,8 @@
 //! resource ([`Directory::attach_identity`](crate::directory::Directory::attach_identity)).
 //!
 //! [`serve`] runs either router on a listener, one task per connection, with or without TLS.
+//! [`serve_hermetic`] runs the authority routes as `https://login.microsoftonline.com` behind
+//! an HTTP `CONNECT` proxy listener (hermetic mode: apps keep the SDKs' default authority).
 //!
 //! Every reply is shaped as the real service shapes it (see
 //! `reference/entra-and-azure-redis-wire.md`), including errors, so that the same client code
