@@ -111,6 +111,15 @@ pub struct EmulatorArgs {
     /// Write the CA certificate (PEM, what clients must trust) to this file once ready.
     #[arg(long, value_name = "PATH")]
     pub ca_file: Option<PathBuf>,
+    /// Answer as Entra ID itself: the env file sets HTTPS_PROXY to a listener on 127.0.0.1 that
+    /// serves CONNECT login.microsoftonline.com:443 with Entra's real issuers (no
+    /// AZURE_AUTHORITY_HOST, instance discovery on), and refuses every other host.
+    #[arg(long)]
+    pub hermetic: bool,
+    /// The --hermetic listener's port on 127.0.0.1 (0: a free one; 443 serves clients sent
+    /// there by /etc/hosts, which needs the right to bind it).
+    #[arg(long, value_name = "PORT", requires = "hermetic")]
+    pub hermetic_port: Option<u16>,
 }
 
 /// Writes the CA certificate to `path` atomically, readable by everyone (it is public).
@@ -197,6 +206,11 @@ pub async fn run(args: EmulatorArgs) -> Outcome {
         hostname: args.hostname.clone(),
         state: args.state.clone(),
         well_known: args.well_known,
+        hermetic: args
+            .hermetic
+            .then(|| redis_entra_emulator::identity::HermeticConfig {
+                port: args.hermetic_port.unwrap_or(0),
+            }),
     })
     .await
     .context("starting the emulator")?;
@@ -224,6 +238,12 @@ pub async fn run(args: EmulatorArgs) -> Outcome {
             "redis-entra emulator: CA, signing key and identities kept in {} (trust {})",
             dir.display(),
             redis_entra_emulator::state::files::ca_file(dir).display()
+        );
+    }
+    if let Some(proxy) = emulator.hermetic_proxy() {
+        eprintln!(
+            "redis-entra emulator: hermetic: answering as {} through the proxy at {proxy} (HTTPS_PROXY)",
+            redis_entra_emulator::identity::PUBLIC_CLOUD_AUTHORITY
         );
     }
     let nodes = emulator.cluster_nodes();

@@ -143,6 +143,10 @@ pub struct EmulatorConfig {
     /// The documented well-known identities instead of new ones (`--well-known`; see
     /// [`state::well_known`](crate::state::well_known)).
     pub well_known: bool,
+    /// Hermetic mode (`--hermetic`; see [`identity::serve_hermetic`]): `Some` answers as
+    /// `login.microsoftonline.com` through a proxy listener on 127.0.0.1, and the env file sets
+    /// `HTTPS_PROXY` to it instead of `AZURE_AUTHORITY_HOST`. `None` (the default): off.
+    pub hermetic: Option<identity::HermeticConfig>,
 }
 
 impl Default for EmulatorConfig {
@@ -164,6 +168,7 @@ impl Default for EmulatorConfig {
             hostname: "localhost".into(),
             state: None,
             well_known: false,
+            hermetic: None,
         }
     }
 }
@@ -189,6 +194,8 @@ pub struct Emulator {
     identity_header: String,
     admin_url: String,
     admin_key: String,
+    /// Hermetic mode's proxy, `http://127.0.0.1:PORT`.
+    hermetic_proxy: Option<String>,
     service_principal: Principal,
     managed_identity: Principal,
     user_assigned_identity: Principal,
@@ -246,6 +253,9 @@ impl Emulator {
         let mut names = vec![config.hostname.clone()];
         if !config.listen.is_unspecified() {
             names.push(config.listen.to_string());
+        }
+        if config.hermetic.is_some() {
+            names.extend(identity::HERMETIC_HOSTS.iter().map(|h| h.to_string()));
         }
         let tenant = crate::state::prepare(
             config.state.as_deref(),
@@ -340,6 +350,19 @@ impl Emulator {
                 until_stopped(stop_rx.clone()),
             ),
         ];
+
+        let mut hermetic_proxy = None;
+        if let Some(hermetic) = config.hermetic {
+            let listener = bind(hermetic.port, "hermetic proxy").await?;
+            listeners.push(("hermetic proxy", local(&listener)?));
+            hermetic_proxy = Some(format!("http://127.0.0.1:{}", local(&listener)?.port()));
+            servers.push(identity::serve_hermetic(
+                listener,
+                pki.server_config(),
+                state.clone(),
+                until_stopped(stop_rx.clone()),
+            ));
+        }
 
         let pending = PendingBackend::start(&config).await?;
         let backend = pending.first_backend()?;
@@ -454,6 +477,7 @@ impl Emulator {
             identity_header,
             admin_url,
             admin_key,
+            hermetic_proxy,
             service_principal,
             managed_identity,
             user_assigned_identity,
@@ -530,6 +554,12 @@ impl Emulator {
     /// Returns how many keys moved.
     pub async fn migrate_slot(&self, slot: u16, from: usize, to: usize) -> Result<usize, Error> {
         self.require_cluster()?.migrate_slot(slot, from, to).await
+    }
+
+    /// Hermetic mode's proxy, `http://127.0.0.1:PORT` (the env file's `HTTPS_PROXY`); `None`
+    /// unless [`EmulatorConfig::hermetic`] is set.
+    pub fn hermetic_proxy(&self) -> Option<&str> {
+        self.hermetic_proxy.as_deref()
     }
 
     /// `https://localhost:PORT`: the fake Entra ID's authority host.
@@ -789,14 +819,14 @@ impl Emulator {
     /// The environment for an identity kind (DESIGN.md §4.2). Every kind also gets
     /// `REDIS_ENTRA_EMULATOR_ADMIN` and `REDIS_ENTRA_EMULATOR_ADMIN_KEY` (the admin interface),
     /// and `REDIS_ENTRA_EMULATOR_IMDS` (the emulated VM's IMDS, `http://127.0.0.1:PORT`; no SDK
-    /// reads it: IMDS is at a fixed address on Azure).
+    /// reads it: IMDS is at a fixed address on Azure). In hermetic mode `AZURE_AUTHORITY_HOST`
+    /// gives way to `HTTPS_PROXY`, `https_proxy`, `NO_PROXY` and `no_proxy`.
     pub fn env_for(&self, kind: IdentityKind) -> Vec<(String, String)> {
         let addr = self.gateway_addr();
         let ca = self.ca_file().display().to_string();
         let mut vars: Vec<(String, String)> = vec![
             ("AZURE_REDIS_HOST".into(), self.config.hostname.clone()),
             ("AZURE_REDIS_PORT".into(), addr.port().to_string()),
-            ("AZURE_AUTHORITY_HOST".into(), self.authority.clone()),
             ("AZURE_TENANT_ID".into(), self.tenant_id().to_string()),
             ("SSL_CERT_FILE".into(), ca.clone()),
             ("REQUESTS_CA_BUNDLE".into(), ca.clone()),
@@ -813,6 +843,10 @@ impl Emulator {
                 self.admin_key.clone(),
             ),
         ];
+        match &self.hermetic_proxy {
+            Some(proxy) => vars.extend(crate::identity::hermetic_env(proxy, &self.config.hostname)),
+            None => vars.insert(2, ("AZURE_AUTHORITY_HOST".into(), self.authority.clone())),
+        }
         match kind {
             IdentityKind::ServicePrincipal => {
                 let sp = &self.service_principal;

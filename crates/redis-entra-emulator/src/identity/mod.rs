@@ -16,6 +16,8 @@
 //! resource ([`Directory::attach_identity`](crate::directory::Directory::attach_identity)).
 //!
 //! [`serve`] runs either router on a listener, one task per connection, with or without TLS.
+//! [`serve_hermetic`] runs the authority routes as `https://login.microsoftonline.com` behind
+//! an HTTP `CONNECT` proxy listener (hermetic mode: apps keep the SDKs' default authority).
 //!
 //! Every reply is shaped as the real service shapes it (see
 //! `reference/entra-and-azure-redis-wire.md`), including errors, so that the same client code
@@ -72,7 +74,9 @@ mod device_code;
 mod errors;
 mod fault_injection;
 pub(crate) mod form;
+mod hermetic;
 mod imds;
+mod instance_discovery;
 mod logging;
 mod managed_identity;
 mod metadata;
@@ -85,6 +89,10 @@ mod token_endpoint;
 mod user_grants;
 
 pub use arc::{arc_router, ARC_KEY_CAPACITY, ARC_KEY_LIFETIME};
+pub use hermetic::{
+    hermetic_env, serve_hermetic, HermeticConfig, HERMETIC_HOSTS, MAX_PROXY_CONNECTIONS,
+    MAX_REQUEST_HEAD, PUBLIC_CLOUD_AUTHORITY, REQUEST_HEAD_TIMEOUT,
+};
 pub use oidc_issuer::issuer_url as oidc_issuer_url;
 pub use server::serve;
 pub use sign_in::{SignInState, SIGN_IN_STORE_CAPACITY};
@@ -137,6 +145,7 @@ impl std::fmt::Debug for IdentityState {
 ///   `GET /{tenant}/.well-known/openid-configuration` (v1);
 /// - `GET /{tenant}/discovery/v2.0/keys` and `GET /{tenant}/discovery/keys` (the JWKS; `common`
 ///   and `organizations` are accepted as the tenant);
+/// - `GET /{tenant}/discovery/instance` (MSAL's instance discovery, api-version 1.1);
 /// - `POST /{tenant}/oauth2/v2.0/token` (client credentials; for users: `password`,
 ///   device code and `authorization_code` grants);
 /// - `POST /{tenant}/oauth2/v2.0/devicecode`, `POST …/devicecode/approve` and
@@ -160,6 +169,10 @@ pub fn authority_router(state: IdentityState) -> Router {
         )
         .route("/{tenant}/discovery/v2.0/keys", get(metadata::jwks))
         .route("/{tenant}/discovery/keys", get(metadata::jwks))
+        .route(
+            "/{tenant}/discovery/instance",
+            get(instance_discovery::instance),
+        )
         .route("/{tenant}/oauth2/v2.0/token", post(token_endpoint::token))
         .route(
             "/{tenant}/oauth2/v2.0/authorize",

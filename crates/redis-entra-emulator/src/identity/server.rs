@@ -22,13 +22,13 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 /// How long a client has to complete its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client has to send a request's headers (HTTP/1).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long open connections get to finish after shutdown is requested.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long to pause after a failed `accept` (e.g. out of file descriptors).
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+pub(super) const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Serves `router` on `listener` until `shutdown` completes: over TLS with `tls`, over plain
 /// HTTP when `tls` is `None` (the managed-identity endpoint, like App Service's, is
@@ -129,7 +129,7 @@ async fn connection(
 }
 
 /// HTTP/1.1 or HTTP/2 on an established connection, closed gracefully on shutdown.
-async fn serve_http<I>(io: I, router: Router, mut stop: watch::Receiver<bool>)
+pub(super) async fn serve_http<I>(io: I, router: Router, mut stop: watch::Receiver<bool>)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
