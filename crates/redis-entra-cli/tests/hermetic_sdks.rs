@@ -312,7 +312,25 @@ fn node_default_azure_credential_with_the_default_authority() {
 
 #[test]
 fn microsofts_hello_world_sample() {
-    let emulator = hermetic_emulator();
+    hello_world_sample("service-principal");
+}
+
+#[test]
+fn microsofts_hello_world_sample_with_a_managed_identity() {
+    hello_world_sample("managed-identity");
+}
+
+#[test]
+fn microsofts_hello_world_sample_with_workload_identity() {
+    // WorkloadIdentityCredential posts the federated token to the default authority's token
+    // endpoint: through the proxy, as login.microsoftonline.com.
+    hello_world_sample("workload-identity");
+}
+
+/// Runs Microsoft's hello world sample (unmodified but for host and port) with the env file of
+/// `redis-entra emulator --hermetic --identity <identity>`.
+fn hello_world_sample(identity: &str) {
+    let emulator = hermetic_emulator_with(identity);
     let port = emulator.var("AZURE_REDIS_PORT");
     assert_eq!(
         SEED_SAMPLE.matches("port = 6380 # Required").count(),
