@@ -52,7 +52,7 @@ pub use arities::CommandArities;
 use connect::connect_to;
 pub use connect::{BackendAddr, BackendStream};
 use users::Users;
-pub(crate) use users::{base_acl, ADMIN_USER};
+pub(crate) use users::{base_acl, random_password, ADMIN_USER};
 pub use users::{BackendUser, ACCESS_KEY_RULES, ACCESS_KEY_USER};
 
 /// A backend Redis with one ACL user per access policy: a standalone server, or one node of a

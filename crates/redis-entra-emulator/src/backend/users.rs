@@ -149,7 +149,7 @@ pub(crate) fn base_acl(admin_password: &str) -> String {
     format!("user default off\nuser {ADMIN_USER} on >{admin_password} ~* &* +@all\n")
 }
 
-pub(super) fn random_password() -> String {
+pub(crate) fn random_password() -> String {
     format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple())
 }
 

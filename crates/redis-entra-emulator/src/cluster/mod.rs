@@ -57,8 +57,9 @@ use crate::backend::{request, Backend, BackendAddr, ADMIN_USER};
 use crate::server_program::ServerProgram;
 use crate::Error;
 
+use crate::backend::random_password;
 use admin_commands::{expect_ok, expect_text};
-use node_process::{random_password, spawn_node, stop_child};
+use node_process::{spawn_node, stop_child};
 use slots::slot_range;
 pub use slots::{key_slot, SLOTS};
 

@@ -100,14 +100,6 @@ pub(super) async fn stop_child(child: &mut Child) {
     }
 }
 
-pub(super) fn random_password() -> String {
-    format!(
-        "{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    )
-}
-
 /// Two distinct free ports on 127.0.0.1: data and bus. Before Redis 7 the bus port is always
 /// the data port + 10000.
 fn free_ports(bus_follows_data: bool) -> Result<(u16, u16), Error> {

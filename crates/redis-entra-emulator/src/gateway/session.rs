@@ -227,11 +227,6 @@ impl ReadSize {
     }
 }
 
-/// A password nobody has, for refused re-authentications.
-fn random_password() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
-}
-
 /// Serves one client connection (already past the TLS handshake, and split) until it ends.
 ///
 /// The halves, not the stream, are what the task keeps: an async fn keeps its arguments for

@@ -8,9 +8,10 @@ use super::super::pending::{Expect, Tracker};
 use super::super::rejections::{unknown_command, unknown_subcommand};
 use super::super::resp::{encode_command, Event, Frame, Limits, ProtocolError, RequestParser};
 use super::{
-    auth_command, auth_command_with, classify, hold, parse_hello, random_password, Cmd, Ctx, End,
-    Profile, Refused, INVALID_USER,
+    auth_command, auth_command_with, classify, hold, parse_hello, Cmd, Ctx, End, Profile, Refused,
+    INVALID_USER,
 };
+use crate::backend::random_password;
 use crate::directory::AccessPolicy;
 
 /// What an unsupported command becomes: a name no command has, so that Redis answers with an
