@@ -1,4 +1,4 @@
-//! Redis connections that stay authenticated: one file per kind of connection.
+//! Redis connections that stay authenticated: one file (or folder) per kind of connection.
 //!
 //! | kind | type | how it stays authenticated |
 //! |---|---|---|
