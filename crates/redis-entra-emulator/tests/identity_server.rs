@@ -314,3 +314,49 @@ async fn unpolled_device_codes_and_arc_challenges_are_bounded() -> Result<()> {
     emu.shutdown().await;
     Ok(())
 }
+
+/// Attack: connections to the fake Entra ID that say nothing held a task each, with no limit.
+/// Its listeners hold at most `MAX_IDENTITY_CONNECTIONS` at once: one more is closed
+/// unanswered, and once the others go, requests are served again.
+#[tokio::test]
+async fn the_identity_server_holds_a_bounded_number_of_connections() -> Result<()> {
+    use redis_entra_emulator::identity::MAX_IDENTITY_CONNECTIONS;
+    use tokio::io::AsyncReadExt;
+    let emu = start().await?;
+    let port = emu
+        .authority()
+        .rsplit_once(':')
+        .and_then(|(_, port)| port.trim_end_matches('/').parse::<u16>().ok())
+        .context("the authority has no port")?;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut idle = Vec::with_capacity(MAX_IDENTITY_CONNECTIONS);
+    for _ in 0..MAX_IDENTITY_CONNECTIONS {
+        idle.push(tokio::net::TcpStream::connect(addr).await?);
+    }
+    let mut extra = tokio::net::TcpStream::connect(addr).await?;
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), extra.read(&mut buf))
+        .await
+        .context("the connection over the limit was left open")?
+        .unwrap_or(0);
+    anyhow::ensure!(n == 0, "the connection over the limit got an answer");
+    drop(idle);
+    // A slot is released just after its socket closes: retry, within a bound.
+    let client = https(&emu)?;
+    let metadata = format!(
+        "{}/{}/v2.0/.well-known/openid-configuration",
+        emu.authority(),
+        emu.tenant_id()
+    );
+    let mut status = 0;
+    for _ in 0..50 {
+        if let Ok(reply) = client.get(&metadata).send().await {
+            status = reply.status().as_u16();
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    anyhow::ensure!(status == 200, "after the idle connections went: {status}");
+    emu.shutdown().await;
+    Ok(())
+}

@@ -34,11 +34,11 @@ use std::time::Duration;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
-use super::server::{serve_http, ACCEPT_BACKOFF, DRAIN_TIMEOUT, HANDSHAKE_TIMEOUT};
+use super::server::{accept_bounded, serve_http, HANDSHAKE_TIMEOUT};
 use super::{authority_router, IdentityState};
 
 /// The host names the hermetic listener answers for (and its certificate names).
@@ -117,43 +117,14 @@ async fn accept_loop(
     router: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let limit = Arc::new(Semaphore::new(MAX_PROXY_CONNECTIONS));
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut connections = JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let Ok(permit) = limit.clone().try_acquire_owned() else {
-                        tracing::warn!(%peer, limit = MAX_PROXY_CONNECTIONS,
-                            "hermetic listener: too many connections, closing this one");
-                        continue;
-                    };
-                    let (acceptor, router, stop) = (acceptor.clone(), router.clone(), stop_rx.clone());
-                    connections.spawn(async move {
-                        connection(stream, peer, acceptor, router, stop).await;
-                        drop(permit);
-                    });
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "hermetic listener: accept failed");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
-    drop(listener);
-    let _ = stop_tx.send(true);
-    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
-        while connections.join_next().await.is_some() {}
-    })
+    accept_bounded(
+        listener,
+        MAX_PROXY_CONNECTIONS,
+        "hermetic listener",
+        shutdown,
+        move |stream, peer, stop| connection(stream, peer, acceptor.clone(), router.clone(), stop),
+    )
     .await;
-    if drained.is_err() {
-        connections.abort_all();
-    }
 }
 
 /// How a connection opened.

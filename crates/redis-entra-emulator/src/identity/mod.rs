@@ -94,7 +94,7 @@ pub use hermetic::{
     MAX_REQUEST_HEAD, PUBLIC_CLOUD_AUTHORITY, REQUEST_HEAD_TIMEOUT,
 };
 pub use oidc_issuer::issuer_url as oidc_issuer_url;
-pub use server::serve;
+pub use server::{serve, MAX_IDENTITY_CONNECTIONS};
 pub use sign_in::{SignInState, SIGN_IN_STORE_CAPACITY};
 
 /// Everything the identity endpoints share: the tenant, the signing key, the faults in force,

@@ -16,7 +16,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
@@ -28,7 +28,10 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long open connections get to finish after shutdown is requested.
 pub(super) const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long to pause after a failed `accept` (e.g. out of file descriptors).
-pub(super) const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// The most connections one of the fake Entra ID's listeners (the HTTPS authority, the
+/// managed-identity endpoints, IMDS) holds at once; one more is closed at once, unanswered.
+pub const MAX_IDENTITY_CONNECTIONS: usize = 1024;
 
 /// Serves `router` on `listener` until `shutdown` completes: over TLS with `tls`, over plain
 /// HTTP when `tls` is `None` (the managed-identity endpoint, like App Service's, is
@@ -58,7 +61,32 @@ async fn accept_loop(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
+    accept_bounded(
+        listener,
+        MAX_IDENTITY_CONNECTIONS,
+        "identity server",
+        shutdown,
+        move |stream, peer, stop| connection(stream, peer, acceptor.clone(), router.clone(), stop),
+    )
+    .await;
+}
+
+/// Accepts connections on `listener` until `shutdown`, each served in its own task by
+/// `serve(stream, peer, stop)`, at most `limit` at once (one more is closed at once,
+/// unanswered); then tells them to stop (`stop` turns true) and waits for them, at most
+/// [`DRAIN_TIMEOUT`].
+pub(super) async fn accept_bounded<F, Fut>(
+    listener: TcpListener,
+    limit: usize,
+    name: &'static str,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    serve: F,
+) where
+    F: Fn(TcpStream, SocketAddr, watch::Receiver<bool>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let local = listener.local_addr().ok();
+    let permits = Arc::new(Semaphore::new(limit));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
@@ -67,16 +95,18 @@ async fn accept_loop(
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    connections.spawn(connection(
-                        stream,
-                        peer,
-                        acceptor.clone(),
-                        router.clone(),
-                        stop_rx.clone(),
-                    ));
+                    let Ok(permit) = permits.clone().try_acquire_owned() else {
+                        tracing::warn!(%peer, limit, "{name}: too many connections, closing this one");
+                        continue;
+                    };
+                    let served = serve(stream, peer, stop_rx.clone());
+                    connections.spawn(async move {
+                        served.await;
+                        drop(permit);
+                    });
                 }
                 Err(e) => {
-                    tracing::debug!(error = %e, "accept failed");
+                    tracing::debug!(error = %e, "{name}: accept failed");
                     tokio::time::sleep(ACCEPT_BACKOFF).await;
                 }
             },
@@ -93,7 +123,7 @@ async fn accept_loop(
     if drained.is_err() {
         connections.abort_all();
     }
-    tracing::debug!(?local, "identity server stopped");
+    tracing::debug!(?local, "{name} stopped");
 }
 
 /// One connection: the TLS handshake if any, then HTTP.
