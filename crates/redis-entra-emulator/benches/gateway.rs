@@ -234,6 +234,7 @@ async fn run(fd_limit: u64) -> Result<()> {
     // CPU time of the process that terminates TLS (the emulator is this process), per request,
     // for each run: a figure that the machine's other load disturbs less than the rates.
     let mut cpu: Vec<(&str, u32, f64)> = Vec::new();
+    let ticks_per_sec = ticks_per_sec();
     let proxy_pid = |name: &str| match name {
         "gateway" => std::process::id(),
         "haproxy" => haproxy.0.id(),
@@ -246,11 +247,7 @@ async fn run(fd_limit: u64) -> Result<()> {
                 let rows = redis_benchmark(t, depth)?;
                 let ticks = cpu_ticks(proxy_pid(t.name))?.saturating_sub(before);
                 let requests = f64::from(REQUESTS) * rows.len() as f64;
-                cpu.push((
-                    t.name,
-                    depth,
-                    ticks as f64 * 1e6 / ticks_per_sec() / requests,
-                ));
+                cpu.push((t.name, depth, ticks as f64 * 1e6 / ticks_per_sec / requests));
                 for (test, rps, p50) in rows {
                     eprintln!(
                         "round {round} {} -P {depth} {test}: {rps:.0} rps p50 {p50} ms",
@@ -303,7 +300,7 @@ async fn run(fd_limit: u64) -> Result<()> {
     println!("|---|---|---|---|---|---|");
     for depth in DEPTHS {
         for test in ["SET", "GET"] {
-            let median = |name: &str| {
+            let of = |name: &str| {
                 median(
                     every
                         .iter()
@@ -312,7 +309,7 @@ async fn run(fd_limit: u64) -> Result<()> {
                         .collect(),
                 )
             };
-            let (g, h, r) = (median("gateway"), median("haproxy"), median("redis-tls"));
+            let (g, h, r) = (of("gateway"), of("haproxy"), of("redis-tls"));
             println!(
                 "| -P {depth} | {test} | {g:.0} | {h:.0} | {r:.0} | {:.2} |",
                 g / h
@@ -325,7 +322,7 @@ async fn run(fd_limit: u64) -> Result<()> {
     println!("| pipeline | gateway µs | haproxy µs | redis-tls µs | gateway / haproxy |");
     println!("|---|---|---|---|---|");
     for depth in DEPTHS {
-        let median = |name: &str| {
+        let of = |name: &str| {
             median(
                 cpu.iter()
                     .filter(|r| r.0 == name && r.1 == depth)
@@ -333,7 +330,7 @@ async fn run(fd_limit: u64) -> Result<()> {
                     .collect(),
             )
         };
-        let (g, h, r) = (median("gateway"), median("haproxy"), median("redis-tls"));
+        let (g, h, r) = (of("gateway"), of("haproxy"), of("redis-tls"));
         println!("| -P {depth} | {g:.2} | {h:.2} | {r:.2} | {:.2} |", g / h);
     }
     print_memory(&memory);

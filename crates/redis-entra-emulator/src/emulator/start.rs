@@ -194,7 +194,7 @@ impl Emulator {
             )?);
         }
         let cluster = pending.cluster;
-        servers.extend(crate::profile::key_setting::spawn(
+        servers.push(crate::profile::key_setting::spawn(
             config.gateway.profile,
             directory.access_keys(),
             backend.clone(),

@@ -32,13 +32,13 @@ pub fn spawn(
     keys: &AccessKeys,
     backend: Arc<Backend>,
     mut stop: watch::Receiver<bool>,
-) -> Option<JoinHandle<()>> {
+) -> JoinHandle<()> {
     let mut changes = if profile.enabling_keys_closes_all() {
         keys.changes()
     } else {
         keys.revocations()
     };
-    Some(tokio::spawn(async move {
+    tokio::spawn(async move {
         let stopped = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
@@ -63,5 +63,5 @@ pub fn spawn(
                 () = &mut stopped => return,
             }
         }
-    }))
+    })
 }
