@@ -3,7 +3,8 @@
 //! server's own password check runs). A token is checked; when valid, the client becomes the
 //! ACL user named by its `oid` and its deadline is recorded; otherwise it is refused
 //! ([`AUTH_HANDLED`] without authenticating: the server replies with its own `WRONGPASS`
-//! text). A token whose `kid` no tenant has blocks the client
+//! text). A token whose `kid` no tenant has blocks the client (outside a transaction or a
+//! script, which cannot block: there it is refused)
 //! while the keys are fetched (when a fetch may help), then is checked again.
 
 use std::ffi::{c_int, c_void};

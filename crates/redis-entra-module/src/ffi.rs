@@ -223,8 +223,14 @@ impl Drop for Blocked {
 /// `reply` on the main thread, which decides as an auth callback does. `None` when the client
 /// cannot block (inside `MULTI`, a script, …).
 pub fn block_on_auth(ctx: *mut Ctx, reply: AuthCallback) -> Option<Blocked> {
-    // SAFETY: a function pointer the server set; `ctx` is an auth callback's.
+    // SAFETY: function pointers the server set; `ctx` is an auth callback's.
     unsafe {
+        // In a transaction or a script the server would "block" the client only to answer
+        // "Blocking module command called from transaction": not blocking at all is the answer.
+        let flags = raw::RedisModule_GetContextFlags.map_or(0, |flags| flags(ctx));
+        if flags & raw::REDISMODULE_CTX_FLAGS_DENY_BLOCKING as c_int != 0 {
+            return None;
+        }
         let block = raw::RedisModule_BlockClientOnAuth?;
         let bc = block(ctx, Some(reply), None);
         (!bc.is_null()).then_some(Blocked(bc))

@@ -258,6 +258,13 @@ async fn a_password_that_is_not_a_token_is_checked_by_the_server_itself() -> Res
 async fn multi_auth_discard_and_reset_follow_redis() -> Result<()> {
     let env = Env::start().await?;
     let token = env.token(|_| {});
+    // The module fetches the tenant's keys in the background after loading; a transaction
+    // cannot wait for them (an_unknown_key_inside_exec_is_refused_without_blocking). One AUTH
+    // outside a transaction waits until they are there.
+    assert_eq!(
+        env.connect()?.cmd(&["AUTH", &env.oid, &token]).unwrap(),
+        redis::Value::Okay
+    );
     let mut conn = env.connect()?;
     // AUTH inside MULTI is queued; DISCARD drops it.
     conn.cmd(&["MULTI"]).unwrap();
@@ -412,5 +419,25 @@ async fn an_app_id_allow_list_refuses_other_applications() -> Result<()> {
         .expect("azp of the allowed application");
     assert_eq!(conn.whoami().unwrap(), sp.object_id);
     assert_eq!(server.stat("refused_application")?, 1);
+    Ok(())
+}
+
+/// A transaction cannot block: a token whose `kid` is unknown inside `MULTI`/`EXEC` is refused
+/// (`WRONGPASS`) rather than left to wait for a key fetch, which the server would answer with
+/// its "Blocking module command called from transaction" error.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unknown_key_inside_exec_is_refused_without_blocking() -> Result<()> {
+    let env = Env::start().await?;
+    let other_key = TokenIssuer::new(env.emulator.tenant_id(), Duration::from_secs(3600))?;
+    let unknown_kid = other_key.sign(&env.emulator.issuer().claims_for(
+        env.emulator.service_principal(),
+        redis_entra_emulator::directory::REDIS_RESOURCE,
+        3600,
+    ))?;
+    let mut conn = env.connect()?;
+    conn.cmd(&["MULTI"]).unwrap();
+    conn.cmd(&["AUTH", &env.oid, &unknown_kid]).unwrap();
+    assert_eq!(conn.cmd(&["EXEC"]), Err(WRONGPASS.into()));
+    assert_eq!(conn.whoami().unwrap(), "default");
     Ok(())
 }
