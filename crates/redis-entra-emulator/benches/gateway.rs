@@ -5,9 +5,9 @@
 //! cargo bench -p redis-entra-emulator --bench gateway
 //! ```
 //!
-//! Throughput: `redis-benchmark` (GET and SET, 50 clients, 200,000 requests, `-P 1` and
-//! `-P 16`, TLS) against three targets in one run, interleaved, each run `ROUNDS` times (default
-//! 2; the best round and the median of the rounds are reported):
+//! Throughput: `redis-benchmark` (GET and SET, 50 clients, 200,000 requests times the
+//! pipeline depth, `-P 1` and `-P 16`, TLS) against three targets in one run, interleaved, each
+//! run `ROUNDS` times (default 2; the best round and the median of the rounds are reported):
 //!
 //! - `gateway`: the emulator's Redis gateway (token of the service principal, `--user <oid>`);
 //! - `haproxy`: haproxy in TCP mode terminating TLS in front of the same `redis-server` (its
@@ -18,8 +18,14 @@
 //! haproxy and the TLS `redis-server` serve a certificate of a second [`Pki`] (the same kind:
 //! ECDSA P-256 for `localhost`, issued by its own CA): the emulator keeps its own key private.
 //!
+//! Beside the rates, each run's CPU time per request of the TLS-terminating process, of
+//! `redis-benchmark` and of the `redis-server` behind, and their `read`/`write` system calls
+//! (`/proc/PID/stat`, `/proc/PID/io`): figures that the machine's other load disturbs less.
+//!
 //! `GATEWAY_BENCH_ONLY=memory` measures memory only (no throughput rounds);
-//! `GATEWAY_BENCH_ONLY=throughput`, throughput only.
+//! `GATEWAY_BENCH_ONLY=throughput`, throughput only. `GATEWAY_BENCH_DEPTHS=16` runs only the
+//! depths listed; `GATEWAY_BENCH_REQUESTS=N`, N requests per run at every depth;
+//! `GATEWAY_BENCH_WORKERS=N`, the emulator's runtime on N worker threads (default 2).
 //!
 //! Memory: a child process (this binary again, `GATEWAY_BENCH_CLIENT=1`) opens N idle
 //! authenticated TLS connections; the figure is the RSS growth of the server side divided by N.
@@ -46,7 +52,31 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const CLIENTS: u32 = 50;
+/// Requests per `redis-benchmark` run at `-P 1`; a deeper pipeline runs as many more, so that
+/// every run lasts about as long (seconds, not a quarter of one) and the figures are the
+/// steady state rather than the 50 connections' set-up. `GATEWAY_BENCH_REQUESTS` sets a fixed
+/// number for every depth instead (200000 repeats the figures before 2026-12-08).
 const REQUESTS: u32 = 200_000;
+
+/// The pipeline depths to run: [`DEPTHS`], or those `GATEWAY_BENCH_DEPTHS` lists
+/// (comma-separated, e.g. `16`).
+fn depths() -> Vec<u32> {
+    match std::env::var("GATEWAY_BENCH_DEPTHS") {
+        Ok(list) => list
+            .split(',')
+            .filter_map(|d| d.trim().parse().ok())
+            .collect(),
+        Err(_) => DEPTHS.to_vec(),
+    }
+}
+
+/// Requests per run at `depth`.
+fn requests(depth: u32) -> u32 {
+    std::env::var("GATEWAY_BENCH_REQUESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(REQUESTS * depth)
+}
 const DEPTHS: [u32; 2] = [1, 16];
 
 fn main() -> Result<()> {
@@ -55,7 +85,12 @@ fn main() -> Result<()> {
     }
     let fd_limit = raise_fd_limit();
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(
+            std::env::var("GATEWAY_BENCH_WORKERS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(2),
+        )
         .enable_all()
         .build()?;
     rt.block_on(run(fd_limit))
@@ -234,6 +269,16 @@ async fn run(fd_limit: u64) -> Result<()> {
     // CPU time of the process that terminates TLS (the emulator is this process), per request,
     // for each run: a figure that the machine's other load disturbs less than the rates.
     let mut cpu: Vec<(&str, u32, f64)> = Vec::new();
+    // Read and write system calls per request (`/proc/PID/io`) of the same process and of
+    // the redis-server behind it.
+    let mut calls: Vec<(&str, u32, f64, f64)> = Vec::new();
+    // CPU time per request of redis-benchmark (this process' reaped children) and of the
+    // redis-server that executes the commands: what the target costs the rest of the machine.
+    let mut others: Vec<(&str, u32, f64, f64)> = Vec::new();
+    let server_pid = |name: &str| match name {
+        "redis-tls" => redis_tls.0.id(),
+        _ => backend_pid,
+    };
     let ticks_per_sec = ticks_per_sec();
     let proxy_pid = |name: &str| match name {
         "gateway" => std::process::id(),
@@ -241,13 +286,31 @@ async fn run(fd_limit: u64) -> Result<()> {
         _ => redis_tls.0.id(),
     };
     for round in 0..rounds {
-        for depth in DEPTHS {
+        for depth in depths() {
             for t in &targets {
                 let before = cpu_ticks(proxy_pid(t.name))?;
+                let calls_before = syscalls(proxy_pid(t.name))?;
+                let client_before = children_ticks()?;
+                let server_before = cpu_ticks(server_pid(t.name))?;
+                let server_calls_before = syscalls(server_pid(t.name))?;
                 let rows = redis_benchmark(t, depth)?;
+                let client = children_ticks()?.saturating_sub(client_before);
+                let server = cpu_ticks(server_pid(t.name))?.saturating_sub(server_before);
+                let server_calls =
+                    syscalls(server_pid(t.name))?.saturating_sub(server_calls_before);
+
                 let ticks = cpu_ticks(proxy_pid(t.name))?.saturating_sub(before);
-                let requests = f64::from(REQUESTS) * rows.len() as f64;
+                let made = syscalls(proxy_pid(t.name))?.saturating_sub(calls_before);
+                let requests = f64::from(requests(depth)) * rows.len() as f64;
                 cpu.push((t.name, depth, ticks as f64 * 1e6 / ticks_per_sec / requests));
+                calls.push((
+                    t.name,
+                    depth,
+                    made as f64 / requests,
+                    server_calls as f64 / requests,
+                ));
+                let per_request = |ticks: u64| ticks as f64 * 1e6 / ticks_per_sec / requests;
+                others.push((t.name, depth, per_request(client), per_request(server)));
                 for (test, rps, p50) in rows {
                     eprintln!(
                         "round {round} {} -P {depth} {test}: {rps:.0} rps p50 {p50} ms",
@@ -273,7 +336,7 @@ async fn run(fd_limit: u64) -> Result<()> {
     println!("\n## Results (best of {rounds} rounds)\n");
     println!("| pipeline | test | gateway rps (p50 ms) | haproxy rps (p50 ms) | redis-tls rps (p50 ms) | gateway / haproxy |");
     println!("|---|---|---|---|---|---|");
-    for depth in DEPTHS {
+    for depth in depths() {
         for test in ["SET", "GET"] {
             let get = |name: &str| {
                 results
@@ -298,7 +361,7 @@ async fn run(fd_limit: u64) -> Result<()> {
     println!("\n## Results (median of {rounds} rounds)\n");
     println!("| pipeline | test | gateway rps | haproxy rps | redis-tls rps | gateway / haproxy |");
     println!("|---|---|---|---|---|---|");
-    for depth in DEPTHS {
+    for depth in depths() {
         for test in ["SET", "GET"] {
             let of = |name: &str| {
                 median(
@@ -321,7 +384,7 @@ async fn run(fd_limit: u64) -> Result<()> {
     );
     println!("| pipeline | gateway µs | haproxy µs | redis-tls µs | gateway / haproxy |");
     println!("|---|---|---|---|---|");
-    for depth in DEPTHS {
+    for depth in depths() {
         let of = |name: &str| {
             median(
                 cpu.iter()
@@ -332,6 +395,58 @@ async fn run(fd_limit: u64) -> Result<()> {
         };
         let (g, h, r) = (of("gateway"), of("haproxy"), of("redis-tls"));
         println!("| -P {depth} | {g:.2} | {h:.2} | {r:.2} | {:.2} |", g / h);
+    }
+    println!(
+        "\n## read/write system calls per request (median of {rounds} rounds; `recv`/`send` are not counted)\n"
+    );
+    println!("| pipeline | process | gateway | haproxy | redis-tls |");
+    println!("|---|---|---|---|---|");
+    for depth in depths() {
+        for (process, pick) in [
+            (
+                "TLS-terminating",
+                (|r: &(&str, u32, f64, f64)| r.2) as fn(&_) -> f64,
+            ),
+            ("redis-server behind", |r| r.3),
+        ] {
+            let of = |name: &str| {
+                median(
+                    calls
+                        .iter()
+                        .filter(|r| r.0 == name && r.1 == depth)
+                        .map(pick)
+                        .collect(),
+                )
+            };
+            let (g, h, r) = (of("gateway"), of("haproxy"), of("redis-tls"));
+            println!("| -P {depth} | {process} | {g:.3} | {h:.3} | {r:.3} |");
+        }
+    }
+    println!(
+        "\n## CPU time per request of redis-benchmark and of the redis-server behind (median of {rounds} rounds)\n"
+    );
+    println!("| pipeline | process | gateway µs | haproxy µs | redis-tls µs |");
+    println!("|---|---|---|---|---|");
+    for depth in depths() {
+        for (process, pick) in [
+            (
+                "redis-benchmark",
+                (|r: &(&str, u32, f64, f64)| r.2) as fn(&_) -> f64,
+            ),
+            ("redis-server", |r| r.3),
+        ] {
+            let of = |name: &str| {
+                median(
+                    others
+                        .iter()
+                        .filter(|r| r.0 == name && r.1 == depth)
+                        .map(pick)
+                        .collect(),
+                )
+            };
+            let (g, h, r) = (of("gateway"), of("haproxy"), of("redis-tls"));
+            println!("| -P {depth} | {process} | {g:.2} | {h:.2} | {r:.2} |");
+        }
     }
     print_memory(&memory);
     let png = plot(&results)?;
@@ -444,7 +559,7 @@ fn redis_benchmark(t: &Target, depth: u32) -> Result<Vec<(String, f64, f64)>> {
         .args(["-t", "set,get", "-c", &CLIENTS.to_string()])
         .args([
             "-n",
-            &REQUESTS.to_string(),
+            &requests(depth).to_string(),
             "-P",
             &depth.to_string(),
             "--csv",
@@ -654,6 +769,33 @@ fn cpu_ticks(pid: u32) -> Result<u64> {
             .context("/proc/PID/stat field")
     };
     Ok(field(14)? + field(15)?)
+}
+
+/// User plus system CPU time of this process' children that were waited for, in clock ticks.
+fn children_ticks() -> Result<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    let rest = stat.rsplit_once(')').context("/proc/self/stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| -> Result<u64> {
+        fields
+            .get(n - 3)
+            .context("/proc/self/stat field")?
+            .parse()
+            .context("/proc/self/stat field")
+    };
+    Ok(field(16)? + field(17)?)
+}
+
+/// Read plus write system calls `pid` made so far (`syscr` + `syscw` of `/proc/PID/io`).
+fn syscalls(pid: u32) -> Result<u64> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io"))?;
+    let mut total = 0;
+    for line in io.lines() {
+        if let Some(("syscr" | "syscw", n)) = line.split_once(": ") {
+            total += n.trim().parse::<u64>().context("/proc/PID/io")?;
+        }
+    }
+    Ok(total)
 }
 
 /// Clock ticks per second (`getconf CLK_TCK`).

@@ -129,21 +129,22 @@ impl Profile {
         }
     }
 
-    /// Whether the gateway must see `name`'s first argument to decide (a container command with
-    /// refused subcommands).
-    pub(crate) fn needs_subcommand(self, name: &[u8]) -> bool {
+    /// Whether a request named `name` may be refused (the table has a row for it, whole or by
+    /// subcommand): the gateway holds those whole and looks no further into any other.
+    pub(crate) fn may_refuse(self, name: &[u8]) -> bool {
+        self.row(name).is_some()
+    }
+
+    fn row(self, name: &[u8]) -> Option<&'static Unsupported> {
         self.unsupported()
             .iter()
-            .any(|u| !u.subcommands.is_empty() && name.eq_ignore_ascii_case(u.command.as_bytes()))
+            .find(|u| name.eq_ignore_ascii_case(u.command.as_bytes()))
     }
 
     /// Which argument to refuse, if the request is unsupported: 0 for the command, 1 for the
     /// subcommand.
     pub(crate) fn refused_arg(self, name: &[u8], sub: Option<&[u8]>) -> Option<usize> {
-        let row = self
-            .unsupported()
-            .iter()
-            .find(|u| name.eq_ignore_ascii_case(u.command.as_bytes()))?;
+        let row = self.row(name)?;
         if row.subcommands.is_empty() {
             return Some(0);
         }
@@ -186,8 +187,9 @@ mod tests {
         assert_eq!(p.refused_arg(b"GET", Some(b"x")), None);
         assert_eq!(p.refused_arg(b"cluster", Some(b"info")), None);
         assert_eq!(p.refused_arg(b"cluster", Some(b"addslots")), Some(1));
-        assert!(p.needs_subcommand(b"acl"));
-        assert!(!p.needs_subcommand(b"config"));
+        assert!(p.may_refuse(b"acl"));
+        assert!(p.may_refuse(b"CONFIG"));
+        assert!(!p.may_refuse(b"get"));
         assert!(acl_removals(p).contains(&"-acl|setuser".to_string()));
         assert_eq!(
             Profile::AzureManagedRedis.refused_arg(b"swapdb", None),

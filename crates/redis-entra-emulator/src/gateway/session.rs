@@ -185,9 +185,7 @@ fn hold(name: &[u8], profile: Profile) -> Option<usize> {
         Some(Cmd::Auth | Cmd::Hello) => Some(MAX_AUTH_REQUEST),
         Some(Cmd::Subscribe(_) | Cmd::Unsubscribe(_)) => Some(MAX_SUBSCRIBE_REQUEST),
         Some(_) => Some(MAX_HELD_REQUEST),
-        None if profile.refused_arg(name, None).is_some() || profile.needs_subcommand(name) => {
-            Some(MAX_HELD_REQUEST)
-        }
+        None if profile.may_refuse(name) => Some(MAX_HELD_REQUEST),
         None => None,
     }
 }
