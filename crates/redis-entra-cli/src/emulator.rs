@@ -48,8 +48,9 @@ pub struct EmulatorArgs {
     #[arg(long, default_value = "azure-cache-for-redis")]
     pub profile: Profile,
     /// Azure Managed Redis' cluster policy (with --profile managed-redis): oss (a cluster of
-    /// --cluster N nodes, 3 by default, which clients see through CLUSTER SLOTS) or
-    /// non-clustered (one node). The Enterprise policy is not emulated.
+    /// --cluster N nodes, 3 by default, which clients see through CLUSTER SLOTS), enterprise
+    /// (one endpoint; commands and transactions across hash slots refused as Redis
+    /// Enterprise's proxy refuses them) or non-clustered (one node).
     #[arg(long, value_name = "POLICY")]
     pub cluster_policy: Option<ClusterPolicy>,
     /// The fake Entra ID's HTTPS port on 127.0.0.1 (0: a free one).
@@ -200,6 +201,7 @@ pub async fn run(args: EmulatorArgs) -> Outcome {
             max_connections: args.max_connections,
             auth_timeout: args.auth_timeout,
             profile: args.profile,
+            cluster_policy: args.cluster_policy,
         },
         redis_server: redis_entra_emulator::ServerProgram::new(args.redis_server),
         listen: args.listen,

@@ -1,5 +1,6 @@
 //! `redis-entra emulator --profile managed-redis` (Azure Managed Redis): the port it takes,
-//! its cluster policies (`--cluster-policy oss|non-clustered`), its unsupported commands, and
+//! its cluster policies (`--cluster-policy oss|enterprise|non-clustered`), its unsupported
+//! commands, and
 //! clear errors for the flags that do not go together.
 
 mod common;
@@ -75,6 +76,35 @@ fn non_clustered_policy_serves_one_node() {
 }
 
 #[test]
+fn enterprise_policy_serves_one_endpoint_with_the_proxys_slot_rules() {
+    let port = free_port();
+    let emulator = EmulatorProcess::start(&[
+        "--profile",
+        "managed-redis",
+        "--cluster-policy",
+        "enterprise",
+        "--port",
+        &port.to_string(),
+    ]);
+    assert_eq!(emulator.var("AZURE_REDIS_PORT"), port.to_string());
+    let mset = redis_entra(
+        &["MSET", "user:1", "a", "user:1:books", "b"],
+        &emulator.vars,
+    )
+    .ok("MSET");
+    assert_eq!(mset.stdout.trim(), "OK");
+    let sunion = redis_entra(&["SUNION", "user:1", "user:1:books"], &emulator.vars);
+    assert!(
+        sunion
+            .stdout
+            .contains("CROSSSLOT Keys in request don't hash to the same slot"),
+        "{sunion:?}"
+    );
+    let tagged = redis_entra(&["SUNION", "{u}:1", "{u}:2"], &emulator.vars).ok("SUNION");
+    assert!(!tagged.stdout.contains("CROSSSLOT"), "{tagged:?}");
+}
+
+#[test]
 fn flags_that_do_not_go_together_are_clear_errors() {
     let (_, stderr) = emulator_refuses(&["--cluster-policy", "oss"]);
     assert!(stderr.contains("add --profile managed-redis"), "{stderr}");
@@ -83,11 +113,23 @@ fn flags_that_do_not_go_together_are_clear_errors() {
         "--profile",
         "managed-redis",
         "--cluster-policy",
-        "enterprise",
+        "enterprize",
     ]);
     assert_eq!(code, Some(2), "{stderr}");
-    assert!(stderr.contains("Enterprise cluster policy"), "{stderr}");
-    assert!(stderr.contains("not emulated"), "{stderr}");
+    assert!(
+        stderr.contains("use oss, enterprise or non-clustered"),
+        "{stderr}"
+    );
+
+    let (_, stderr) = emulator_refuses(&[
+        "--profile",
+        "managed-redis",
+        "--cluster-policy",
+        "enterprise",
+        "--cluster",
+        "3",
+    ]);
+    assert!(stderr.contains("has one endpoint"), "{stderr}");
 
     let (_, stderr) = emulator_refuses(&[
         "--profile",

@@ -48,7 +48,7 @@ use crate::Error;
 
 use admin_commands::simple_command;
 pub(crate) use admin_commands::{request, Value};
-pub use arities::CommandArities;
+pub use arities::{CommandArities, KeyPositions};
 use connect::connect_to;
 pub use connect::{BackendAddr, BackendStream};
 use users::Users;

@@ -75,6 +75,7 @@ mod rejections;
 mod replies;
 pub mod resp;
 mod session;
+mod slots;
 mod trusted_keys;
 pub mod validate;
 mod verified;
@@ -95,6 +96,7 @@ use crate::faults::Faults;
 use crate::stats::Stats;
 use crate::Error;
 
+pub use crate::profile::ClusterPolicy;
 pub use crate::unsupported::Profile;
 pub use validate::{Rejection, TokenValidator, ValidToken};
 
@@ -122,6 +124,11 @@ pub struct GatewayConfig {
     pub auth_timeout: Duration,
     /// The product whose unsupported commands are refused.
     pub profile: Profile,
+    /// The Azure Managed Redis cluster policy this gateway plays, if any: with
+    /// [`ClusterPolicy::Enterprise`] it refuses what Redis Enterprise's proxy refuses across
+    /// hash slots (docs/EMULATOR.md lists the rules). The others need nothing of the
+    /// gateway.
+    pub cluster_policy: Option<ClusterPolicy>,
 }
 
 impl Default for GatewayConfig {
@@ -130,6 +137,7 @@ impl Default for GatewayConfig {
             max_connections: 10_000,
             auth_timeout: Duration::from_secs(30),
             profile: Profile::default(),
+            cluster_policy: None,
         }
     }
 }

@@ -580,6 +580,35 @@ fn find_stop(buf: &[u8], from: usize, needle: u8) -> Option<usize> {
     (rest[i] == needle).then_some(from + i)
 }
 
+/// The complete arguments at the start of a multibulk request, the command name first: all
+/// of them for a whole request, those that have arrived for the start of one.
+pub fn leading_args(buf: &[u8]) -> Vec<&[u8]> {
+    let mut args = Vec::new();
+    if buf.first() != Some(&b'*') {
+        return args;
+    }
+    let Some(mut pos) = find_cr(buf, 0).map(|cr| cr + 2) else {
+        return args;
+    };
+    while buf.get(pos) == Some(&b'$') {
+        let Some(cr) = find_cr(buf, pos) else { break };
+        let Some(len) = buf
+            .get(pos + 1..cr)
+            .and_then(string2ll)
+            .and_then(|l| usize::try_from(l).ok())
+        else {
+            break;
+        };
+        let start = cr + 2;
+        let Some(arg) = buf.get(start..start.saturating_add(len)) else {
+            break;
+        };
+        args.push(arg);
+        pos = start + len + 2;
+    }
+    args
+}
+
 /// Redis' `string2ll`: a strict decimal `i64` (no sign but `-`, no leading zeros, no spaces,
 /// fewer than 21 characters).
 pub fn string2ll(s: &[u8]) -> Option<i64> {

@@ -8,7 +8,7 @@
 //! | access policies | Data Owner, Data Contributor, Data Reader, custom policies | one, `default` (full access), with an optional access string per assignment | "Use Microsoft Entra for cache authentication with Azure Managed Redis"; "Configure custom data access permissions (preview)" |
 //! | assignment alias | `objectIdAlias` | none (object id only) | "Configure custom data access permissions (preview)" |
 //! | changing access-key authentication | closes access-key connections when disabled | closes every connection, key or Entra, either way | "Use Microsoft Entra for cache authentication with Azure Managed Redis" |
-//! | cluster policies | (`--cluster N`) | `oss` (`--cluster N`), `non-clustered`; `enterprise` is not emulated | "Azure Managed Redis architecture" (cluster policies) |
+//! | cluster policies | (`--cluster N`) | `oss` (`--cluster N`), `enterprise` (one endpoint, slot rules of Redis Enterprise's proxy), `non-clustered` | "Azure Managed Redis architecture" (cluster policies); Redis' "Multi-key operations" |
 //! | unsupported commands | [`AZURE_CACHE_FOR_REDIS`](crate::unsupported::AZURE_CACHE_FOR_REDIS) | [`AZURE_MANAGED_REDIS`](crate::unsupported::AZURE_MANAGED_REDIS) | docs/UNSUPPORTED-COMMANDS.md |
 //!
 //! The product is [`GatewayConfig::profile`](crate::gateway::GatewayConfig::profile) (in
@@ -86,6 +86,11 @@ pub enum ClusterPolicy {
     Oss,
     /// Non-Clustered: one node, no sharding.
     NonClustered,
+    /// Enterprise: one endpoint, Redis Enterprise's proxy in front of the shards. Clients need
+    /// no cluster support; commands with keys in several hash slots are refused but for
+    /// `DEL`, `EXISTS`, `MGET`, `MSET`, `TOUCH` and `UNLINK`, and a transaction's keys must
+    /// share one slot (the gateway plays the proxy in front of one `redis-server`).
+    Enterprise,
 }
 
 impl ClusterPolicy {
@@ -94,6 +99,7 @@ impl ClusterPolicy {
         match self {
             Self::Oss => "oss",
             Self::NonClustered => "non-clustered",
+            Self::Enterprise => "enterprise",
         }
     }
 }
@@ -104,13 +110,9 @@ impl FromStr for ClusterPolicy {
         match s.to_ascii_lowercase().as_str() {
             "oss" => Ok(Self::Oss),
             "non-clustered" | "nonclustered" | "none" => Ok(Self::NonClustered),
-            "enterprise" => Err(Error::Config(
-                "the Enterprise cluster policy (one endpoint, a proxy routing by slot) is not \
-                 emulated: use --cluster-policy oss (cluster-aware clients) or non-clustered"
-                    .into(),
-            )),
+            "enterprise" => Ok(Self::Enterprise),
             _ => Err(Error::Config(format!(
-                "unknown cluster policy {s:?}: use oss or non-clustered"
+                "unknown cluster policy {s:?}: use oss, enterprise or non-clustered"
             ))),
         }
     }
@@ -118,8 +120,8 @@ impl FromStr for ClusterPolicy {
 
 /// How many cluster nodes to run (`None`: one standalone backend), from the profile, the
 /// cluster policy (`--cluster-policy`) and the node count (`--cluster N`). A cluster policy
-/// needs the Azure Managed Redis profile; `non-clustered` takes no node count; `oss` runs
-/// [`DEFAULT_OSS_NODES`] unless told otherwise.
+/// needs the Azure Managed Redis profile; `non-clustered` and `enterprise` (one endpoint) take
+/// no node count; `oss` runs [`DEFAULT_OSS_NODES`] unless told otherwise.
 pub fn cluster_nodes(
     profile: Profile,
     policy: Option<ClusterPolicy>,
@@ -132,11 +134,14 @@ pub fn cluster_nodes(
              (for Azure Cache for Redis, --cluster N alone runs a cluster)",
             policy.name()
         ))),
-        (_, Some(ClusterPolicy::NonClustered), Some(n)) => Err(Error::Config(format!(
-            "--cluster-policy non-clustered runs one node: leave out --cluster {n}, or use \
-             --cluster-policy oss"
-        ))),
-        (_, Some(ClusterPolicy::NonClustered), None) => Ok(None),
+        (_, Some(policy @ (ClusterPolicy::NonClustered | ClusterPolicy::Enterprise)), Some(n)) => {
+            Err(Error::Config(format!(
+                "--cluster-policy {} has one endpoint: leave out --cluster {n}, or use \
+                 --cluster-policy oss",
+                policy.name()
+            )))
+        }
+        (_, Some(ClusterPolicy::NonClustered | ClusterPolicy::Enterprise), None) => Ok(None),
         (_, Some(ClusterPolicy::Oss), nodes) => Ok(Some(nodes.unwrap_or(DEFAULT_OSS_NODES))),
     }
 }
@@ -165,10 +170,11 @@ mod tests {
         assert!(cluster_nodes(amr, single, Some(2)).is_err());
         let acr = cluster_nodes(Profile::AzureCacheForRedis, oss, None).unwrap_err();
         assert!(acr.to_string().contains("--profile managed-redis"), "{acr}");
-        let enterprise = "enterprise".parse::<ClusterPolicy>().unwrap_err();
-        assert!(
-            enterprise.to_string().contains("not emulated"),
-            "{enterprise}"
-        );
+        let enterprise = Some(ClusterPolicy::Enterprise);
+        assert_eq!(cluster_nodes(amr, enterprise, None).unwrap(), None);
+        let nodes = cluster_nodes(amr, enterprise, Some(3)).unwrap_err();
+        assert!(nodes.to_string().contains("one endpoint"), "{nodes}");
+        let bad = "enterprize".parse::<ClusterPolicy>().unwrap_err();
+        assert!(bad.to_string().contains("enterprise"), "{bad}");
     }
 }

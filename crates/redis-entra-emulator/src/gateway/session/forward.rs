@@ -6,7 +6,10 @@ use std::sync::Mutex;
 
 use super::super::pending::{Expect, Tracker};
 use super::super::rejections::{unknown_command, unknown_subcommand};
-use super::super::resp::{encode_command, Event, Frame, Limits, ProtocolError, RequestParser};
+use super::super::resp::{
+    encode_command, leading_args, Event, Frame, Limits, ProtocolError, RequestParser,
+};
+use super::super::slots::{Block, Need, SlotRules, MAX_KEYED_REQUEST};
 use super::{
     auth_command, auth_command_with, classify, hold, parse_hello, Cmd, Ctx, End, Profile, Refused,
     INVALID_USER,
@@ -29,7 +32,16 @@ pub(super) struct Forwarder {
     untrackable: bool,
     /// Bytes to write when a request was substituted (otherwise the read buffer is written).
     pub(super) out: Vec<u8>,
+    /// Whether `out`, not the read buffer, is what to write (it may be empty: a refused
+    /// request's streamed rest is dropped).
+    pub(super) substituted: bool,
     profile: Profile,
+    /// The Enterprise cluster policy's slot rules, when the gateway plays it.
+    slots: Option<SlotRules>,
+    /// The `WATCH`/`MULTI` block open on the connection, for the slot rules.
+    block: Block,
+    /// The rest of a refused request is streaming in: drop it.
+    dropping: bool,
     /// An `AUTH` waits for its identity's backend user: create it, then process again.
     pub(super) needs: Option<(String, AccessPolicy)>,
 }
@@ -45,20 +57,24 @@ enum Action {
 }
 
 impl Forwarder {
-    pub(super) fn new(profile: Profile) -> Self {
+    pub(super) fn new(profile: Profile, slots: Option<SlotRules>) -> Self {
         Self {
             parser: RequestParser::new(Limits::AUTHENTICATED),
             poisoned: false,
             untrackable: false,
             out: Vec::new(),
+            substituted: false,
             profile,
+            slots,
+            block: Block::default(),
+            dropping: false,
             needs: None,
         }
     }
 
     /// Frames `buf`, records what each request's reply will tell, and returns how many bytes of
     /// `buf` are ready to go to the backend. Those are `buf[..n]` unless a request was
-    /// substituted, in which case they are in `self.out`.
+    /// substituted (`self.substituted`), in which case they are in `self.out`.
     pub(super) fn process(
         &mut self,
         buf: &[u8],
@@ -72,13 +88,41 @@ impl Forwarder {
         loop {
             let rest = buf.get(pos..).unwrap_or(&[]);
             let was_streaming = self.parser.is_streaming();
-            match self.parser.next_capped(rest, |name| hold(name, profile)) {
+            let (slots, in_block) = (self.slots.as_ref(), self.block.is_open());
+            let held = |name: &[u8]| {
+                let cap = hold(name, profile);
+                match slots.map(|rules| rules.need(name, in_block)) {
+                    Some(Need::Whole) => Some(cap.unwrap_or(0).max(MAX_KEYED_REQUEST)),
+                    _ => cap,
+                }
+            };
+            match self.parser.next_capped(rest, held) {
                 Event::Partial(n) => {
+                    let piece = rest.get(..n).unwrap_or(&[]);
                     if !was_streaming {
-                        // A request the gateway need not see whole: one reply.
-                        self.expect(&mut tracker, Expect::Plain(1))?;
+                        // A request the gateway need not see whole: one reply, unless the
+                        // slot rules refuse it from its start.
+                        let refusal = match self.slots {
+                            Some(_) => self.slots_refuse(&leading_args(piece)),
+                            None => None,
+                        };
+                        if let Some(refusal) = refusal {
+                            self.expect(&mut tracker, refusal)?;
+                            self.substitute(buf, &mut copied, pos, &refused_command());
+                            self.dropping = true;
+                        } else {
+                            self.expect(&mut tracker, Expect::Plain(1))?;
+                        }
+                    } else if self.dropping {
+                        self.substitute(buf, &mut copied, pos, &[]);
+                    }
+                    if self.dropping {
+                        copied = pos + n;
                     }
                     pos += n;
+                    if !self.parser.is_streaming() {
+                        self.dropping = false;
+                    }
                 }
                 Event::Frame(frame) => {
                     let len = frame.byte_len();
@@ -91,9 +135,7 @@ impl Forwarder {
                         };
                         self.expect(&mut tracker, expect)?;
                         if let Action::Substitute(with) = action {
-                            self.out
-                                .extend_from_slice(buf.get(copied..pos).unwrap_or(&[]));
-                            self.out.extend_from_slice(&with);
+                            self.substitute(buf, &mut copied, pos, &with);
                             copied = pos + len;
                         }
                     }
@@ -117,11 +159,36 @@ impl Forwarder {
                 }
             }
         }
-        if !self.out.is_empty() {
+        if self.substituted {
             self.out
                 .extend_from_slice(buf.get(copied..pos).unwrap_or(&[]));
         }
         Ok(pos)
+    }
+
+    /// Puts what came before `pos` (from `copied`) and then `with` in `self.out`, in the place
+    /// of the request at `pos` (the caller moves `copied` past it).
+    fn substitute(&mut self, buf: &[u8], copied: &mut usize, pos: usize, with: &[u8]) {
+        self.out
+            .extend_from_slice(buf.get(*copied..pos).unwrap_or(&[]));
+        self.out.extend_from_slice(with);
+        *copied = pos;
+        self.substituted = true;
+    }
+
+    /// Applies the slot rules to a request (`args`: the command name first; only its start
+    /// for a request streamed through) and follows the blocks it opens or closes: what its
+    /// reply will be if refused.
+    fn slots_refuse(&mut self, args: &[&[u8]]) -> Option<Expect> {
+        let rules = self.slots.as_ref()?;
+        let name = args.first().copied()?;
+        if rules.need(name, self.block.is_open()) != Need::Nothing {
+            if let Err(text) = self.block.check(rules, args) {
+                return Some(Expect::Rewrite(format!("-{text}\r\n").into_bytes().into()));
+            }
+        }
+        self.block.follow(name);
+        None
     }
 
     fn expect(&mut self, tracker: &mut Tracker, expect: Expect) -> Result<(), End> {
@@ -148,6 +215,13 @@ impl Forwarder {
                 "AUTH, HELLO or RESET on a session whose replies are not followed: closing"
             );
             return Err(End::Untracked);
+        }
+        if self.slots.is_some() {
+            let args = frame.args(bytes);
+            let args: Vec<&[u8]> = args.iter().map(|a| a.as_ref()).collect();
+            if let Some(refusal) = self.slots_refuse(&args) {
+                return Ok(Some((Action::Substitute(refused_command()), refusal)));
+            }
         }
         let Some(cmd) = cmd else {
             return Ok(Some(self.unsupported(frame, bytes, name)));
@@ -202,6 +276,10 @@ impl Forwarder {
     /// which Redis answers as an unknown (sub)command, naming it as sent
     /// ([`unsupported`](crate::unsupported)).
     fn unsupported(&self, frame: &Frame, bytes: &[u8], name: &[u8]) -> (Action, Expect) {
+        if !self.profile.may_refuse(name) {
+            // Most requests: no table row, so no need to read their arguments.
+            return (Action::Forward, Expect::Plain(1));
+        }
         let args = frame.args(bytes);
         let sub = args.get(1).map(|a| a.as_ref());
         let Some(index) = self.profile.refused_arg(name, sub) else {
@@ -211,9 +289,10 @@ impl Forwarder {
             (1, Some(sub)) => unknown_subcommand(name, sub),
             _ => unknown_command(&args),
         };
-        let mut out = Vec::new();
-        encode_command(&mut out, &[UNSUPPORTED]);
-        (Action::Substitute(out), Expect::Rewrite(reply.into()))
+        (
+            Action::Substitute(refused_command()),
+            Expect::Rewrite(reply.into()),
+        )
     }
 
     fn auth(&self, frame: &Frame, bytes: &[u8], ctx: &Ctx<'_>) -> Decided {
@@ -280,6 +359,14 @@ impl Forwarder {
             },
         }
     }
+}
+
+/// What a refused request becomes on its way to Redis: [`UNSUPPORTED`], which Redis answers
+/// with an error in the request's place (flagging an open transaction).
+fn refused_command() -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_command(&mut out, &[UNSUPPORTED]);
+    out
 }
 
 fn invalid_auth() -> Vec<u8> {

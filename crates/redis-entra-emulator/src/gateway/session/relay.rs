@@ -2,6 +2,8 @@
 //! replies followed on the way ([`follow`]) and the lease that ends it ([`guard`]).
 
 use super::*;
+use crate::gateway::slots::SlotRules;
+use crate::profile::ClusterPolicy;
 
 /// An authenticated session's backend side, as phase 2 relays it (built outside
 /// [`phase2`] so that its future holds references, not a second copy).
@@ -123,7 +125,17 @@ where
         tracker,
     } = relay;
     let tracker = &*tracker;
-    let mut fwd = Forwarder::new(ctx.state.config.profile);
+    let slots = match ctx.state.config.cluster_policy {
+        Some(ClusterPolicy::Enterprise) => match ctx.state.backend.command_arities().await {
+            Ok(commands) => Some(SlotRules::new(commands)),
+            Err(e) => {
+                debug!(conn = ctx.id, error = %e, "the backend's COMMAND table is unavailable");
+                return End::Backend;
+            }
+        },
+        _ => None,
+    };
+    let mut fwd = Forwarder::new(ctx.state.config.profile, slots);
     let mut read_size = ReadSize::default();
     let mut revocations = ctx.state.directory.access_keys().revocations();
     let validator = &ctx.state.validator;
@@ -138,15 +150,16 @@ where
                     Ok(n) => n,
                     Err(end) => return end,
                 };
-                let bytes: &[u8] = if fwd.out.is_empty() {
-                    buf.get(..n).unwrap_or(&[])
-                } else {
+                let bytes: &[u8] = if fwd.substituted {
                     &fwd.out
+                } else {
+                    buf.get(..n).unwrap_or(&[])
                 };
                 if !bytes.is_empty() && backend_writer.write_all(bytes).await.is_err() {
                     return End::Backend;
                 }
                 fwd.out.clear();
+                fwd.substituted = false;
                 buf.advance(n);
                 if let Some((oid, policy)) = fwd.needs.take() {
                     Box::pin(ctx.create_user(oid, policy)).await;
