@@ -24,7 +24,8 @@
 //!
 //! `GATEWAY_BENCH_ONLY=memory` measures memory only (no throughput rounds);
 //! `GATEWAY_BENCH_ONLY=throughput`, throughput only. `GATEWAY_BENCH_DEPTHS=16` runs only the
-//! depths listed; `GATEWAY_BENCH_REQUESTS=N`, N requests per run at every depth;
+//! depths listed; `GATEWAY_BENCH_TARGETS=gateway,haproxy` only the targets listed (e.g. one at a
+//! time under `perf record`); `GATEWAY_BENCH_REQUESTS=N`, N requests per run at every depth;
 //! `GATEWAY_BENCH_WORKERS=N`, the emulator's runtime on N worker threads (default 2).
 //!
 //! Memory: a child process (this binary again, `GATEWAY_BENCH_CLIENT=1`) opens N idle
@@ -68,6 +69,12 @@ fn depths() -> Vec<u32> {
             .collect(),
         Err(_) => DEPTHS.to_vec(),
     }
+}
+
+/// Whether to run `target`: all, or those `GATEWAY_BENCH_TARGETS` lists (comma-separated).
+fn wanted(target: &str) -> bool {
+    std::env::var("GATEWAY_BENCH_TARGETS")
+        .map_or(true, |list| list.split(',').any(|t| t.trim() == target))
 }
 
 /// Requests per run at `depth`.
@@ -287,7 +294,7 @@ async fn run(fd_limit: u64) -> Result<()> {
     };
     for round in 0..rounds {
         for depth in depths() {
-            for t in &targets {
+            for t in targets.iter().filter(|t| wanted(t.name)) {
                 let before = cpu_ticks(proxy_pid(t.name))?;
                 let calls_before = syscalls(proxy_pid(t.name))?;
                 let client_before = children_ticks()?;

@@ -746,11 +746,15 @@ async fn oversized_tokens_are_refused_without_hanging_or_harming_others() -> Res
     // After authentication the gateway holds an AUTH up to 16 KiB (issue 11): a 1 MB re-AUTH
     // closes the connection; a 10 KB one is read whole, refused with WRONGPASS, and the
     // connection carries on.
+    // (The gateway may close before the client has sent it all: the send then fails.)
     let mut authed = env.authenticated().await?;
-    authed
+    if authed
         .send(&auth_with_password_of(&oid, 1024 * 1024))
-        .await?;
-    authed.expect_close().await?;
+        .await
+        .is_ok()
+    {
+        authed.expect_close().await?;
+    }
     let mut authed = env.authenticated().await?;
     let (good, _) = env.token()?;
     let mut hello = auth_with_password_of(&oid, 10 * 1024);
@@ -1651,8 +1655,10 @@ async fn an_oversized_auth_request_closes_the_connection() -> Result<()> {
     let mut request = format!("*3\r\n$4\r\nAUTH\r\n$3\r\noid\r\n${}\r\n", 100_000).into_bytes();
     request.extend(std::iter::repeat_n(b'x', 100_000));
     request.extend_from_slice(b"\r\n");
-    conn.send(&request).await?;
-    conn.expect_close().await?;
+    // The gateway may close before the client has sent it all: the send then fails.
+    if conn.send(&request).await.is_ok() {
+        conn.expect_close().await?;
+    }
     Ok(())
 }
 

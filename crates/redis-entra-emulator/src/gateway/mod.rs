@@ -79,6 +79,7 @@ mod slots;
 mod trusted_keys;
 pub mod validate;
 mod verified;
+mod workers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -95,6 +96,7 @@ use crate::directory::Directory;
 use crate::faults::Faults;
 use crate::stats::Stats;
 use crate::Error;
+use workers::Workers;
 
 pub use crate::profile::ClusterPolicy;
 pub use crate::unsupported::Profile;
@@ -206,7 +208,8 @@ impl Gateway {
         config.alpn_protocols.clear();
         let acceptor = TlsAcceptor::from(Arc::new(config));
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(accept_loop(listener, acceptor, state, stopped));
+        let workers = Workers::start()?;
+        let task = tokio::spawn(accept_loop(listener, acceptor, state, stopped, workers));
         debug!(%local_addr, "Redis gateway listening");
         Ok(Gateway {
             local_addr,
@@ -242,6 +245,7 @@ async fn accept_loop(
     acceptor: TlsAcceptor,
     state: GatewayState,
     mut stop: watch::Receiver<bool>,
+    mut workers: Workers,
 ) {
     let mut connections = JoinSet::new();
     let mut refusals = JoinSet::new();
@@ -262,13 +266,16 @@ async fn accept_loop(
                     next_id += 1;
                     Stats::bump(&state.stats.connections_accepted);
                     debug!(conn = next_id, %peer, "connection accepted");
-                    connections.spawn(connection(
-                        next_id,
-                        tcp,
-                        acceptor.clone(),
-                        state.clone(),
-                        stop.clone(),
-                    ));
+                    // Off this runtime's poller, onto the session thread's.
+                    let Ok(tcp) = tcp.into_std() else { continue };
+                    let (id, acceptor, state, stop) =
+                        (next_id, acceptor.clone(), state.clone(), stop.clone());
+                    workers.spawn(&mut connections, async move {
+                        match TcpStream::from_std(tcp) {
+                            Ok(tcp) => connection(id, tcp, acceptor, state, stop).await,
+                            Err(e) => debug!(conn = id, error = %e, "registering the connection"),
+                        }
+                    });
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: breathe, then go on.
