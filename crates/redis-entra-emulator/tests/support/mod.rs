@@ -195,6 +195,19 @@ pub struct Conn {
 }
 
 impl Conn {
+    /// A connection over `stream` (one taken apart with [`into_stream`](Self::into_stream)).
+    pub fn from_stream(stream: TlsStream<TcpStream>) -> Conn {
+        Conn {
+            stream: BufReader::new(stream),
+        }
+    }
+
+    /// The TLS stream, for a test that drives it itself (nothing read is buffered between
+    /// replies).
+    pub fn into_stream(self) -> TlsStream<TcpStream> {
+        self.stream.into_inner()
+    }
+
     pub async fn send(&mut self, bytes: &[u8]) -> Result<()> {
         let s = self.stream.get_mut();
         s.write_all(bytes).await?;
