@@ -35,8 +35,10 @@
 //! gateway endpoints and the gateway rewrites no reply.
 //!
 //! The modules: [`validate`] checks tokens, [`resp`] frames requests exactly as Redis does, and
-//! a private `session` module runs each connection. The listener spawns one task per
-//! connection; a bad handshake, garbage bytes or a stalled client only ever end their own
+//! a private `session` module runs each connection. The listener (on the caller's runtime)
+//! hands each connection to one of the gateway's own threads, a single-threaded runtime per
+//! core that keeps it for its whole life, as haproxy's threads do; the sessions end with the
+//! listener. A bad handshake, garbage bytes or a stalled client only ever end their own
 //! connection.
 //!
 //! ```no_run
@@ -266,16 +268,12 @@ async fn accept_loop(
                     next_id += 1;
                     Stats::bump(&state.stats.connections_accepted);
                     debug!(conn = next_id, %peer, "connection accepted");
-                    // Off this runtime's poller, onto the session thread's.
+                    // Off this runtime's poller, onto the session thread's (`connection`).
                     let Ok(tcp) = tcp.into_std() else { continue };
-                    let (id, acceptor, state, stop) =
-                        (next_id, acceptor.clone(), state.clone(), stop.clone());
-                    workers.spawn(&mut connections, async move {
-                        match TcpStream::from_std(tcp) {
-                            Ok(tcp) => connection(id, tcp, acceptor, state, stop).await,
-                            Err(e) => debug!(conn = id, error = %e, "registering the connection"),
-                        }
-                    });
+                    workers.spawn(
+                        &mut connections,
+                        connection(next_id, tcp, acceptor.clone(), state.clone(), stop.clone()),
+                    );
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: breathe, then go on.
@@ -308,13 +306,22 @@ async fn refuse(tcp: TcpStream, acceptor: TlsAcceptor) {
     let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, refusal).await;
 }
 
+/// One client connection, on the session thread it was given to: `tcp` is registered with
+/// that thread's runtime here.
 async fn connection(
     id: u64,
-    tcp: TcpStream,
+    tcp: std::net::TcpStream,
     acceptor: TlsAcceptor,
     state: GatewayState,
     mut stop: watch::Receiver<bool>,
 ) {
+    let tcp = match TcpStream::from_std(tcp) {
+        Ok(tcp) => tcp,
+        Err(e) => {
+            debug!(conn = id, error = %e, "registering the connection");
+            return;
+        }
+    };
     let _ = tcp.set_nodelay(true);
     // Boxed: the handshake's state is freed once done, not kept in every session's task.
     let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, Box::pin(acceptor.accept(tcp)));

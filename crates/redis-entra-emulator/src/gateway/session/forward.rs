@@ -36,10 +36,9 @@ pub(super) struct Forwarder {
     /// request's streamed rest is dropped).
     pub(super) substituted: bool,
     profile: Profile,
-    /// The Enterprise cluster policy's slot rules, when the gateway plays it.
-    slots: Option<SlotRules>,
-    /// The `WATCH`/`MULTI` block open on the connection, for the slot rules.
-    block: Block,
+    /// The Enterprise cluster policy's slot rules and the `WATCH`/`MULTI` block open on the
+    /// connection, when the gateway plays that policy (boxed: most sessions have none).
+    slots: Option<Box<(SlotRules, Block)>>,
     /// The rest of a refused request is streaming in: drop it.
     dropping: bool,
     /// An `AUTH` waits for its identity's backend user: create it, then process again.
@@ -65,8 +64,7 @@ impl Forwarder {
             out: Vec::new(),
             substituted: false,
             profile,
-            slots,
-            block: Block::default(),
+            slots: slots.map(|rules| Box::new((rules, Block::default()))),
             dropping: false,
             needs: None,
         }
@@ -88,10 +86,10 @@ impl Forwarder {
         loop {
             let rest = buf.get(pos..).unwrap_or(&[]);
             let was_streaming = self.parser.is_streaming();
-            let (slots, in_block) = (self.slots.as_ref(), self.block.is_open());
+            let slots = self.slots.as_deref();
             let held = |name: &[u8]| {
                 let cap = hold(name, profile);
-                match slots.map(|rules| rules.need(name, in_block)) {
+                match slots.map(|(rules, block)| rules.need(name, block.is_open())) {
                     Some(Need::Whole) => Some(cap.unwrap_or(0).max(MAX_KEYED_REQUEST)),
                     _ => cap,
                 }
@@ -180,14 +178,14 @@ impl Forwarder {
     /// for a request streamed through) and follows the blocks it opens or closes: what its
     /// reply will be if refused.
     fn slots_refuse(&mut self, args: &[&[u8]]) -> Option<Expect> {
-        let rules = self.slots.as_ref()?;
+        let (rules, block) = self.slots.as_deref_mut()?;
         let name = args.first().copied()?;
-        if rules.need(name, self.block.is_open()) != Need::Nothing {
-            if let Err(text) = self.block.check(rules, args) {
+        if rules.need(name, block.is_open()) != Need::Nothing {
+            if let Err(text) = block.check(rules, args) {
                 return Some(Expect::Rewrite(format!("-{text}\r\n").into_bytes().into()));
             }
         }
-        self.block.follow(name);
+        block.follow(name);
         None
     }
 

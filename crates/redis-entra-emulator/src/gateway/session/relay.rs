@@ -126,13 +126,16 @@ where
     } = relay;
     let tracker = &*tracker;
     let slots = match ctx.state.config.cluster_policy {
-        Some(ClusterPolicy::Enterprise) => match ctx.state.backend.command_arities().await {
-            Ok(commands) => Some(SlotRules::new(commands)),
-            Err(e) => {
-                debug!(conn = ctx.id, error = %e, "the backend's COMMAND table is unavailable");
-                return End::Backend;
+        // Boxed: the table's future would otherwise take room in every session's task.
+        Some(ClusterPolicy::Enterprise) => {
+            match Box::pin(ctx.state.backend.command_arities()).await {
+                Ok(commands) => Some(SlotRules::new(commands)),
+                Err(e) => {
+                    debug!(conn = ctx.id, error = %e, "the backend's COMMAND table is unavailable");
+                    return End::Backend;
+                }
             }
-        },
+        }
         _ => None,
     };
     let mut fwd = Forwarder::new(ctx.state.config.profile, slots);
