@@ -403,58 +403,20 @@ async fn run(fd_limit: u64) -> Result<()> {
         let (g, h, r) = (of("gateway"), of("haproxy"), of("redis-tls"));
         println!("| -P {depth} | {g:.2} | {h:.2} | {r:.2} | {:.2} |", g / h);
     }
-    println!(
-        "\n## read/write system calls per request (median of {rounds} rounds; `recv`/`send` are not counted)\n"
+    print_two_processes(
+        &format!("read/write system calls per request (median of {rounds} rounds; `recv`/`send` are not counted)"),
+        "",
+        ["TLS-terminating", "redis-server behind"],
+        &calls,
+        3,
     );
-    println!("| pipeline | process | gateway | haproxy | redis-tls |");
-    println!("|---|---|---|---|---|");
-    for depth in depths() {
-        for (process, pick) in [
-            (
-                "TLS-terminating",
-                (|r: &(&str, u32, f64, f64)| r.2) as fn(&_) -> f64,
-            ),
-            ("redis-server behind", |r| r.3),
-        ] {
-            let of = |name: &str| {
-                median(
-                    calls
-                        .iter()
-                        .filter(|r| r.0 == name && r.1 == depth)
-                        .map(pick)
-                        .collect(),
-                )
-            };
-            let (g, h, r) = (of("gateway"), of("haproxy"), of("redis-tls"));
-            println!("| -P {depth} | {process} | {g:.3} | {h:.3} | {r:.3} |");
-        }
-    }
-    println!(
-        "\n## CPU time per request of redis-benchmark and of the redis-server behind (median of {rounds} rounds)\n"
+    print_two_processes(
+        &format!("CPU time per request of redis-benchmark and of the redis-server behind (median of {rounds} rounds)"),
+        " µs",
+        ["redis-benchmark", "redis-server"],
+        &others,
+        2,
     );
-    println!("| pipeline | process | gateway µs | haproxy µs | redis-tls µs |");
-    println!("|---|---|---|---|---|");
-    for depth in depths() {
-        for (process, pick) in [
-            (
-                "redis-benchmark",
-                (|r: &(&str, u32, f64, f64)| r.2) as fn(&_) -> f64,
-            ),
-            ("redis-server", |r| r.3),
-        ] {
-            let of = |name: &str| {
-                median(
-                    others
-                        .iter()
-                        .filter(|r| r.0 == name && r.1 == depth)
-                        .map(pick)
-                        .collect(),
-                )
-            };
-            let (g, h, r) = (of("gateway"), of("haproxy"), of("redis-tls"));
-            println!("| -P {depth} | {process} | {g:.2} | {h:.2} | {r:.2} |");
-        }
-    }
     print_memory(&memory);
     let png = plot(&results)?;
     println!("\nplot: {}", png.display());
@@ -479,6 +441,36 @@ fn median(mut v: Vec<f64>) -> f64 {
         at(n / 2)
     } else {
         (at((n / 2).saturating_sub(1)) + at(n / 2)) / 2.0
+    }
+}
+
+/// Prints a table of two figures per run (`rows`: target, depth, first, second), the median
+/// of the rounds for each target, one line per depth and figure.
+fn print_two_processes(
+    title: &str,
+    unit: &str,
+    labels: [&str; 2],
+    rows: &[(&str, u32, f64, f64)],
+    decimals: usize,
+) {
+    println!("\n## {title}\n");
+    println!("| pipeline | process | gateway{unit} | haproxy{unit} | redis-tls{unit} |");
+    println!("|---|---|---|---|---|");
+    for depth in depths() {
+        for (i, process) in labels.iter().enumerate() {
+            let of = |name: &str| {
+                median(
+                    rows.iter()
+                        .filter(|r| r.0 == name && r.1 == depth)
+                        .map(|r| if i == 0 { r.2 } else { r.3 })
+                        .collect(),
+                )
+            };
+            let (g, h, r) = (of("gateway"), of("haproxy"), of("redis-tls"));
+            println!(
+                "| -P {depth} | {process} | {g:.decimals$} | {h:.decimals$} | {r:.decimals$} |"
+            );
+        }
     }
 }
 
@@ -764,7 +756,17 @@ async fn wait_port(port: u16) -> Result<()> {
 
 /// User plus system CPU time of `pid` (all its threads), in clock ticks.
 fn cpu_ticks(pid: u32) -> Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    stat_sum(&format!("/proc/{pid}/stat"), 14, 15)
+}
+
+/// User plus system CPU time of this process' children that were waited for, in clock ticks.
+fn children_ticks() -> Result<u64> {
+    stat_sum("/proc/self/stat", 16, 17)
+}
+
+/// Fields `a` plus `b` (numbered from 1, as in proc(5)) of a `/proc/PID/stat` file.
+fn stat_sum(path: &str, a: usize, b: usize) -> Result<u64> {
+    let stat = std::fs::read_to_string(path)?;
     // Fields after the command name (which may hold spaces) start at state (field 3).
     let rest = stat.rsplit_once(')').context("/proc/PID/stat")?.1;
     let fields: Vec<&str> = rest.split_whitespace().collect();
@@ -775,22 +777,7 @@ fn cpu_ticks(pid: u32) -> Result<u64> {
             .parse()
             .context("/proc/PID/stat field")
     };
-    Ok(field(14)? + field(15)?)
-}
-
-/// User plus system CPU time of this process' children that were waited for, in clock ticks.
-fn children_ticks() -> Result<u64> {
-    let stat = std::fs::read_to_string("/proc/self/stat")?;
-    let rest = stat.rsplit_once(')').context("/proc/self/stat")?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |n: usize| -> Result<u64> {
-        fields
-            .get(n - 3)
-            .context("/proc/self/stat field")?
-            .parse()
-            .context("/proc/self/stat field")
-    };
-    Ok(field(16)? + field(17)?)
+    Ok(field(a)? + field(b)?)
 }
 
 /// Read plus write system calls `pid` made so far (`syscr` + `syscw` of `/proc/PID/io`).

@@ -187,30 +187,11 @@ impl Frame {
             FrameKind::Inline { args } => {
                 args.iter().map(|a| Cow::Borrowed(a.as_slice())).collect()
             }
-            FrameKind::Multibulk { argc, .. } => {
-                let frame = buf.get(..self.len).unwrap_or(&[]);
-                let mut args = Vec::with_capacity(*argc);
-                let Some(mut pos) = find_cr(frame, 0).map(|cr| cr + 2) else {
-                    return args;
-                };
-                while args.len() < *argc {
-                    let Some(cr) = find_cr(frame, pos) else { break };
-                    let Some(len) = frame
-                        .get(pos + 1..cr)
-                        .and_then(string2ll)
-                        .and_then(|l| usize::try_from(l).ok())
-                    else {
-                        break;
-                    };
-                    let start = cr + 2;
-                    let Some(arg) = frame.get(start..start.saturating_add(len)) else {
-                        break;
-                    };
-                    args.push(Cow::Borrowed(arg));
-                    pos = start + len + 2;
-                }
-                args
-            }
+            FrameKind::Multibulk { argc, .. } => leading_args(buf.get(..self.len).unwrap_or(&[]))
+                .into_iter()
+                .take(*argc)
+                .map(Cow::Borrowed)
+                .collect(),
         }
     }
 }
