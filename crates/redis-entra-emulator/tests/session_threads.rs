@@ -7,6 +7,7 @@
 mod support;
 
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
@@ -53,6 +54,44 @@ async fn sessions_end_with_the_runtime_that_started_the_gateway() -> Result<()> 
     let mut stream = conn.into_stream();
     let closed = tokio::time::timeout(support::WAIT, stream.read_to_end(&mut rest)).await;
     assert!(closed.is_ok(), "the session outlived its gateway's runtime");
+    drop(env);
+    Ok(())
+}
+
+/// Dropping the runtime that runs the gateway's listener drops every session before the drop
+/// returns: nothing a session holds outlives it, not even for the moment before a process
+/// exits (a test process used to leave its backend `redis-server` behind that way, the last
+/// owner of the backend being a session on a gateway thread).
+#[test]
+fn dropping_the_gateways_runtime_drops_its_sessions_before_it_returns() -> Result<()> {
+    let host = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let client = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let env = host.block_on(Env::start())?;
+    let mut conn = client.block_on(env.authenticated())?;
+    assert_eq!(
+        client.block_on(conn.cmd(&["PING"]))?,
+        Reply::Simple("PONG".into())
+    );
+    let backend = env.backend().clone();
+    // This test, the `Env`, the listener and the session.
+    assert!(
+        Arc::strong_count(&backend) >= 4,
+        "{}",
+        Arc::strong_count(&backend)
+    );
+
+    drop(host);
+    assert_eq!(
+        Arc::strong_count(&backend),
+        2,
+        "something of the gateway still holds the backend after its runtime was dropped"
+    );
+    drop(conn);
     drop(env);
     Ok(())
 }

@@ -22,13 +22,16 @@ use crate::Error;
 /// The most session threads, whatever the number of cores.
 const MAX_WORKERS: usize = 16;
 
-/// The session threads. Dropping this stops them: each drops its runtime, cancelling what
-/// still runs there.
+/// The session threads. Dropping this stops them and waits for them: each drops its runtime,
+/// and with it every session still there, before the drop returns. So nothing a session holds
+/// (the backend above all, whose process goes when its last owner does) outlives the
+/// gateway's listener, even when the process exits right after.
 #[derive(Debug)]
 pub(super) struct Workers {
     handles: Vec<Handle>,
     /// Dropped to stop the threads.
-    _stop: Vec<oneshot::Sender<()>>,
+    stop: Vec<oneshot::Sender<()>>,
+    threads: Vec<thread::JoinHandle<()>>,
     next: usize,
 }
 
@@ -40,6 +43,7 @@ impl Workers {
             .min(MAX_WORKERS);
         let mut handles = Vec::with_capacity(n);
         let mut stop = Vec::with_capacity(n);
+        let mut threads = Vec::with_capacity(n);
         for i in 0..n {
             let runtime = Builder::new_current_thread()
                 .enable_all()
@@ -47,7 +51,7 @@ impl Workers {
                 .map_err(|e| Error::io("starting a gateway thread's runtime", e))?;
             handles.push(runtime.handle().clone());
             let (tx, rx) = oneshot::channel::<()>();
-            thread::Builder::new()
+            let thread = thread::Builder::new()
                 .name(format!("redis-entra-gateway-{i}"))
                 .spawn(move || {
                     runtime.block_on(async {
@@ -56,10 +60,12 @@ impl Workers {
                 })
                 .map_err(|e| Error::io("starting a gateway thread", e))?;
             stop.push(tx);
+            threads.push(thread);
         }
         Ok(Self {
             handles,
-            _stop: stop,
+            stop,
+            threads,
             next: 0,
         })
     }
@@ -75,5 +81,19 @@ impl Workers {
             Some(handle) => set.spawn_on(task, handle),
             None => set.spawn(task),
         };
+    }
+}
+
+impl Drop for Workers {
+    /// Stops the threads and waits for them. The listener drops this when it ends, after its
+    /// connections were drained or aborted, so the threads have little left to drop; it blocks
+    /// the listener's thread for that long.
+    fn drop(&mut self) {
+        self.stop.clear();
+        for thread in self.threads.drain(..) {
+            if thread.thread().id() != thread::current().id() {
+                let _ = thread.join();
+            }
+        }
     }
 }

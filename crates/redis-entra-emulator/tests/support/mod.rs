@@ -88,6 +88,11 @@ impl Env {
         &self.principal.object_id
     }
 
+    /// The backend behind the gateway.
+    pub fn backend(&self) -> &Arc<Backend> {
+        &self._backend
+    }
+
     pub fn tenant_id(&self) -> &str {
         self.directory.tenant_id()
     }
